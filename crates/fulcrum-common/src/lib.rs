@@ -1,0 +1,265 @@
+//! Every byte layout the XDP program and user space share, defined once.
+//!
+//! Addresses and ports are kept in network byte order exactly as they sit in the
+//! packet, so the data plane never swaps bytes on the hot path.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Map names, so the loader and the program cannot drift apart.
+pub mod maps {
+    /// Addresses that carry at least one service: the data plane's first, cheapest filter.
+    pub const VIPS: &str = "VIPS";
+    /// (VIP, port, protocol) to service slot.
+    pub const SERVICES: &str = "SERVICES";
+    /// All services' Maglev tables back to back, `ring_size` slots each.
+    pub const MAGLEV: &str = "MAGLEV";
+    /// Backend slot to forwarding data.
+    pub const BACKENDS: &str = "BACKENDS";
+    /// 5-tuple to chosen backend.
+    pub const FLOWS: &str = "FLOWS";
+    /// Interfaces the program may redirect to.
+    pub const EGRESS: &str = "EGRESS";
+    /// Per-CPU global counters, indexed by [`crate::Counter`].
+    pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+    /// Per-CPU traffic counters per service slot.
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    /// Per-CPU traffic counters per backend slot.
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+}
+
+/// Program names in the object.
+pub mod programs {
+    /// The balancer.
+    pub const BALANCER: &str = "fulcrum";
+    /// Returns `XDP_PASS`: lets a veth accept frames its peer transmits from XDP, and is
+    /// the baseline of benchmarks.
+    pub const PASS: &str = "fulcrum_pass";
+}
+
+/// Name of the global holding the Maglev table size, set by the loader before the
+/// program is verified so the modulo is by a constant.
+pub const RING_SIZE_GLOBAL: &str = "RING_SIZE";
+
+/// Default Maglev table size: a prime well above 100 × the largest backend set.
+pub const DEFAULT_RING_SIZE: u32 = 65_537;
+
+/// Backend slot 0 is never allocated, so a zeroed Maglev slot means "no backend".
+pub const NO_BACKEND: u32 = 0;
+
+/// IP protocol numbers the balancer understands.
+pub const IPPROTO_TCP: u8 = 6;
+/// See [`IPPROTO_TCP`].
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Value of [`VIPS`](maps::VIPS): which kinds of service the address carries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipInfo {
+    /// Count of services on this address; kept only to make the entry non-empty.
+    pub services: u32,
+}
+
+/// Key of [`SERVICES`](maps::SERVICES). Port 0 stands for every port of the VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// IPv4 address, network byte order.
+    pub vip: u32,
+    /// Destination port, network byte order; 0 matches every port.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Service flag: hash the source address only, so a client always lands on one backend.
+pub const SERVICE_F_STICKY: u32 = 1 << 0;
+
+/// Value of [`SERVICES`](maps::SERVICES).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Index into the Maglev region and the service counters.
+    pub slot: u32,
+    /// `SERVICE_F_*` bits.
+    pub flags: u32,
+}
+
+/// Value of [`BACKENDS`](maps::BACKENDS): everything needed to forward in L2 DSR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendValue {
+    /// Backend's MAC, from the kernel's neighbour table.
+    pub mac: [u8; 6],
+    /// MAC of the egress interface: the new source MAC.
+    pub src_mac: [u8; 6],
+    /// Egress interface; 0 while the neighbour is unresolved.
+    pub ifindex: u32,
+    /// Bumped whenever the slot is given to another backend, so stale flows miss.
+    pub generation: u32,
+}
+
+/// Key of [`FLOWS`](maps::FLOWS), in packet byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of [`FLOWS`](maps::FLOWS).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    /// Backend slot.
+    pub backend: u32,
+    /// The backend slot's generation when the flow was pinned to it.
+    pub generation: u32,
+}
+
+/// Per-service and per-backend counters (per CPU; user space sums).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Flows this service or backend was chosen for.
+    pub new_flows: u64,
+}
+
+const _: () = assert!(size_of::<VipInfo>() == 4);
+const _: () = assert!(size_of::<ServiceKey>() == 8);
+const _: () = assert!(size_of::<ServiceValue>() == 8);
+const _: () = assert!(size_of::<BackendValue>() == 20);
+const _: () = assert!(size_of::<FlowKey>() == 16);
+const _: () = assert!(size_of::<FlowValue>() == 8);
+const _: () = assert!(size_of::<TrafficCounters>() == 24);
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident = $label:literal,)*) => {
+        /// Global counters: one per action, one per reason a packet took its path.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter { $($(#[$doc])* $name,)* }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &[Counter] = &[$(Counter::$name,)*];
+            /// Stable snake_case name for logs, metrics and the CLI.
+            pub const fn label(self) -> &'static str {
+                match self { $(Counter::$name => $label,)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Action: sent back out of the receiving interface.
+    Tx = "tx",
+    /// Action: redirected to another interface.
+    Redirect = "redirect",
+    /// Action: handed to the kernel.
+    Pass = "pass",
+    /// Action: dropped.
+    Drop = "drop",
+    /// Pass: frame shorter than its Ethernet (and VLAN) header.
+    PassMalformedL2 = "pass_malformed_l2",
+    /// Pass: not IPv4 (ARP, IPv6, LLDP, ...).
+    PassNotIpv4 = "pass_not_ipv4",
+    /// Pass: IPv4 header cut short, so the destination cannot be read.
+    PassMalformedIp = "pass_malformed_ip",
+    /// Pass: destination is not a VIP.
+    PassNotVip = "pass_not_vip",
+    /// Pass: a VIP, but no service for this port and protocol.
+    PassNoService = "pass_no_service",
+    /// Drop: VIP traffic with IPv4 version or header length invalid.
+    DropBadIpHeader = "drop_bad_ip_header",
+    /// Drop: VIP traffic whose IPv4 total length exceeds the frame.
+    DropIpLength = "drop_ip_length",
+    /// Drop: VIP traffic with IPv4 options.
+    DropIpOptions = "drop_ip_options",
+    /// Drop: VIP traffic that is an IPv4 fragment.
+    DropFragment = "drop_fragment",
+    /// Drop: VIP traffic whose TCP/UDP header is cut short.
+    DropTruncatedL4 = "drop_truncated_l4",
+    /// Drop: the service has no usable backend.
+    DropNoBackend = "drop_no_backend",
+    /// Drop: the chosen backend's MAC is not known yet.
+    DropBackendUnresolved = "drop_backend_unresolved",
+    /// Drop: redirect to the egress interface failed.
+    DropRedirect = "drop_redirect",
+    /// Flow table hit.
+    FlowHit = "flow_hit",
+    /// New TCP flow from a SYN.
+    FlowNewSyn = "flow_new_syn",
+    /// New UDP flow.
+    FlowNewUdp = "flow_new_udp",
+    /// TCP non-SYN with no flow entry: state was lost (restart, eviction, another balancer).
+    FlowMissNonSyn = "flow_miss_non_syn",
+    /// Flow entry whose backend has since been removed: chosen again.
+    FlowStale = "flow_stale",
+}
+
+/// Number of global counters.
+pub const COUNTERS: usize = Counter::ALL.len();
+
+/// Value of [`GLOBAL_STATS`](maps::GLOBAL_STATS): all global counters in one per-CPU
+/// entry, so a packet pays one map lookup for its action and its reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalCounters {
+    pub counts: [u64; COUNTERS],
+}
+
+impl Default for GlobalCounters {
+    fn default() -> Self {
+        Self {
+            counts: [0; COUNTERS],
+        }
+    }
+}
+
+/// One round of the murmur3 finaliser: cheap, well mixed, identical in kernel and user space.
+#[inline(always)]
+pub const fn mix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+const FLOW_HASH_SEED: u32 = 0x9e37_79b9;
+
+/// Hash a flow picks its Maglev slot by. Every balancer computes the same value for the
+/// same packet, which is what keeps a fleet consistent. Inputs are in packet byte order.
+#[inline(always)]
+pub const fn flow_hash(key: &FlowKey, sticky: bool) -> u32 {
+    let mut h = mix32(FLOW_HASH_SEED ^ key.src);
+    if !sticky {
+        h = mix32(h ^ key.dst);
+        h = mix32(h ^ ((key.sport as u32) << 16 | key.dport as u32));
+        h = mix32(h ^ key.proto as u32);
+    }
+    h
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are repr(C), Copy, with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for BackendValue {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for TrafficCounters {}
+    unsafe impl aya::Pod for GlobalCounters {}
+}

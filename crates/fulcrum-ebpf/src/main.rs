@@ -1,0 +1,273 @@
+//! Fulcrum's XDP program: steer packets for virtual services to backends (L2 DSR).
+//!
+//! Rules, in the order they apply (each is a counter, see `fulcrum_common::Counter`):
+//! what cannot be VIP traffic (short frames, non-IPv4, unreadable IPv4 headers, other
+//! destinations) passes to the kernel untouched; VIP traffic that is malformed or
+//! unsupported (bad header, length beyond the frame, fragments, options, short TCP/UDP
+//! header) is dropped; VIP traffic with no service for its port passes; a service with no
+//! usable backend drops; everything else is forwarded to its backend.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod packet;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use fulcrum_common::{
+    BackendValue, Counter, DEFAULT_RING_SIZE, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP,
+    NO_BACKEND, SERVICE_F_STICKY, ServiceKey, ServiceValue, TrafficCounters, flow_hash,
+};
+use maps::{
+    BACKEND_STATS, BACKENDS, EGRESS, FLOWS, GLOBAL_STATS, MAGLEV, SERVICE_STATS, SERVICES, VIPS,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
+use packet::{frame_len, ptr_at};
+
+/// Maglev table size; the loader overwrites it before verification.
+#[unsafe(no_mangle)]
+static RING_SIZE: u32 = DEFAULT_RING_SIZE;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
+
+/// What to do with a packet and why; every packet counts both.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Tx(Counter),
+    Redirect(Counter),
+    Pass(Counter),
+    Drop(Counter),
+}
+
+#[xdp]
+pub fn fulcrum(ctx: XdpContext) -> u32 {
+    let (action, counter, reason) = match balance(&ctx) {
+        Verdict::Tx(r) => (xdp_action::XDP_TX, Counter::Tx, r),
+        Verdict::Redirect(r) => (xdp_action::XDP_REDIRECT, Counter::Redirect, r),
+        Verdict::Pass(r) => (xdp_action::XDP_PASS, Counter::Pass, r),
+        Verdict::Drop(r) => (xdp_action::XDP_DROP, Counter::Drop, r),
+    };
+    if let Some(stats) = GLOBAL_STATS.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        let counts = unsafe { &mut (*stats).counts };
+        if let Some(c) = counts.get_mut(counter as usize) {
+            *c += 1;
+        }
+        if let Some(c) = counts.get_mut(reason as usize) {
+            *c += 1;
+        }
+    }
+    action
+}
+
+/// Lets a veth accept frames its peer sends with `XDP_TX`; also the benchmarks' baseline.
+#[xdp]
+pub fn fulcrum_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// The 5-tuple and what the balancer needs to know of the L4 header.
+struct Parsed {
+    flow: FlowKey,
+    /// TCP SYN without ACK: a connection being opened.
+    syn: bool,
+}
+
+#[inline(always)]
+fn balance(ctx: &XdpContext) -> Verdict {
+    let parsed = match parse(ctx) {
+        Ok(p) => p,
+        Err(v) => return v,
+    };
+    let Some(service) = find_service(&parsed.flow) else {
+        return Verdict::Pass(Counter::PassNoService);
+    };
+    let (backend_slot, backend, reason) = match pick_backend(&parsed, &service) {
+        Ok(chosen) => chosen,
+        Err(v) => return v,
+    };
+    if backend.ifindex == 0 {
+        return Verdict::Drop(Counter::DropBackendUnresolved);
+    }
+
+    let len = frame_len(ctx) as u64;
+    let new_flow = !matches!(reason, Counter::FlowHit) as u64;
+    count_traffic(SERVICE_STATS.get_ptr_mut(service.slot), len, new_flow);
+    count_traffic(BACKEND_STATS.get_ptr_mut(backend_slot), len, new_flow);
+
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Verdict::Drop(Counter::DropBadIpHeader);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        (*eth).dst_addr = backend.mac;
+        (*eth).src_addr = backend.src_mac;
+    }
+    if backend.ifindex == ctx.ingress_ifindex() as u32 {
+        return Verdict::Tx(reason);
+    }
+    match EGRESS.redirect(backend.ifindex, 0) {
+        Ok(_) => Verdict::Redirect(reason),
+        Err(_) => Verdict::Drop(Counter::DropRedirect),
+    }
+}
+
+/// Reads Ethernet (one optional 802.1Q tag), IPv4 and TCP/UDP, deciding early for anything
+/// that is not well-formed VIP traffic.
+#[inline(always)]
+fn parse(ctx: &XdpContext) -> Result<Parsed, Verdict> {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Verdict::Pass(Counter::PassMalformedL2))?;
+    // SAFETY (all header reads below): bounds checked by ptr_at.
+    let mut ether_type = unsafe { (*eth).ether_type };
+    let mut l3 = EthHdr::LEN;
+    if ether_type == ETH_P_8021Q.to_be() {
+        let vlan = ptr_at::<VlanHdr>(ctx, l3).ok_or(Verdict::Pass(Counter::PassMalformedL2))?;
+        ether_type = unsafe { (*vlan).ether_type };
+        l3 += VlanHdr::LEN;
+    }
+    if ether_type != ETH_P_IP.to_be() {
+        return Err(Verdict::Pass(Counter::PassNotIpv4));
+    }
+    let ip = ptr_at::<Ipv4Hdr>(ctx, l3).ok_or(Verdict::Pass(Counter::PassMalformedIp))?;
+    let ip = unsafe { &*ip };
+    let dst = u32::from_ne_bytes(ip.dst_addr);
+    if VIPS.get_ptr(dst).is_none() {
+        return Err(Verdict::Pass(Counter::PassNotVip));
+    }
+
+    // From here on the packet is for a VIP: anything odd is dropped, never forwarded.
+    let version = ip.vihl >> 4;
+    let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+    let total_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if version != 4 || ihl < Ipv4Hdr::LEN || total_len < ihl {
+        return Err(Verdict::Drop(Counter::DropBadIpHeader));
+    }
+    if l3 + total_len > frame_len(ctx) {
+        return Err(Verdict::Drop(Counter::DropIpLength));
+    }
+    if u16::from_be_bytes(ip.frags) & IPV4_MF_AND_OFFSET != 0 {
+        return Err(Verdict::Drop(Counter::DropFragment));
+    }
+    if ihl != Ipv4Hdr::LEN {
+        return Err(Verdict::Drop(Counter::DropIpOptions));
+    }
+
+    let l4 = l3 + Ipv4Hdr::LEN;
+    let truncated = Verdict::Drop(Counter::DropTruncatedL4);
+    let (sport, dport, syn) = match ip.proto {
+        IPPROTO_TCP => {
+            if total_len < Ipv4Hdr::LEN + TcpHdr::LEN {
+                return Err(truncated);
+            }
+            let tcp = ptr_at::<TcpHdr>(ctx, l4).ok_or(truncated)?;
+            let tcp = unsafe { &*tcp };
+            (tcp.source, tcp.dest, tcp.syn() != 0 && tcp.ack() == 0)
+        }
+        IPPROTO_UDP => {
+            if total_len < Ipv4Hdr::LEN + UdpHdr::LEN {
+                return Err(truncated);
+            }
+            let udp = ptr_at::<UdpHdr>(ctx, l4).ok_or(truncated)?;
+            let udp = unsafe { &*udp };
+            (udp.src, udp.dst, false)
+        }
+        _ => return Err(Verdict::Pass(Counter::PassNoService)),
+    };
+    Ok(Parsed {
+        flow: FlowKey {
+            src: u32::from_ne_bytes(ip.src_addr),
+            dst,
+            sport: u16::from_ne_bytes(sport),
+            dport: u16::from_ne_bytes(dport),
+            proto: ip.proto,
+            _pad: [0; 3],
+        },
+        syn,
+    })
+}
+
+/// The service for this exact port, else the VIP's every-port service.
+#[inline(always)]
+fn find_service(flow: &FlowKey) -> Option<ServiceValue> {
+    let mut key = ServiceKey {
+        vip: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    if let Some(v) = SERVICES.get_ptr(key) {
+        // SAFETY: map values are plain data; a concurrent update yields old or new.
+        return Some(unsafe { *v });
+    }
+    key.port = 0;
+    SERVICES.get_ptr(key).map(|v| unsafe { *v })
+}
+
+/// The flow's pinned backend, or a fresh Maglev choice that is then pinned.
+#[inline(always)]
+fn pick_backend(
+    parsed: &Parsed,
+    service: &ServiceValue,
+) -> Result<(u32, BackendValue, Counter), Verdict> {
+    let flow = &parsed.flow;
+    let mut reason = if parsed.syn {
+        Counter::FlowNewSyn
+    } else if flow.proto == IPPROTO_UDP {
+        Counter::FlowNewUdp
+    } else {
+        Counter::FlowMissNonSyn
+    };
+    if !parsed.syn {
+        if let Some(pinned) = FLOWS.get_ptr(flow) {
+            // SAFETY: plain data, see find_service.
+            let pinned = unsafe { *pinned };
+            if let Some(b) = BACKENDS.get(pinned.backend) {
+                if b.generation == pinned.generation {
+                    return Ok((pinned.backend, *b, Counter::FlowHit));
+                }
+            }
+            reason = Counter::FlowStale;
+        }
+    }
+
+    let ring = unsafe { core::ptr::read_volatile(&RING_SIZE) };
+    let sticky = service.flags & SERVICE_F_STICKY != 0;
+    let index = service.slot * ring + flow_hash(flow, sticky) % ring;
+    let slot = MAGLEV.get(index).copied().unwrap_or(NO_BACKEND);
+    if slot == NO_BACKEND {
+        return Err(Verdict::Drop(Counter::DropNoBackend));
+    }
+    let backend = *BACKENDS
+        .get(slot)
+        .ok_or(Verdict::Drop(Counter::DropNoBackend))?;
+    let pinned = FlowValue {
+        backend: slot,
+        generation: backend.generation,
+    };
+    // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
+    let _ = FLOWS.insert(flow, pinned, 0);
+    Ok((slot, backend, reason))
+}
+
+#[inline(always)]
+fn count_traffic(counters: Option<*mut TrafficCounters>, bytes: u64, new_flow: u64) {
+    if let Some(c) = counters {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+            (*c).new_flows += new_flow;
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

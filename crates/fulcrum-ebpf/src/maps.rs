@@ -1,0 +1,50 @@
+//! Every map of the program. User space sizes them at load time (`set_max_entries`);
+//! the sizes here are placeholders for a load that does not.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use fulcrum_common::{
+    BackendValue, FlowKey, FlowValue, GlobalCounters, ServiceKey, ServiceValue, TrafficCounters,
+    VipInfo,
+};
+
+/// Written by user space when a service is added or removed; read per packet to tell VIP
+/// traffic from everything else with one lookup.
+#[map]
+pub static VIPS: HashMap<u32, VipInfo> = HashMap::with_max_entries(1024, 0);
+
+/// Written by user space; read per VIP packet.
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(1024, 0);
+
+/// Written by user space through mmap (hence `BPF_F_MMAPABLE`); read on new flows.
+#[map]
+pub static MAGLEV: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Written by user space (neighbour changes, backend churn); read per forwarded packet.
+#[map]
+pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(1, 0);
+
+/// Written here on every new flow; user space only reads (and exports) it.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(1, 0);
+
+/// Written by user space when it attaches to an interface; read to redirect.
+#[map]
+pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+/// Written here; summed by user space.
+#[map]
+pub static GLOBAL_STATS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written here; summed by user space.
+#[map]
+pub static SERVICE_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written here; summed by user space.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::with_max_entries(1, 0);
+
+const BPF_F_MMAPABLE: u32 = 1 << 10;
