@@ -231,7 +231,11 @@ fn pick_backend(
         }
     }
 
+    // SAFETY: a plain read of a global the loader sets before verification.
     let ring = unsafe { core::ptr::read_volatile(&RING_SIZE) };
+    if ring == 0 {
+        return Err(Verdict::Drop(Counter::DropNoBackend));
+    }
     let sticky = service.flags & SERVICE_F_STICKY != 0;
     let index = service.slot * ring + flow_hash(flow, sticky) % ring;
     let slot = MAGLEV.get(index).copied().unwrap_or(NO_BACKEND);

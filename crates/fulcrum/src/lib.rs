@@ -1,3 +1,24 @@
-//! Fulcrum's data plane as a library.
+//! Fulcrum's data plane as a library: an L2 DSR load balancer in XDP, driven through
+//! services and destinations in the spirit of the IPVS API.
+//!
+//! [`Balancer`] loads the XDP program, attaches it to interfaces, and keeps its maps in
+//! step with the services you describe. Backends' MACs come from the kernel's neighbour
+//! table ([`netlink`]); Maglev tables are computed here ([`maglev`]) and written to the
+//! data plane. Everything needs root (or CAP_BPF + CAP_NET_ADMIN).
+mod balancer;
+mod error;
 pub mod maglev;
 pub mod netlink;
+mod pass;
+mod ring;
+mod service;
+mod stats;
+
+pub use balancer::{
+    AttachMode, Balancer, BalancerBuilder, DestinationInfo, Neighbour, ServiceInfo,
+};
+pub use error::BalancerError;
+pub use fulcrum_common::Counter;
+pub use pass::PassProgram;
+pub use service::{Destination, ParseServiceError, Protocol, Scheduler, Service, ServiceId};
+pub use stats::{GlobalStats, Traffic};

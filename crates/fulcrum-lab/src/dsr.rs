@@ -1,0 +1,143 @@
+//! The L2 DSR lab: a client, a balancer and backends on one bridge, each host in its own
+//! network namespace.
+//!
+//! ```text
+//!   client 10.77.0.1 ─┐
+//!   balancer 10.77.0.2 ┼── bridge (switch namespace)
+//!   backend-N 10.77.0.1N ┘      VIP 10.77.99.1 on each backend's lo
+//! ```
+//! The client routes the VIP's subnet to the balancer; backends answer the client directly.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Context as _;
+use fulcrum::PassProgram;
+
+use crate::netns::{NetNs, unique_prefix};
+
+/// Address of the client.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// Address of the balancer host.
+pub const BALANCER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The virtual IP the lab's services use.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 99, 1);
+/// The balancer's interface inside its namespace.
+pub const LB_IFACE: &str = "eth0";
+
+/// Address of backend `n` (1-based).
+pub const fn backend_addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 10 + n)
+}
+
+/// A lab host: its namespace and address.
+pub struct Host {
+    /// The host's namespace; its interface is `eth0`.
+    pub ns: NetNs,
+    /// The host's address on the lab subnet.
+    pub addr: Ipv4Addr,
+}
+
+/// The whole lab. Dropping it removes every namespace (and so every program attached
+/// inside them).
+pub struct DsrLab {
+    /// The host that runs the balancer.
+    pub balancer: Host,
+    /// The host that sends requests.
+    pub client: Host,
+    /// Backends, `backends[i]` has address `backend_addr(i + 1)`.
+    pub backends: Vec<Host>,
+    /// Kept so the balancer's bridge port accepts `XDP_TX`'d frames.
+    _pass: PassProgram,
+    /// Dropped last: the bridge.
+    switch: NetNs,
+    prefix: String,
+}
+
+impl DsrLab {
+    /// Builds the lab with `backends` backends, each holding the VIP on `lo`, under a
+    /// namespace prefix no other lab uses.
+    pub fn new(tag: &str, backends: u8) -> anyhow::Result<Self> {
+        Self::with_prefix(&unique_prefix(tag), backends)
+    }
+
+    /// Like [`DsrLab::new`] with a fixed prefix: leftovers of an interrupted run with the same
+    /// prefix are replaced.
+    pub fn with_prefix(prefix: &str, backends: u8) -> anyhow::Result<Self> {
+        let prefix = prefix.to_string();
+        let switch = NetNs::create(&format!("{prefix}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+
+        let client = Self::plug(&switch, &prefix, "cl", CLIENT)?;
+        client.ns.ip(&[
+            "route",
+            "add",
+            &format!("{}/24", Ipv4Addr::from(u32::from(VIP) & !0xff)),
+            "via",
+            &BALANCER.to_string(),
+        ])?;
+        let balancer = Self::plug(&switch, &prefix, "lb", BALANCER)?;
+        let pass = switch
+            .run_in(|| PassProgram::attach("p-lb"))?
+            .context("attaching XDP_PASS to the balancer's bridge port")?;
+
+        let mut lab = Self {
+            balancer,
+            client,
+            backends: Vec::new(),
+            _pass: pass,
+            switch,
+            prefix,
+        };
+        for n in 1..=backends {
+            lab.add_backend(n)?;
+        }
+        Ok(lab)
+    }
+
+    /// Adds backend `n` (address `backend_addr(n)`), ready for DSR.
+    pub fn add_backend(&mut self, n: u8) -> anyhow::Result<&Host> {
+        let host = Self::plug(
+            &self.switch,
+            &self.prefix,
+            &format!("b{n}"),
+            backend_addr(n),
+        )?;
+        host.ns
+            .ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        host.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+        host.ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+        self.backends.push(host);
+        self.backends.last().context("backend just added")
+    }
+
+    /// One host: a namespace whose `eth0` is plugged into the bridge as `p-TAG`.
+    fn plug(switch: &NetNs, prefix: &str, tag: &str, addr: Ipv4Addr) -> anyhow::Result<Host> {
+        let ns = NetNs::create(&format!("{prefix}-{tag}"))?;
+        let port = format!("p-{tag}");
+        switch.ip(&[
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        switch.ip(&["link", "set", &port, "master", "br0", "up"])?;
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        // XDP frames lose checksum offload state: hosts must compute checksums themselves.
+        ns.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
+        Ok(Host { ns, addr })
+    }
+
+    /// Whether any XDP program is attached to the balancer's interface.
+    pub fn balancer_has_xdp(&self) -> anyhow::Result<bool> {
+        let out = self.balancer.ns.ip(&["-d", "link", "show", LB_IFACE])?;
+        Ok(out.contains("xdp"))
+    }
+}

@@ -1,0 +1,938 @@
+//! The balancer: the loaded XDP program, its maps, and the services it serves.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    ffi::CString,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{Xdp, XdpMode},
+};
+use fulcrum_common::{
+    BackendValue, GlobalCounters, RING_SIZE_GLOBAL, SERVICE_F_STICKY, ServiceKey, ServiceValue,
+    TrafficCounters, VipInfo, maps, programs,
+};
+use tracing::{debug, info, info_span, warn};
+
+use crate::{
+    BalancerError, Destination, Scheduler, Service, ServiceId,
+    maglev::{self, Member},
+    netlink::{Netlink, RouteKind},
+    ring::Rings,
+    stats::{GlobalStats, Traffic},
+};
+
+/// The compiled XDP object, embedded at build time.
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fulcrum"));
+
+/// How the XDP program is attached to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver: the fast path, and what production wants.
+    #[default]
+    Native,
+    /// In the kernel's generic receive path: slower, works on every interface.
+    Generic,
+}
+
+impl AttachMode {
+    fn xdp(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// Sizes of the data plane's tables, fixed when the program is loaded.
+///
+/// ```no_run
+/// let balancer = fulcrum::Balancer::builder().max_flows(1 << 16).build()?;
+/// # Ok::<(), fulcrum::BalancerError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct BalancerBuilder {
+    ring_size: u32,
+    max_services: u32,
+    max_backends: u32,
+    max_flows: u32,
+}
+
+impl Default for BalancerBuilder {
+    fn default() -> Self {
+        Self {
+            ring_size: maglev::DEFAULT_SIZE,
+            max_services: 64,
+            max_backends: 4096,
+            max_flows: 1 << 20,
+        }
+    }
+}
+
+impl BalancerBuilder {
+    /// Maglev table size per service: a prime, at least 100 × the largest backend set
+    /// keeps shares within 1%.
+    pub fn ring_size(mut self, ring_size: u32) -> Self {
+        self.ring_size = ring_size;
+        self
+    }
+
+    /// How many services the data plane can hold (each costs `8 × ring_size` bytes).
+    pub fn max_services(mut self, max: u32) -> Self {
+        self.max_services = max;
+        self
+    }
+
+    /// How many backends, summed over all services.
+    pub fn max_backends(mut self, max: u32) -> Self {
+        self.max_backends = max;
+        self
+    }
+
+    /// Size of the LRU flow table; when full, the least recently used flow is forgotten.
+    pub fn max_flows(mut self, max: u32) -> Self {
+        self.max_flows = max;
+        self
+    }
+
+    /// Loads and verifies the program and creates its maps; nothing is attached yet.
+    pub fn build(self) -> Result<Balancer, BalancerError> {
+        if !maglev::is_prime(self.ring_size) {
+            return Err(BalancerError::Limit {
+                what: "ring size",
+                why: format!("{} is not a prime", self.ring_size),
+            });
+        }
+        let cells = u64::from(self.max_services) * u64::from(self.ring_size);
+        if self.max_services == 0 || cells > u64::from(u32::MAX / 8) {
+            return Err(BalancerError::Limit {
+                what: "max services",
+                why: format!(
+                    "{} services × {} slots does not fit one map",
+                    self.max_services, self.ring_size
+                ),
+            });
+        }
+        for (what, v) in [
+            ("max backends", self.max_backends),
+            ("max flows", self.max_flows),
+        ] {
+            if v < 2 {
+                return Err(BalancerError::Limit {
+                    what,
+                    why: format!("{v} is too small"),
+                });
+            }
+        }
+        let mut ebpf = EbpfLoader::new()
+            .override_global(RING_SIZE_GLOBAL, &self.ring_size, true)
+            .map_max_entries(maps::VIPS, self.max_services)
+            .map_max_entries(maps::SERVICES, self.max_services)
+            .map_max_entries(maps::MAGLEV, cells as u32)
+            .map_max_entries(maps::BACKENDS, self.max_backends)
+            .map_max_entries(maps::FLOWS, self.max_flows)
+            .map_max_entries(maps::SERVICE_STATS, self.max_services)
+            .map_max_entries(maps::BACKEND_STATS, self.max_backends)
+            .load(OBJECT)
+            .map_err(|e| BalancerError::Load(Box::new(e)))?;
+        load_xdp(&mut ebpf, programs::BALANCER)?;
+
+        let ring_map = match take(&mut ebpf, maps::MAGLEV)? {
+            Map::Array(data) => data,
+            _ => return Err(wrong_type(maps::MAGLEV)),
+        };
+        let rings = Rings::new(ring_map, self.max_services, self.ring_size)?;
+        let maps = Maps {
+            vips: typed(&mut ebpf, maps::VIPS)?,
+            services: typed(&mut ebpf, maps::SERVICES)?,
+            backends: typed(&mut ebpf, maps::BACKENDS)?,
+            egress: typed(&mut ebpf, maps::EGRESS)?,
+            global_stats: typed(&mut ebpf, maps::GLOBAL_STATS)?,
+            service_stats: typed(&mut ebpf, maps::SERVICE_STATS)?,
+            backend_stats: typed(&mut ebpf, maps::BACKEND_STATS)?,
+            flows: take(&mut ebpf, maps::FLOWS)?,
+        };
+        Ok(Balancer {
+            ebpf,
+            maps,
+            rings,
+            limits: self.clone(),
+            netlink: None,
+            interfaces: BTreeMap::new(),
+            services: BTreeMap::new(),
+            free_services: (0..self.max_services).collect(),
+            free_backends: (1..self.max_backends).collect(),
+            generations: vec![0; self.max_backends as usize],
+            resolution_requests: BTreeSet::new(),
+        })
+    }
+}
+
+fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<(), BalancerError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| BalancerError::Program {
+            what: format!("finding program {name}"),
+            source: Box::new(aya::programs::ProgramError::NotLoaded),
+        })?
+        .try_into()
+        .map_err(|e| program_error(format!("program {name}"), e))?;
+    program
+        .load()
+        .map_err(|e| program_error(format!("verifying program {name}"), e))
+}
+
+fn program_error(what: String, e: aya::programs::ProgramError) -> BalancerError {
+    BalancerError::Program {
+        what,
+        source: Box::new(e),
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BalancerError> {
+    ebpf.take_map(name).ok_or_else(|| wrong_type(name))
+}
+
+fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, BalancerError> {
+    T::try_from(take(ebpf, name)?).map_err(BalancerError::map(name, "open"))
+}
+
+fn wrong_type(name: &'static str) -> BalancerError {
+    BalancerError::Map {
+        map: name,
+        op: "open",
+        source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
+    }
+}
+
+struct Maps {
+    vips: HashMap<MapData, u32, VipInfo>,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: Array<MapData, BackendValue>,
+    egress: DevMapHash<MapData>,
+    global_stats: PerCpuArray<MapData, GlobalCounters>,
+    service_stats: PerCpuArray<MapData, TrafficCounters>,
+    backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    /// Kept only so the map lives as long as the program that writes it.
+    #[allow(dead_code)]
+    flows: Map,
+}
+
+struct Interface {
+    mac: [u8; 6],
+}
+
+/// Where a destination's packets go, once the kernel has told us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Egress interface index.
+    pub ifindex: u32,
+    /// The backend's MAC, from the kernel's neighbour table.
+    pub mac: [u8; 6],
+}
+
+struct DestState {
+    backend: u32,
+    weight: u32,
+    drained: bool,
+    egress: u32,
+    neighbour: Option<Neighbour>,
+}
+
+struct ServiceState {
+    slot: u32,
+    scheduler: Scheduler,
+    destinations: BTreeMap<Ipv4Addr, DestState>,
+}
+
+/// A destination as [`Balancer::services`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationInfo {
+    /// Address and weight.
+    pub destination: Destination,
+    /// Drained: keeps its flows, takes no new ones.
+    pub drained: bool,
+    /// `None` until the kernel has resolved the backend's MAC; until then it takes no flows.
+    pub neighbour: Option<Neighbour>,
+    /// Traffic the data plane sent to it.
+    pub traffic: Traffic,
+}
+
+/// A service as [`Balancer::services`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Identity and scheduler.
+    pub service: Service,
+    /// Its destinations, by address.
+    pub destinations: Vec<DestinationInfo>,
+    /// Traffic the data plane balanced for it.
+    pub traffic: Traffic,
+}
+
+/// An L2 DSR load balancer in XDP: services (VIP, port, protocol) with weighted
+/// destinations, balanced by Maglev with an LRU flow table so established flows keep their
+/// backend when destinations change.
+///
+/// In the spirit of the IPVS API: create, update and remove services and destinations,
+/// set a service's destinations declaratively, drain, read counters. Backends' MACs come
+/// from the kernel's neighbour table; call [`Balancer::refresh_neighbours`] periodically
+/// to follow changes. Dropping the balancer detaches it from every interface.
+///
+/// ```no_run
+/// use fulcrum::{AttachMode, Balancer, Destination, Service};
+///
+/// let mut lb = Balancer::builder().build()?;
+/// lb.attach("eth0", AttachMode::Native)?;
+/// let web = "10.0.0.100:80".parse().unwrap();
+/// lb.add_service(Service::new(web))?;
+/// lb.set_destinations(&web, &[
+///     Destination::new("10.0.0.11".parse().unwrap()),
+///     Destination::new("10.0.0.12".parse().unwrap()).with_weight(2),
+/// ])?;
+/// lb.drain(&web, "10.0.0.11".parse().unwrap())?;
+/// # Ok::<(), fulcrum::BalancerError>(())
+/// ```
+pub struct Balancer {
+    ebpf: Ebpf,
+    maps: Maps,
+    rings: Rings,
+    limits: BalancerBuilder,
+    netlink: Option<Netlink>,
+    interfaces: BTreeMap<u32, Interface>,
+    services: BTreeMap<ServiceId, ServiceState>,
+    free_services: VecDeque<u32>,
+    /// Freed slots go to the back, so a slot is reused as late as possible.
+    free_backends: VecDeque<u32>,
+    generations: Vec<u32>,
+    /// Neighbour entries this balancer asked the kernel to create, forgotten on drop.
+    resolution_requests: BTreeSet<(u32, Ipv4Addr)>,
+}
+
+impl Balancer {
+    /// Table sizes and other load-time choices.
+    pub fn builder() -> BalancerBuilder {
+        BalancerBuilder::default()
+    }
+
+    /// The verified balancer program, for running frames through it with
+    /// `BPF_PROG_TEST_RUN` (fixtures, benchmarks).
+    pub fn program(&self) -> Result<&Xdp, BalancerError> {
+        self.ebpf
+            .program(programs::BALANCER)
+            .ok_or_else(|| {
+                program_error(
+                    "finding the balancer".into(),
+                    aya::programs::ProgramError::NotLoaded,
+                )
+            })?
+            .try_into()
+            .map_err(|e| program_error("the balancer program".into(), e))
+    }
+
+    /// The flow table, for inspection and export.
+    pub fn flows(
+        &self,
+    ) -> Result<
+        aya::maps::HashMap<&MapData, fulcrum_common::FlowKey, fulcrum_common::FlowValue>,
+        BalancerError,
+    > {
+        aya::maps::HashMap::try_from(&self.maps.flows)
+            .map_err(BalancerError::map(maps::FLOWS, "open"))
+    }
+
+    fn netlink(&mut self) -> Result<&mut Netlink, BalancerError> {
+        if self.netlink.is_none() {
+            self.netlink = Some(Netlink::open()?);
+        }
+        self.netlink.as_mut().ok_or(BalancerError::Sys {
+            call: "netlink socket",
+            source: std::io::Error::from_raw_os_error(libc::EBADF),
+        })
+    }
+
+    /// Attaches to `iface`. Backends reached through it are served with `XDP_TX`, backends
+    /// behind another attached interface through a redirect.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), BalancerError> {
+        let cname =
+            CString::new(iface).map_err(|_| BalancerError::UnknownInterface(iface.into()))?;
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(BalancerError::UnknownInterface(iface.into()));
+        }
+        if self.interfaces.contains_key(&ifindex) {
+            return Err(BalancerError::AlreadyAttached(iface.into()));
+        }
+        let mac = self.netlink()?.link(ifindex)?.mac.unwrap_or_default();
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(programs::BALANCER)
+            .ok_or_else(|| {
+                program_error(
+                    "finding the balancer".into(),
+                    aya::programs::ProgramError::NotLoaded,
+                )
+            })?
+            .try_into()
+            .map_err(|e| program_error("the balancer program".into(), e))?;
+        program
+            .attach_to_if_index(ifindex, mode.xdp())
+            .map_err(|e| BalancerError::Attach {
+                iface: iface.into(),
+                mode: mode.name(),
+                hint: match mode {
+                    AttachMode::Native => {
+                        " (the driver may not support native XDP: try generic mode)"
+                    }
+                    AttachMode::Generic => "",
+                },
+                source: Box::new(e),
+            })?;
+        self.maps
+            .egress
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| BalancerError::Sys {
+                call: "adding the interface to the redirect map",
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        info!(iface, ifindex, mode = mode.name(), "attached");
+        self.interfaces.insert(ifindex, Interface { mac });
+        Ok(())
+    }
+
+    /// Adds a service with no destinations: its traffic is dropped until it has some.
+    pub fn add_service(&mut self, service: Service) -> Result<(), BalancerError> {
+        let id = service.id;
+        if self.services.contains_key(&id) {
+            return Err(BalancerError::ServiceExists(id));
+        }
+        let slot = self
+            .free_services
+            .pop_front()
+            .ok_or(BalancerError::TooManyServices {
+                id,
+                max: self.limits.max_services,
+            })?;
+        self.rings.clear(slot);
+        let zero = per_cpu(TrafficCounters::default())?;
+        self.maps
+            .service_stats
+            .set(slot, zero, 0)
+            .map_err(BalancerError::map(maps::SERVICE_STATS, "reset"))?;
+        let key = service_key(&id);
+        let value = ServiceValue {
+            slot,
+            flags: flags(service.scheduler),
+        };
+        if let Err(e) = self.maps.services.insert(key, value, 0) {
+            self.free_services.push_front(slot);
+            return Err(BalancerError::map(maps::SERVICES, "insert")(e));
+        }
+        self.set_vip_refs(id.vip, 1)?;
+        info!(service = %id, "service added");
+        self.services.insert(
+            id,
+            ServiceState {
+                slot,
+                scheduler: service.scheduler,
+                destinations: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Changes how a service hashes new flows; existing flows stay where they are.
+    pub fn update_service(&mut self, service: Service) -> Result<(), BalancerError> {
+        let state = self
+            .services
+            .get_mut(&service.id)
+            .ok_or(BalancerError::NoService(service.id))?;
+        let value = ServiceValue {
+            slot: state.slot,
+            flags: flags(service.scheduler),
+        };
+        self.maps
+            .services
+            .insert(service_key(&service.id), value, 0)
+            .map_err(BalancerError::map(maps::SERVICES, "update"))?;
+        state.scheduler = service.scheduler;
+        Ok(())
+    }
+
+    /// Removes a service and its destinations; its VIP traffic passes to the kernel again.
+    pub fn remove_service(&mut self, id: &ServiceId) -> Result<(), BalancerError> {
+        let state = self
+            .services
+            .remove(id)
+            .ok_or(BalancerError::NoService(*id))?;
+        self.maps
+            .services
+            .remove(&service_key(id))
+            .map_err(BalancerError::map(maps::SERVICES, "remove"))?;
+        self.set_vip_refs(id.vip, -1)?;
+        self.rings.clear(state.slot);
+        for dest in state.destinations.values() {
+            self.free_backend(dest.backend)?;
+        }
+        self.free_services.push_back(state.slot);
+        info!(service = %id, "service removed");
+        Ok(())
+    }
+
+    /// Every service with its destinations and counters.
+    pub fn services(&self) -> Result<Vec<ServiceInfo>, BalancerError> {
+        let mut out = Vec::with_capacity(self.services.len());
+        for (id, state) in &self.services {
+            let mut destinations = Vec::with_capacity(state.destinations.len());
+            for (address, d) in &state.destinations {
+                destinations.push(DestinationInfo {
+                    destination: Destination {
+                        address: *address,
+                        weight: d.weight,
+                    },
+                    drained: d.drained,
+                    neighbour: d.neighbour,
+                    traffic: sum_traffic(&self.maps.backend_stats, d.backend)?,
+                });
+            }
+            out.push(ServiceInfo {
+                service: Service {
+                    id: *id,
+                    scheduler: state.scheduler,
+                },
+                destinations,
+                traffic: sum_traffic(&self.maps.service_stats, state.slot)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds one destination. Its MAC is looked up in the kernel; if unknown, the kernel is
+    /// asked to resolve it and the destination takes flows once it is resolved.
+    pub fn add_destination(
+        &mut self,
+        id: &ServiceId,
+        dest: Destination,
+    ) -> Result<(), BalancerError> {
+        if self.state(id)?.destinations.contains_key(&dest.address) {
+            return Err(BalancerError::DestinationExists {
+                id: *id,
+                address: dest.address,
+            });
+        }
+        self.insert_destination(id, dest)?;
+        self.rebuild(id)
+    }
+
+    /// Changes a destination's weight; flows already pinned to it stay.
+    pub fn update_destination(
+        &mut self,
+        id: &ServiceId,
+        dest: Destination,
+    ) -> Result<(), BalancerError> {
+        self.dest_mut(id, dest.address)?.weight = dest.weight;
+        self.rebuild(id)
+    }
+
+    /// Removes a destination: no new flows reach it, and its pinned flows are chosen anew.
+    pub fn remove_destination(
+        &mut self,
+        id: &ServiceId,
+        address: Ipv4Addr,
+    ) -> Result<(), BalancerError> {
+        let state = self
+            .services
+            .get_mut(id)
+            .ok_or(BalancerError::NoService(*id))?;
+        let dest = state
+            .destinations
+            .remove(&address)
+            .ok_or(BalancerError::NoDestination { id: *id, address })?;
+        // Out of the table first, so no new flow can be given the slot being freed.
+        self.rebuild(id)?;
+        self.free_backend(dest.backend)?;
+        info!(service = %id, backend = %address, "destination removed");
+        Ok(())
+    }
+
+    /// Makes the service's destinations exactly `dests`: adds, reweighs and removes as
+    /// needed, and rebuilds the table once. Drain state of kept destinations is kept.
+    pub fn set_destinations(
+        &mut self,
+        id: &ServiceId,
+        dests: &[Destination],
+    ) -> Result<(), BalancerError> {
+        let mut wanted = BTreeMap::new();
+        for d in dests {
+            if wanted.insert(d.address, d.weight).is_some() {
+                return Err(BalancerError::DestinationExists {
+                    id: *id,
+                    address: d.address,
+                });
+            }
+        }
+        let current: Vec<Ipv4Addr> = self.state(id)?.destinations.keys().copied().collect();
+        let mut removed = Vec::new();
+        for address in current {
+            match wanted.get(&address) {
+                Some(weight) => self.dest_mut(id, address)?.weight = *weight,
+                None => {
+                    if let Some(d) = self
+                        .services
+                        .get_mut(id)
+                        .and_then(|s| s.destinations.remove(&address))
+                    {
+                        removed.push(d.backend);
+                    }
+                }
+            }
+        }
+        for d in dests {
+            if !self.state(id)?.destinations.contains_key(&d.address) {
+                self.insert_destination(id, *d)?;
+            }
+        }
+        self.rebuild(id)?;
+        for backend in removed {
+            self.free_backend(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Stops new flows to a destination; its established flows continue.
+    pub fn drain(&mut self, id: &ServiceId, address: Ipv4Addr) -> Result<(), BalancerError> {
+        self.dest_mut(id, address)?.drained = true;
+        info!(service = %id, backend = %address, "draining");
+        self.rebuild(id)
+    }
+
+    /// Lets a drained destination take new flows again.
+    pub fn undrain(&mut self, id: &ServiceId, address: Ipv4Addr) -> Result<(), BalancerError> {
+        self.dest_mut(id, address)?.drained = false;
+        info!(service = %id, backend = %address, "undrained");
+        self.rebuild(id)
+    }
+
+    /// Global counters, summed over CPUs.
+    pub fn stats(&self) -> Result<GlobalStats, BalancerError> {
+        let values = self
+            .maps
+            .global_stats
+            .get(&0, 0)
+            .map_err(BalancerError::map(maps::GLOBAL_STATS, "read"))?;
+        let mut total = GlobalCounters::default();
+        for cpu in values.iter() {
+            for (t, v) in total.counts.iter_mut().zip(cpu.counts.iter()) {
+                *t += v;
+            }
+        }
+        Ok(GlobalStats(total))
+    }
+
+    /// Re-reads the kernel's neighbour table and applies changes: newly resolved
+    /// destinations start taking flows, changed MACs are followed. Returns how many
+    /// destinations changed.
+    pub fn refresh_neighbours(&mut self) -> Result<usize, BalancerError> {
+        let table: BTreeMap<(u32, Ipv4Addr), [u8; 6]> = self
+            .netlink()?
+            .neighbours()?
+            .into_iter()
+            .filter(|n| n.usable())
+            .filter_map(|n| Some(((n.ifindex, n.addr), n.mac?)))
+            .collect();
+        let mut changed = Vec::new();
+        for (id, state) in &mut self.services {
+            for (address, d) in &mut state.destinations {
+                let now = table.get(&(d.egress, *address)).map(|mac| Neighbour {
+                    ifindex: d.egress,
+                    mac: *mac,
+                });
+                // A neighbour that vanishes keeps its last MAC: stale beats nothing.
+                if now.is_some() && now != d.neighbour {
+                    info!(service = %id, backend = %address, mac = %fmt_mac(now.map(|n| n.mac).unwrap_or_default()), "neighbour resolved");
+                    d.neighbour = now;
+                    changed.push((*id, d.backend, now));
+                }
+            }
+        }
+        for (id, backend, neighbour) in &changed {
+            self.write_backend(*backend, *neighbour)?;
+            self.rebuild(id)?;
+        }
+        Ok(changed.len())
+    }
+
+    fn state(&self, id: &ServiceId) -> Result<&ServiceState, BalancerError> {
+        self.services.get(id).ok_or(BalancerError::NoService(*id))
+    }
+
+    fn dest_mut(
+        &mut self,
+        id: &ServiceId,
+        address: Ipv4Addr,
+    ) -> Result<&mut DestState, BalancerError> {
+        self.services
+            .get_mut(id)
+            .ok_or(BalancerError::NoService(*id))?
+            .destinations
+            .get_mut(&address)
+            .ok_or(BalancerError::NoDestination { id: *id, address })
+    }
+
+    /// Resolves, allocates a backend slot and records the destination, without touching
+    /// the Maglev table.
+    fn insert_destination(
+        &mut self,
+        id: &ServiceId,
+        dest: Destination,
+    ) -> Result<(), BalancerError> {
+        let span = info_span!("destination", service = %id, backend = %dest.address);
+        let _enter = span.enter();
+        let (egress, neighbour) = self.resolve(dest.address)?;
+        let backend = self
+            .free_backends
+            .pop_front()
+            .ok_or(BalancerError::TooManyBackends {
+                id: *id,
+                address: dest.address,
+                max: self.limits.max_backends,
+            })?;
+        if let Err(e) = self.claim_backend(backend, neighbour) {
+            self.free_backends.push_front(backend);
+            return Err(e);
+        }
+        match neighbour {
+            Some(n) => info!(mac = %fmt_mac(n.mac), "destination added"),
+            None => warn!("destination added; waiting for the kernel to resolve its MAC"),
+        }
+        let state = self
+            .services
+            .get_mut(id)
+            .ok_or(BalancerError::NoService(*id))?;
+        state.destinations.insert(
+            dest.address,
+            DestState {
+                backend,
+                weight: dest.weight,
+                drained: false,
+                egress,
+                neighbour,
+            },
+        );
+        Ok(())
+    }
+
+    /// Egress interface and, if the kernel knows it, the MAC of a backend.
+    fn resolve(&mut self, address: Ipv4Addr) -> Result<(u32, Option<Neighbour>), BalancerError> {
+        let route = self.netlink()?.route_get(address).map_err(|e| match e {
+            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a),
+            other => other.into(),
+        })?;
+        if route.kind == RouteKind::Local {
+            return Err(BalancerError::LocalBackend(address));
+        }
+        if let Some(gateway) = route.gateway {
+            return Err(BalancerError::NotDirectlyConnected { address, gateway });
+        }
+        if !self.interfaces.contains_key(&route.oif) {
+            let iface = self
+                .netlink()?
+                .link(route.oif)
+                .map(|l| l.name)
+                .unwrap_or_else(|_| format!("ifindex {}", route.oif));
+            return Err(BalancerError::EgressNotAttached { address, iface });
+        }
+        let netlink = self.netlink()?;
+        let known = netlink
+            .neighbours()?
+            .into_iter()
+            .find(|n| n.ifindex == route.oif && n.addr == address && n.usable())
+            .and_then(|n| n.mac);
+        if let Some(mac) = known {
+            return Ok((
+                route.oif,
+                Some(Neighbour {
+                    ifindex: route.oif,
+                    mac,
+                }),
+            ));
+        }
+        netlink.request_resolution(route.oif, address)?;
+        self.resolution_requests.insert((route.oif, address));
+        Ok((route.oif, None))
+    }
+
+    fn claim_backend(
+        &mut self,
+        backend: u32,
+        neighbour: Option<Neighbour>,
+    ) -> Result<(), BalancerError> {
+        if let Some(g) = self.generations.get_mut(backend as usize) {
+            *g = g.wrapping_add(1);
+        }
+        let zero = per_cpu(TrafficCounters::default())?;
+        self.maps
+            .backend_stats
+            .set(backend, zero, 0)
+            .map_err(BalancerError::map(maps::BACKEND_STATS, "reset"))?;
+        self.write_backend(backend, neighbour)
+    }
+
+    fn write_backend(
+        &mut self,
+        backend: u32,
+        neighbour: Option<Neighbour>,
+    ) -> Result<(), BalancerError> {
+        let generation = self
+            .generations
+            .get(backend as usize)
+            .copied()
+            .unwrap_or_default();
+        let value = match neighbour {
+            Some(n) => BackendValue {
+                mac: n.mac,
+                src_mac: self
+                    .interfaces
+                    .get(&n.ifindex)
+                    .map(|i| i.mac)
+                    .unwrap_or_default(),
+                ifindex: n.ifindex,
+                generation,
+            },
+            None => BackendValue {
+                generation,
+                ..Default::default()
+            },
+        };
+        self.maps
+            .backends
+            .set(backend, value, 0)
+            .map_err(BalancerError::map(maps::BACKENDS, "write"))
+    }
+
+    /// Invalidates a backend slot (flows pinned to it miss from now on) and queues it for reuse.
+    fn free_backend(&mut self, backend: u32) -> Result<(), BalancerError> {
+        if let Some(g) = self.generations.get_mut(backend as usize) {
+            *g = g.wrapping_add(1);
+        }
+        self.write_backend(backend, None)?;
+        self.free_backends.push_back(backend);
+        Ok(())
+    }
+
+    /// Recomputes a service's Maglev table from its usable destinations and stores the
+    /// slots that changed.
+    fn rebuild(&mut self, id: &ServiceId) -> Result<(), BalancerError> {
+        let state = self.state(id)?;
+        let members: Vec<Member> = state
+            .destinations
+            .iter()
+            .filter(|(_, d)| !d.drained && d.neighbour.is_some())
+            .map(|(address, d)| Member {
+                id: d.backend,
+                address: IpAddr::V4(*address),
+                weight: d.weight,
+            })
+            .collect();
+        let table = maglev::build(&members, self.limits.ring_size)
+            .map_err(|source| BalancerError::Maglev { id: *id, source })?;
+        let changed = self.rings.write(state.slot, &table);
+        debug!(service = %id, members = members.len(), changed, "Maglev table written");
+        Ok(())
+    }
+
+    /// The service's Maglev table as the data plane sees it (backend slot ids).
+    pub fn maglev_table(&self, id: &ServiceId) -> Result<Vec<u32>, BalancerError> {
+        Ok(self.rings.read(self.state(id)?.slot))
+    }
+
+    fn set_vip_refs(&mut self, vip: Ipv4Addr, delta: i32) -> Result<(), BalancerError> {
+        let key = u32::from_ne_bytes(vip.octets());
+        let now = self.maps.vips.get(&key, 0).map(|v| v.services).unwrap_or(0);
+        let next = now.saturating_add_signed(delta);
+        if next == 0 {
+            self.maps
+                .vips
+                .remove(&key)
+                .map_err(BalancerError::map(maps::VIPS, "remove"))
+        } else {
+            self.maps
+                .vips
+                .insert(key, VipInfo { services: next }, 0)
+                .map_err(BalancerError::map(maps::VIPS, "insert"))
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        // The program's links detach when `ebpf` drops; only kernel state made here remains.
+        let requests = std::mem::take(&mut self.resolution_requests);
+        if let Some(netlink) = self.netlink.as_mut() {
+            for (ifindex, address) in requests {
+                if let Err(e) = netlink.forget(ifindex, address) {
+                    warn!(%address, error = %e, "could not remove the neighbour entry we asked for");
+                }
+            }
+        }
+    }
+}
+
+fn service_key(id: &ServiceId) -> ServiceKey {
+    ServiceKey {
+        vip: u32::from_ne_bytes(id.vip.octets()),
+        port: id.port.to_be(),
+        proto: id.protocol.number(),
+        _pad: 0,
+    }
+}
+
+fn flags(scheduler: Scheduler) -> u32 {
+    match scheduler {
+        Scheduler::FiveTuple => 0,
+        Scheduler::SourceIp => SERVICE_F_STICKY,
+    }
+}
+
+fn per_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, BalancerError> {
+    let cpus =
+        aya::util::nr_cpus().map_err(|(call, source)| BalancerError::Sys { call, source })?;
+    PerCpuValues::try_from(vec![value; cpus]).map_err(|source| BalancerError::Sys {
+        call: "per-CPU value",
+        source,
+    })
+}
+
+fn sum_traffic(
+    map: &PerCpuArray<MapData, TrafficCounters>,
+    index: u32,
+) -> Result<Traffic, BalancerError> {
+    let values = map
+        .get(&index, 0)
+        .map_err(BalancerError::map("traffic counters", "read"))?;
+    Ok(values.iter().fold(Traffic::default(), |t, c| Traffic {
+        packets: t.packets + c.packets,
+        bytes: t.bytes + c.bytes,
+        new_flows: t.new_flows + c.new_flows,
+    }))
+}
+
+pub(crate) fn fmt_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,117 @@
+//! Everything the library can refuse, each naming the thing that was wrong.
+
+use std::net::Ipv4Addr;
+
+use crate::{ServiceId, maglev::MaglevError, netlink::NetlinkError};
+
+/// Errors of [`Balancer`](crate::Balancer) operations.
+#[derive(Debug, thiserror::Error)]
+pub enum BalancerError {
+    /// Loading or verifying the XDP program or its maps failed.
+    #[error("loading the XDP program failed")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// A program operation (load, attach, test run) failed.
+    #[error("{what} failed")]
+    Program {
+        what: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// A map read or write failed.
+    #[error("map {map}: {op} failed")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// A system call outside aya failed.
+    #[error("{call} failed")]
+    Sys {
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No interface has this name in the balancer's network namespace.
+    #[error("no interface named '{0}'")]
+    UnknownInterface(String),
+    /// The kernel refused the XDP attachment.
+    #[error("attaching XDP to '{iface}' in {mode} mode was refused{hint}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        hint: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// The interface is already attached.
+    #[error("already attached to '{0}'")]
+    AlreadyAttached(String),
+    /// A configuration limit was given a value the data plane cannot hold.
+    #[error("invalid {what}: {why}")]
+    Limit { what: &'static str, why: String },
+    /// The service already exists.
+    #[error("service {0} already exists")]
+    ServiceExists(ServiceId),
+    /// No such service.
+    #[error("no service {0}")]
+    NoService(ServiceId),
+    /// All service slots are in use.
+    #[error("cannot add service {id}: all {max} service slots are in use")]
+    TooManyServices { id: ServiceId, max: u32 },
+    /// All backend slots are in use.
+    #[error("cannot add backend {address} to {id}: all {max} backend slots are in use")]
+    TooManyBackends {
+        id: ServiceId,
+        address: Ipv4Addr,
+        max: u32,
+    },
+    /// The destination already belongs to the service.
+    #[error("backend {address} is already in service {id}")]
+    DestinationExists { id: ServiceId, address: Ipv4Addr },
+    /// The destination does not belong to the service.
+    #[error("backend {address} is not in service {id}")]
+    NoDestination { id: ServiceId, address: Ipv4Addr },
+    /// The kernel has no route to the backend.
+    #[error("backend {0}: no route to it")]
+    NoRoute(Ipv4Addr),
+    /// L2 DSR needs the backend on a directly connected subnet.
+    #[error(
+        "backend {address} is reached through gateway {gateway}; L2 DSR needs backends on a directly connected subnet"
+    )]
+    NotDirectlyConnected {
+        address: Ipv4Addr,
+        gateway: Ipv4Addr,
+    },
+    /// The backend address is one of this host's own.
+    #[error("backend {0} is an address of this host")]
+    LocalBackend(Ipv4Addr),
+    /// The backend's subnet is on an interface the balancer does not run on.
+    #[error(
+        "backend {address} is reached through '{iface}', which the balancer is not attached to"
+    )]
+    EgressNotAttached { address: Ipv4Addr, iface: String },
+    /// Talking to the kernel's routing tables failed.
+    #[error("neighbour resolution")]
+    Netlink(#[from] NetlinkError),
+    /// The Maglev table could not be built.
+    #[error("service {id}")]
+    Maglev {
+        id: ServiceId,
+        #[source]
+        source: MaglevError,
+    },
+}
+
+impl BalancerError {
+    pub(crate) fn map(
+        map: &'static str,
+        op: &'static str,
+    ) -> impl FnOnce(aya::maps::MapError) -> Self {
+        move |source| Self::Map {
+            map,
+            op,
+            source: Box::new(source),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Counters as user space reports them, summed over CPUs.
+
+use fulcrum_common::{Counter, GlobalCounters};
+
+/// Packets, bytes and new flows of one service or destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded (whole frames).
+    pub bytes: u64,
+    /// Flows newly assigned.
+    pub new_flows: u64,
+}
+
+/// The data plane's global counters: one per action and one per reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalStats(pub(crate) GlobalCounters);
+
+impl GlobalStats {
+    /// One counter's value.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0.counts.get(counter as usize).copied().unwrap_or(0)
+    }
+
+    /// Every counter with its value, in a stable order.
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.iter().map(|c| (*c, self.get(*c)))
+    }
+
+    /// What changed since `earlier`, counter by counter.
+    pub fn since(&self, earlier: &GlobalStats) -> GlobalStats {
+        let mut out = *self;
+        for (o, e) in out.0.counts.iter_mut().zip(earlier.0.counts.iter()) {
+            *o = o.saturating_sub(*e);
+        }
+        out
+    }
+}
