@@ -183,6 +183,11 @@ impl HttpConnection {
         })
     }
 
+    /// The client's port: with the addresses, what the balancer hashes.
+    pub fn local_port(&self) -> u16 {
+        self.writer.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
     /// Sends `GET /` and reads the answer.
     pub fn get(&mut self) -> anyhow::Result<Answer> {
         self.writer

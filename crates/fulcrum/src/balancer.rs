@@ -716,7 +716,7 @@ impl Balancer {
         }
         match neighbour {
             Some(n) => info!(mac = %fmt_mac(n.mac), "destination added"),
-            None => warn!("destination added; waiting for the kernel to resolve its MAC"),
+            None => info!("destination added; waiting for the kernel to resolve its MAC"),
         }
         let state = self
             .services

@@ -1,0 +1,295 @@
+//! The L2 DSR lab: a client, the balancer and real HTTP/UDP backends in network
+//! namespaces, asserting what a user would check.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+};
+
+use fulcrum::{
+    AttachMode, Balancer, Counter, Destination, Protocol, Service, ServiceId,
+    maglev::{self, Member},
+};
+use fulcrum_common::{FlowKey, IPPROTO_TCP, flow_hash};
+use fulcrum_lab::{
+    dsr::{BALANCER, CLIENT, DsrLab, LB_IFACE, VIP, backend_addr},
+    traffic::{HttpConnection, Server, http_get, http_server, udp_ask, udp_server},
+};
+
+const HTTP: u16 = 80;
+const UDP: u16 = 5353;
+
+fn web() -> ServiceId {
+    ServiceId::new(VIP, HTTP, Protocol::Tcp)
+}
+
+/// The balancer, loaded and attached inside the lab's balancer namespace, serving `id`
+/// on the lab's backends.
+fn start_balancer(lab: &DsrLab, id: ServiceId) -> Balancer {
+    let mut lb = lab
+        .balancer
+        .ns
+        .run_in(|| -> Result<Balancer, fulcrum::BalancerError> {
+            let mut lb = Balancer::builder()
+                .max_services(4)
+                .max_flows(1 << 16)
+                .build()?;
+            lb.attach(LB_IFACE, AttachMode::Native)?;
+            Ok(lb)
+        })
+        .expect("enter the balancer's namespace")
+        .expect("start the balancer");
+    lb.add_service(Service::new(id)).expect("add service");
+    let dests: Vec<_> = lab
+        .backends
+        .iter()
+        .map(|b| Destination::new(b.addr))
+        .collect();
+    lb.set_destinations(&id, &dests).expect("set destinations");
+    wait_resolved(&mut lb);
+    lb
+}
+
+fn wait_resolved(lb: &mut Balancer) {
+    for _ in 0..100 {
+        lb.refresh_neighbours().expect("refresh neighbours");
+        let services = lb.services().expect("services");
+        if services
+            .iter()
+            .flat_map(|s| &s.destinations)
+            .all(|d| d.neighbour.is_some())
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    panic!(
+        "backends' MACs were not resolved within 3 s: {:?}",
+        lb.services()
+    );
+}
+
+fn http_servers(lab: &DsrLab) -> Vec<Server> {
+    lab.backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            http_server(
+                &b.ns,
+                &format!("backend-{}", i + 1),
+                SocketAddr::from(([0, 0, 0, 0], HTTP)),
+            )
+            .expect("start HTTP server")
+        })
+        .collect()
+}
+
+#[test]
+fn http_is_balanced_with_direct_server_return() {
+    let lab = DsrLab::new("h", 3).expect("build the lab");
+    let _servers = http_servers(&lab);
+    let host_server = http_server(
+        &lab.balancer.ns,
+        "balancer",
+        SocketAddr::from((BALANCER, 2222)),
+    )
+    .expect("balancer's own server");
+    let lb = start_balancer(&lab, web());
+    assert!(
+        lab.balancer_has_xdp().expect("ip link"),
+        "XDP attached while running"
+    );
+
+    let before = lb.stats().expect("stats");
+    let mut share = BTreeMap::new();
+    for i in 0..30 {
+        let answer = http_get(&lab.client.ns, SocketAddr::from((VIP, HTTP)))
+            .unwrap_or_else(|e| panic!("request {i} failed: {e:#}"));
+        assert_eq!(
+            answer.peer,
+            CLIENT.to_string(),
+            "the backend sees the client's own address"
+        );
+        *share.entry(answer.server).or_insert(0) += 1;
+    }
+    assert_eq!(
+        share.len(),
+        3,
+        "every backend gets a share of 30 connections: {share:?}"
+    );
+
+    let delta = lb.stats().expect("stats").since(&before);
+    assert!(
+        delta.get(Counter::Tx) >= 30 * 3,
+        "every request's packets were forwarded: {delta:?}"
+    );
+    assert_eq!(delta.get(Counter::Drop), 0, "nothing dropped: {delta:?}");
+    // Replies (from the VIP to the client) would show up here if they crossed the balancer.
+    assert_eq!(
+        delta.get(Counter::PassNotVip),
+        0,
+        "no reply went through the balancer: {delta:?}"
+    );
+
+    let own = http_get(&lab.client.ns, SocketAddr::from((BALANCER, 2222)))
+        .expect("the balancer host stays reachable");
+    assert_eq!(
+        own.server, "balancer",
+        "the balancer's own service answered"
+    );
+    drop(host_server);
+
+    drop(lb);
+    assert!(
+        !lab.balancer_has_xdp().expect("ip link"),
+        "no XDP program left after the balancer is dropped"
+    );
+}
+
+#[test]
+fn udp_is_balanced() {
+    let lab = DsrLab::new("u", 3).expect("build the lab");
+    let dns = ServiceId::new(VIP, UDP, Protocol::Udp);
+    let _servers: Vec<Server> = lab
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            udp_server(
+                &b.ns,
+                &format!("backend-{}", i + 1),
+                SocketAddr::from((VIP, UDP)),
+            )
+            .expect("udp")
+        })
+        .collect();
+    let lb = start_balancer(&lab, dns);
+    let before = lb.stats().expect("stats");
+    let mut seen = BTreeSet::new();
+    for i in 0..30 {
+        let answer = udp_ask(&lab.client.ns, SocketAddr::from((VIP, UDP)))
+            .unwrap_or_else(|e| panic!("query {i}: {e:#}"));
+        assert_eq!(answer.peer, CLIENT.to_string());
+        seen.insert(answer.server);
+    }
+    assert_eq!(seen.len(), 3, "30 UDP flows reach every backend: {seen:?}");
+    let delta = lb.stats().expect("stats").since(&before);
+    assert_eq!(
+        delta.get(Counter::FlowNewUdp),
+        30,
+        "one new flow per source port: {delta:?}"
+    );
+}
+
+/// Which backend address the data plane's Maglev table gives a client port.
+fn predicted(table: &[u32], members: &[Member], sport: u16) -> IpAddr {
+    let key = FlowKey {
+        src: u32::from_ne_bytes(CLIENT.octets()),
+        dst: u32::from_ne_bytes(VIP.octets()),
+        sport: sport.to_be(),
+        dport: HTTP.to_be(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    };
+    let slot = table[(flow_hash(&key, false) % table.len() as u32) as usize];
+    members
+        .iter()
+        .find(|m| m.id == slot)
+        .map(|m| m.address)
+        .expect("slot owner")
+}
+
+fn members(addrs: &[Ipv4Addr]) -> Vec<Member> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Member {
+            id: i as u32 + 1,
+            address: IpAddr::V4(*a),
+            weight: 1,
+        })
+        .collect()
+}
+
+#[test]
+fn established_connections_keep_their_backend_while_backends_change() {
+    let mut lab = DsrLab::new("e", 3).expect("build the lab");
+    let mut servers = http_servers(&lab);
+    let mut lb = start_balancer(&lab, web());
+
+    let old: Vec<Ipv4Addr> = (1..=3).map(backend_addr).collect();
+    let old_members = members(&old);
+    let old_table = maglev::build(&old_members, maglev::DEFAULT_SIZE).expect("table");
+    let mut conns = Vec::new();
+    for _ in 0..32 {
+        let mut conn =
+            HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, HTTP))).expect("connect");
+        let answer = conn.get().expect("first request");
+        let sport = conn.local_port();
+        let owner = predicted(&old_table, &old_members, sport);
+        assert_eq!(
+            owner.to_string(),
+            lab.backends[answer
+                .server
+                .trim_start_matches("backend-")
+                .parse::<usize>()
+                .expect("name")
+                - 1]
+            .addr
+            .to_string(),
+            "the data plane chose what Maglev on any balancer would choose"
+        );
+        conns.push((conn, answer.server));
+    }
+
+    // Add backend 4, then remove backend 1, through the library API.
+    let b4 = lab.add_backend(4).expect("add backend 4");
+    servers.push(
+        http_server(&b4.ns, "backend-4", SocketAddr::from(([0, 0, 0, 0], HTTP))).expect("server 4"),
+    );
+    lb.add_destination(&web(), Destination::new(backend_addr(4)))
+        .expect("add destination");
+    wait_resolved(&mut lb);
+    lb.remove_destination(&web(), backend_addr(1))
+        .expect("remove destination");
+
+    let new: Vec<Ipv4Addr> = (2..=4).map(backend_addr).collect();
+    let new_members = members(&new);
+    let new_table = maglev::build(&new_members, maglev::DEFAULT_SIZE).expect("table");
+    let mut would_have_moved = 0;
+    for (conn, server) in conns.iter_mut().filter(|(_, s)| s != "backend-1") {
+        let again = conn
+            .get()
+            .unwrap_or_else(|e| panic!("established connection to {server} broke: {e:#}"));
+        assert_eq!(
+            &again.server, server,
+            "an established connection stayed on its backend"
+        );
+        let sport = conn.local_port();
+        if predicted(&new_table, &new_members, sport) != predicted(&old_table, &old_members, sport)
+        {
+            would_have_moved += 1;
+        }
+    }
+    assert!(
+        would_have_moved > 0,
+        "some surviving connections hash elsewhere now: the flow table kept them"
+    );
+
+    let mut fresh = BTreeSet::new();
+    for _ in 0..30 {
+        fresh.insert(
+            http_get(&lab.client.ns, SocketAddr::from((VIP, HTTP)))
+                .expect("new connection")
+                .server,
+        );
+    }
+    assert!(
+        fresh.contains("backend-4"),
+        "new connections reach the added backend: {fresh:?}"
+    );
+    assert!(
+        !fresh.contains("backend-1"),
+        "no new connection reaches the removed backend: {fresh:?}"
+    );
+}
