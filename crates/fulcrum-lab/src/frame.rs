@@ -102,7 +102,7 @@ impl FrameBuilder {
     /// IPv4 options (padded to 4 bytes with end-of-options).
     pub fn ip_options(mut self, options: &[u8]) -> Self {
         self.options = options.to_vec();
-        while self.options.len() % 4 != 0 {
+        while !self.options.len().is_multiple_of(4) {
             self.options.push(0);
         }
         self

@@ -83,7 +83,8 @@ fn main() -> anyhow::Result<()> {
         println!("  {server}: {n} of {REQUESTS}");
     }
     println!(
-        "Replies went straight from the backends to the client: the balancer only saw requests."
+        "Replies go straight from the backends to the client (Direct Server Return): the \
+         balancer forwards only the client's packets, as its counters below show."
     );
 
     std::thread::sleep(Duration::from_millis(1500));
