@@ -14,17 +14,17 @@ build: setup
 demo: build
 	./target/release/fulcrum-demo
 
-# Layers: unit/property tests, packet fixtures through the verified program, netns labs.
+# Every layer: unit and property tests (fulcrum --lib), packet fixtures through the
+# verified program (fulcrum-lab --test fixtures), netns labs (fulcrum-lab --test lab),
+# the command line as a user runs it (fulcrum-cli --test balance), and doc examples.
 test: build lint
-	$(CARGO) test --release --lib --bins
-	$(CARGO) test --release --doc -p fulcrum
-	$(CARGO) test --release -p fulcrum-lab --test fixtures
-	$(CARGO) test --release -p fulcrum-lab --test lab -- --test-threads=1
-	./scripts/cli-test.sh
+	$(CARGO) test --release
 
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) +nightly clippy -p fulcrum-ebpf --release --target bpfel-unknown-none \
+		-Z build-std=core -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -218,17 +218,17 @@ fn pick_backend(
     } else {
         Counter::FlowMissNonSyn
     };
-    if !parsed.syn {
-        if let Some(pinned) = FLOWS.get_ptr(flow) {
-            // SAFETY: plain data, see find_service.
-            let pinned = unsafe { *pinned };
-            if let Some(b) = BACKENDS.get(pinned.backend) {
-                if b.generation == pinned.generation {
-                    return Ok((pinned.backend, *b, Counter::FlowHit));
-                }
-            }
-            reason = Counter::FlowStale;
+    if !parsed.syn
+        && let Some(pinned) = FLOWS.get_ptr(flow)
+    {
+        // SAFETY: plain data, see find_service.
+        let pinned = unsafe { *pinned };
+        if let Some(b) = BACKENDS.get(pinned.backend)
+            && b.generation == pinned.generation
+        {
+            return Ok((pinned.backend, *b, Counter::FlowHit));
         }
+        reason = Counter::FlowStale;
     }
 
     // SAFETY: a plain read of a global the loader sets before verification.

@@ -12,7 +12,7 @@ use crate::{BalancerError, balancer::OBJECT};
 /// `XDP_TX` or a redirect when the receiving end runs an XDP program; labs and
 /// benchmarks put this one there. Detaches on drop.
 pub struct PassProgram {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl PassProgram {
@@ -33,6 +33,11 @@ impl PassProgram {
         program
             .attach(iface, XdpMode::Driver)
             .map_err(|e| fail("attaching", e))?;
-        Ok(Self { _ebpf: ebpf })
+        Ok(Self { ebpf })
+    }
+
+    /// The loaded program, for `BPF_PROG_TEST_RUN` baselines.
+    pub fn program(&self) -> Option<&Xdp> {
+        self.ebpf.program(programs::PASS)?.try_into().ok()
     }
 }
