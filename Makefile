@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build demo test test-unit test-fixtures test-lab lint clean
+.PHONY: setup build demo test lint clean
 
 setup:
 	@./scripts/setup.sh

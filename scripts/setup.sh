@@ -23,10 +23,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
-    echo "setup: adding rust-src to the nightly toolchain"
-    rustup component add rust-src --toolchain nightly
-fi
+# The eBPF crate builds core from source with nightly; lint runs clippy on both toolchains.
+for want in "nightly rust-src" "nightly clippy" "stable clippy" "stable rustfmt"; do
+    set -- $want
+    if ! rustup component list --toolchain "$1" --installed 2>/dev/null | grep -q "^$2"; then
+        echo "setup: adding $2 to the $1 toolchain"
+        rustup component add "$2" --toolchain "$1"
+    fi
+done
 
 if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
     echo "setup: building bpf-linker against LLVM 22 (a few minutes, once)"
