@@ -43,7 +43,7 @@ struct Fixture {
     fx0: u32,
     fx0_mac: [u8; 6],
     _guard: NsGuard,
-    _ns: NetNs,
+    ns: NetNs,
 }
 
 impl Fixture {
@@ -102,7 +102,7 @@ impl Fixture {
             fx0,
             fx0_mac,
             _guard: guard,
-            _ns: ns,
+            ns,
         }
     }
 
@@ -656,5 +656,124 @@ fn weights_shift_shares() {
     assert!(
         (0.68..0.82).contains(&share),
         "weight 3 of 4 took {share:.2} of new flows"
+    );
+}
+
+#[test]
+fn a_backend_mac_change_in_the_kernel_is_followed() {
+    let mut f = Fixture::with_web();
+    let syn = FrameBuilder::tcp(client(44000), to(VIP, 80)).syn().build();
+    let n = f.expect_forwarded(&syn, &[1, 2, 3]);
+    // The backend's NIC is swapped: the kernel learns a new MAC for the same address.
+    let moved_mac = [0x02, 0xbe, 0, 0, 0x99, n];
+    let mac_text = moved_mac.map(|b| format!("{b:02x}")).join(":");
+    f.ns.ip(&[
+        "neigh",
+        "replace",
+        &backend(n).to_string(),
+        "lladdr",
+        &mac_text,
+        "dev",
+        "fx0",
+        "nud",
+        "permanent",
+    ])
+    .expect("neighbour change");
+    assert_eq!(
+        f.lb.refresh_neighbours().expect("refresh"),
+        1,
+        "one destination changed"
+    );
+    let ack = FrameBuilder::tcp(client(44000), to(VIP, 80)).build();
+    let ran = f.run(&ack);
+    assert_eq!(ran.action, action::TX);
+    assert_eq!(
+        &ran.frame[0..6],
+        &moved_mac,
+        "the established flow now goes to the new MAC"
+    );
+    assert_eq!(
+        f.lb.refresh_neighbours().expect("refresh"),
+        0,
+        "nothing changed since"
+    );
+}
+
+#[test]
+fn set_destinations_is_declarative() {
+    let mut f = Fixture::with_web();
+    f.lb.drain(&web(), backend(2)).expect("drain");
+    f.lb.set_destinations(
+        &web(),
+        &[
+            Destination::new(backend(2)).with_weight(5),
+            Destination::new(backend(4)),
+        ],
+    )
+    .expect("set");
+    let info = f.lb.services().expect("services");
+    let got: Vec<(Ipv4Addr, u32, bool)> = info[0]
+        .destinations
+        .iter()
+        .map(|d| (d.destination.address, d.destination.weight, d.drained))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(backend(2), 5, true), (backend(4), 1, false)],
+        "exactly the given set; drain kept"
+    );
+    for port in 45000..45020 {
+        let syn = FrameBuilder::tcp(client(port), to(VIP, 80)).syn().build();
+        assert_eq!(
+            f.expect_forwarded(&syn, &[1, 2, 3, 4]),
+            4,
+            "only the undrained destination takes new flows"
+        );
+    }
+    let err = f.lb.set_destinations(
+        &web(),
+        &[Destination::new(backend(1)), Destination::new(backend(1))],
+    );
+    assert!(err.is_err(), "a destination listed twice is refused");
+    let err =
+        f.lb.add_destination(&web(), Destination::new(Ipv4Addr::new(10, 88, 0, 1)))
+            .expect_err("local address");
+    assert_eq!(
+        err.to_string(),
+        "backend 10.88.0.1 is an address of this host"
+    );
+}
+
+#[test]
+fn updating_a_service_changes_how_new_flows_hash() {
+    let mut f = Fixture::with_web();
+    let mut seen = BTreeSet::new();
+    for port in 46000..46030 {
+        seen.insert(f.expect_forwarded(
+            &FrameBuilder::tcp(client(port), to(VIP, 80)).syn().build(),
+            &[1, 2, 3],
+        ));
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "5-tuple hashing spreads one client's connections"
+    );
+    f.lb.update_service(Service {
+        id: web(),
+        scheduler: Scheduler::SourceIp,
+    })
+    .expect("update");
+    seen.clear();
+    for port in 47000..47030 {
+        seen.insert(f.expect_forwarded(
+            &FrameBuilder::tcp(client(port), to(VIP, 80)).syn().build(),
+            &[1, 2, 3],
+        ));
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "source hashing keeps one client on one backend"
     );
 }
