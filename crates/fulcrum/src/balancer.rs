@@ -584,7 +584,23 @@ impl Balancer {
                 });
             }
         }
-        let current: Vec<Ipv4Addr> = self.state(id)?.destinations.keys().copied().collect();
+        // Resolve every new destination and check capacity before changing anything, so a
+        // bad destination leaves the service as it was.
+        let state = self.state(id)?;
+        let current: Vec<Ipv4Addr> = state.destinations.keys().copied().collect();
+        let added: Vec<Destination> = dests
+            .iter()
+            .filter(|d| !state.destinations.contains_key(&d.address))
+            .copied()
+            .collect();
+        if let Some(d) = added.get(self.free_backends.len()) {
+            return Err(self.too_many_backends(id, d.address));
+        }
+        let mut resolved = Vec::with_capacity(added.len());
+        for d in added {
+            resolved.push((d, self.resolve(d.address)?));
+        }
+
         let mut removed = Vec::new();
         for address in current {
             match wanted.get(&address) {
@@ -600,10 +616,8 @@ impl Balancer {
                 }
             }
         }
-        for d in dests {
-            if !self.state(id)?.destinations.contains_key(&d.address) {
-                self.insert_destination(id, *d)?;
-            }
+        for (d, (egress, neighbour)) in resolved {
+            self.record_destination(id, d, egress, neighbour)?;
         }
         self.rebuild(id)?;
         for backend in removed {
@@ -699,17 +713,36 @@ impl Balancer {
         id: &ServiceId,
         dest: Destination,
     ) -> Result<(), BalancerError> {
+        if self.free_backends.is_empty() {
+            return Err(self.too_many_backends(id, dest.address));
+        }
+        let (egress, neighbour) = self.resolve(dest.address)?;
+        self.record_destination(id, dest, egress, neighbour)
+    }
+
+    fn too_many_backends(&self, id: &ServiceId, address: Ipv4Addr) -> BalancerError {
+        BalancerError::TooManyBackends {
+            id: *id,
+            address,
+            max: self.limits.max_backends,
+        }
+    }
+
+    /// Gives a resolved destination a backend slot and records it, without touching the
+    /// Maglev table.
+    fn record_destination(
+        &mut self,
+        id: &ServiceId,
+        dest: Destination,
+        egress: u32,
+        neighbour: Option<Neighbour>,
+    ) -> Result<(), BalancerError> {
         let span = info_span!("destination", service = %id, backend = %dest.address);
         let _enter = span.enter();
-        let (egress, neighbour) = self.resolve(dest.address)?;
         let backend = self
             .free_backends
             .pop_front()
-            .ok_or(BalancerError::TooManyBackends {
-                id: *id,
-                address: dest.address,
-                max: self.limits.max_backends,
-            })?;
+            .ok_or_else(|| self.too_many_backends(id, dest.address))?;
         if let Err(e) = self.claim_backend(backend, neighbour) {
             self.free_backends.push_front(backend);
             return Err(e);
