@@ -113,7 +113,7 @@ fn wait_for_neighbours(lb: &mut Balancer, limit: Duration) -> anyhow::Result<()>
             .services()?
             .iter()
             .flat_map(|s| &s.destinations)
-            .filter(|d| d.neighbour.is_none())
+            .filter(|d| d.next_hop.is_none())
             .map(|d| d.destination.address.to_string())
             .collect();
         if unresolved.is_empty() {
@@ -134,7 +134,7 @@ fn stats_line(lb: &Balancer) -> anyhow::Result<String> {
     let mut line = String::new();
     for service in lb.services()? {
         for d in &service.destinations {
-            let state = match (d.neighbour.is_some(), d.drained) {
+            let state = match (d.next_hop.is_some(), d.drained) {
                 (false, _) => " (unresolved)",
                 (true, true) => " (drained)",
                 _ => "",

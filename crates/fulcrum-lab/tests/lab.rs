@@ -57,7 +57,7 @@ fn wait_resolved(lb: &mut Balancer) {
         if services
             .iter()
             .flat_map(|s| &s.destinations)
-            .all(|d| d.neighbour.is_some())
+            .all(|d| d.next_hop.is_some())
         {
             return;
         }

@@ -237,7 +237,7 @@ struct Interface {
 
 /// Where a destination's packets go, once the kernel has told us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Neighbour {
+pub struct NextHop {
     /// Egress interface index.
     pub ifindex: u32,
     /// The backend's MAC, from the kernel's neighbour table.
@@ -249,7 +249,7 @@ struct DestState {
     weight: u32,
     drained: bool,
     egress: u32,
-    neighbour: Option<Neighbour>,
+    neighbour: Option<NextHop>,
 }
 
 struct ServiceState {
@@ -266,7 +266,7 @@ pub struct DestinationInfo {
     /// Drained: keeps its flows, takes no new ones.
     pub drained: bool,
     /// `None` until the kernel has resolved the backend's MAC; until then it takes no flows.
-    pub neighbour: Option<Neighbour>,
+    pub next_hop: Option<NextHop>,
     /// Traffic the data plane sent to it.
     pub traffic: Traffic,
 }
@@ -340,17 +340,6 @@ impl Balancer {
             })?
             .try_into()
             .map_err(|e| program_error("the balancer program".into(), e))
-    }
-
-    /// The flow table, for inspection and export.
-    pub fn flows(
-        &self,
-    ) -> Result<
-        aya::maps::HashMap<&MapData, fulcrum_common::FlowKey, fulcrum_common::FlowValue>,
-        BalancerError,
-    > {
-        aya::maps::HashMap::try_from(&self.maps.flows)
-            .map_err(BalancerError::map(maps::FLOWS, "open"))
     }
 
     fn netlink(&mut self) -> Result<&mut Netlink, BalancerError> {
@@ -504,7 +493,7 @@ impl Balancer {
                         weight: d.weight,
                     },
                     drained: d.drained,
-                    neighbour: d.neighbour,
+                    next_hop: d.neighbour,
                     traffic: sum_traffic(&self.maps.backend_stats, d.backend)?,
                 });
             }
@@ -670,7 +659,7 @@ impl Balancer {
         let mut changed = Vec::new();
         for (id, state) in &mut self.services {
             for (address, d) in &mut state.destinations {
-                let now = table.get(&(d.egress, *address)).map(|mac| Neighbour {
+                let now = table.get(&(d.egress, *address)).map(|mac| NextHop {
                     ifindex: d.egress,
                     mac: *mac,
                 });
@@ -735,7 +724,7 @@ impl Balancer {
         id: &ServiceId,
         dest: Destination,
         egress: u32,
-        neighbour: Option<Neighbour>,
+        neighbour: Option<NextHop>,
     ) -> Result<(), BalancerError> {
         let span = info_span!("destination", service = %id, backend = %dest.address);
         let _enter = span.enter();
@@ -769,7 +758,7 @@ impl Balancer {
     }
 
     /// Egress interface and, if the kernel knows it, the MAC of a backend.
-    fn resolve(&mut self, address: Ipv4Addr) -> Result<(u32, Option<Neighbour>), BalancerError> {
+    fn resolve(&mut self, address: Ipv4Addr) -> Result<(u32, Option<NextHop>), BalancerError> {
         let route = self.netlink()?.route_get(address).map_err(|e| match e {
             crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a),
             other => other.into(),
@@ -797,7 +786,7 @@ impl Balancer {
         if let Some(mac) = known {
             return Ok((
                 route.oif,
-                Some(Neighbour {
+                Some(NextHop {
                     ifindex: route.oif,
                     mac,
                 }),
@@ -811,7 +800,7 @@ impl Balancer {
     fn claim_backend(
         &mut self,
         backend: u32,
-        neighbour: Option<Neighbour>,
+        neighbour: Option<NextHop>,
     ) -> Result<(), BalancerError> {
         if let Some(g) = self.generations.get_mut(backend as usize) {
             *g = g.wrapping_add(1);
@@ -827,7 +816,7 @@ impl Balancer {
     fn write_backend(
         &mut self,
         backend: u32,
-        neighbour: Option<Neighbour>,
+        neighbour: Option<NextHop>,
     ) -> Result<(), BalancerError> {
         let generation = self
             .generations
@@ -885,11 +874,6 @@ impl Balancer {
         let changed = self.rings.write(state.slot, &table);
         debug!(service = %id, members = members.len(), changed, "Maglev table written");
         Ok(())
-    }
-
-    /// The service's Maglev table as the data plane sees it (backend slot ids).
-    pub fn maglev_table(&self, id: &ServiceId) -> Result<Vec<u32>, BalancerError> {
-        Ok(self.rings.read(self.state(id)?.slot))
     }
 
     fn set_vip_refs(&mut self, vip: Ipv4Addr, delta: i32) -> Result<(), BalancerError> {

@@ -14,9 +14,7 @@ mod ring;
 mod service;
 mod stats;
 
-pub use balancer::{
-    AttachMode, Balancer, BalancerBuilder, DestinationInfo, Neighbour, ServiceInfo,
-};
+pub use balancer::{AttachMode, Balancer, BalancerBuilder, DestinationInfo, NextHop, ServiceInfo};
 pub use error::BalancerError;
 pub use fulcrum_common::Counter;
 pub use pass::PassProgram;

@@ -91,14 +91,6 @@ impl Rings {
             cell.store(0, Ordering::Relaxed);
         }
     }
-
-    /// The ring as the data plane sees it.
-    pub(crate) fn read(&self, slot: u32) -> Vec<u32> {
-        self.ring(slot)
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed) as u32)
-            .collect()
-    }
 }
 
 impl Drop for Rings {
