@@ -37,7 +37,9 @@ fn main() -> anyhow::Result<()> {
         figures.extend(control::run()?);
     }
     println!("{}", report::table(&figures));
-    let path = PathBuf::from(std::env::var("FULCRUM_BENCH_OUT").unwrap_or_else(|_| "target/bench/results.json".into()));
+    let path = PathBuf::from(
+        std::env::var("FULCRUM_BENCH_OUT").unwrap_or_else(|_| "target/bench/results.json".into()),
+    );
     report::write_json(&path, &figures)?;
     println!("wrote {}", path.display());
     Ok(())

@@ -17,7 +17,8 @@ pub fn attach(program: &str, iface: &str) -> anyhow::Result<Ebpf> {
         .program_mut(program)
         .with_context(|| format!("no program {program}"))?
         .try_into()?;
-    prog.load().with_context(|| format!("verifying {program}"))?;
+    prog.load()
+        .with_context(|| format!("verifying {program}"))?;
     prog.attach(iface, XdpMode::Driver)
         .with_context(|| format!("attaching {program} to {iface}"))?;
     Ok(ebpf)
@@ -25,7 +26,10 @@ pub fn attach(program: &str, iface: &str) -> anyhow::Result<Ebpf> {
 
 /// The program `name` of a loaded bench object.
 pub fn program<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Xdp> {
-    Ok(ebpf.program(name).with_context(|| format!("no program {name}"))?.try_into()?)
+    Ok(ebpf
+        .program(name)
+        .with_context(|| format!("no program {name}"))?
+        .try_into()?)
 }
 
 /// Pins the calling thread to one CPU, so per-CPU maps behave as in production.

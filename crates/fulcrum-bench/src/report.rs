@@ -45,7 +45,12 @@ pub struct Target {
 
 impl Figure {
     /// A figure with no baseline or target yet.
-    pub fn new(suite: &'static str, name: impl Into<String>, value: f64, unit: &'static str) -> Self {
+    pub fn new(
+        suite: &'static str,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+    ) -> Self {
         Self {
             suite,
             name: name.into(),
@@ -59,7 +64,11 @@ impl Figure {
 
     /// Adds the same-run baseline.
     pub fn against(mut self, name: impl Into<String>, value: f64) -> Self {
-        let ratio = if value == 0.0 { 0.0 } else { self.value / value };
+        let ratio = if value == 0.0 {
+            0.0
+        } else {
+            self.value / value
+        };
         self.baseline = Some(Baseline {
             name: name.into(),
             value,

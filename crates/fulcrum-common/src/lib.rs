@@ -8,11 +8,16 @@ use core::mem::size_of;
 
 /// Map names, so the loader and the program cannot drift apart.
 pub mod maps {
-    /// Addresses that carry at least one service: the data plane's first, cheapest filter.
+    /// Addresses that carry at least one service, to tell VIP traffic from the rest
+    /// exactly when [`VIP_FILTER`] is not enough.
     pub const VIPS: &str = "VIPS";
+    /// Per bucket of addresses, how many VIPs hash there: one array read keeps traffic
+    /// for other addresses off every hash lookup.
+    pub const VIP_FILTER: &str = "VIP_FILTER";
     /// (VIP, port, protocol) to service slot.
     pub const SERVICES: &str = "SERVICES";
-    /// All services' Maglev tables back to back, `ring_size` slots each.
+    /// All services' Maglev tables back to back, two u32 slots per u64 element, each
+    /// service's table starting on an element boundary (see [`crate::ring_stride`]).
     pub const MAGLEV: &str = "MAGLEV";
     /// Backend slot to forwarding data.
     pub const BACKENDS: &str = "BACKENDS";
@@ -43,6 +48,22 @@ pub const RING_SIZE_GLOBAL: &str = "RING_SIZE";
 
 /// Default Maglev table size: a prime well above 100 × the largest backend set.
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
+
+/// Slots reserved per service in the Maglev map: the table size rounded up to even, so
+/// two services never share a u64 element.
+#[inline(always)]
+pub const fn ring_stride(ring_size: u32) -> u32 {
+    (ring_size + 1) & !1
+}
+
+/// Buckets of [`VIP_FILTER`](maps::VIP_FILTER).
+pub const VIP_FILTER_SIZE: u32 = 1 << 16;
+
+/// The [`VIP_FILTER`](maps::VIP_FILTER) bucket of an address (network byte order).
+#[inline(always)]
+pub const fn vip_filter_bucket(addr: u32) -> u32 {
+    (addr ^ (addr >> 16)) & (VIP_FILTER_SIZE - 1)
+}
 
 /// Backend slot 0 is never allocated, so a zeroed Maglev slot means "no backend".
 pub const NO_BACKEND: u32 = 0;
@@ -118,8 +139,11 @@ pub struct FlowKey {
 pub struct FlowValue {
     /// Backend slot.
     pub backend: u32,
-    /// The backend slot's generation when the flow was pinned to it.
+    /// The backend slot's generation when the flow was pinned to it. Removing a service
+    /// frees its backends, so this also tells that the service still exists.
     pub generation: u32,
+    /// Service slot, for the service's counters.
+    pub service: u32,
 }
 
 /// Per-service and per-backend counters (per CPU; user space sums).
@@ -137,7 +161,7 @@ const _: () = assert!(size_of::<ServiceKey>() == 8);
 const _: () = assert!(size_of::<ServiceValue>() == 8);
 const _: () = assert!(size_of::<BackendValue>() == 20);
 const _: () = assert!(size_of::<FlowKey>() == 16);
-const _: () = assert!(size_of::<FlowValue>() == 8);
+const _: () = assert!(size_of::<FlowValue>() == 12);
 const _: () = assert!(size_of::<TrafficCounters>() == 24);
 
 macro_rules! counters {

@@ -16,9 +16,11 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use fulcrum_common::{
     BackendValue, Counter, DEFAULT_RING_SIZE, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP,
     NO_BACKEND, SERVICE_F_STICKY, ServiceKey, ServiceValue, TrafficCounters, flow_hash,
+    ring_stride, vip_filter_bucket,
 };
 use maps::{
-    BACKEND_STATS, BACKENDS, EGRESS, FLOWS, GLOBAL_STATS, MAGLEV, SERVICE_STATS, SERVICES, VIPS,
+    BACKEND_STATS, BACKENDS, EGRESS, FLOWS, GLOBAL_STATS, MAGLEV, SERVICE_STATS, SERVICES,
+    VIP_FILTER, VIPS,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 use packet::{frame_len, ptr_at};
@@ -74,27 +76,81 @@ struct Parsed {
     syn: bool,
 }
 
+/// Where a packet goes: its service and backend slots and the backend's forwarding data.
+struct Chosen {
+    service: u32,
+    backend_slot: u32,
+    backend: BackendValue,
+    reason: Counter,
+}
+
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> Verdict {
-    let parsed = match parse(ctx) {
+    let (ip, l3) = match ip_header(ctx) {
+        Ok(found) => found,
+        Err(v) => return v,
+    };
+    // SAFETY: bounds checked by ip_header.
+    let dst = u32::from_ne_bytes(unsafe { (*ip).dst_addr });
+    let may_be_vip = VIP_FILTER
+        .get(vip_filter_bucket(dst))
+        .is_some_and(|n| *n != 0);
+    if !may_be_vip {
+        return Verdict::Pass(Counter::PassNotVip);
+    }
+    let parsed = match parse_l4(ctx, ip, l3) {
         Ok(p) => p,
-        Err(v) => return v,
+        Err(v) => return confirm_vip(dst, v),
     };
+    // Established flows: one hash lookup, no service lookup.
+    let mut reason = if parsed.syn {
+        Counter::FlowNewSyn
+    } else if parsed.flow.proto == IPPROTO_UDP {
+        Counter::FlowNewUdp
+    } else {
+        Counter::FlowMissNonSyn
+    };
+    if !parsed.syn {
+        match pinned(&parsed.flow) {
+            Pinned::Hit(chosen) => return forward(ctx, chosen),
+            Pinned::Stale => reason = Counter::FlowStale,
+            Pinned::Miss => {}
+        }
+    }
     let Some(service) = find_service(&parsed.flow) else {
-        return Verdict::Pass(Counter::PassNoService);
+        return confirm_vip(dst, Verdict::Pass(Counter::PassNoService));
     };
-    let (backend_slot, backend, reason) = match pick_backend(&parsed, &service) {
-        Ok(chosen) => chosen,
-        Err(v) => return v,
-    };
+    match choose(&parsed, &service, reason) {
+        Ok(chosen) => forward(ctx, chosen),
+        Err(v) => v,
+    }
+}
+
+/// A verdict reached for a packet whose address bucket holds a VIP: only packets for a
+/// VIP keep it, others pass untouched.
+#[inline(always)]
+fn confirm_vip(dst: u32, verdict: Verdict) -> Verdict {
+    if VIPS.get_ptr(dst).is_none() {
+        return Verdict::Pass(Counter::PassNotVip);
+    }
+    verdict
+}
+
+/// Rewrites the MACs, counts, and sends the frame on its way.
+#[inline(always)]
+fn forward(ctx: &XdpContext, chosen: Chosen) -> Verdict {
+    let backend = chosen.backend;
     if backend.ifindex == 0 {
         return Verdict::Drop(Counter::DropBackendUnresolved);
     }
-
     let len = frame_len(ctx) as u64;
-    let new_flow = !matches!(reason, Counter::FlowHit) as u64;
-    count_traffic(SERVICE_STATS.get_ptr_mut(service.slot), len, new_flow);
-    count_traffic(BACKEND_STATS.get_ptr_mut(backend_slot), len, new_flow);
+    let new_flow = !matches!(chosen.reason, Counter::FlowHit) as u64;
+    count_traffic(SERVICE_STATS.get_ptr_mut(chosen.service), len, new_flow);
+    count_traffic(
+        BACKEND_STATS.get_ptr_mut(chosen.backend_slot),
+        len,
+        new_flow,
+    );
 
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Verdict::Drop(Counter::DropBadIpHeader);
@@ -105,20 +161,19 @@ fn balance(ctx: &XdpContext) -> Verdict {
         (*eth).src_addr = backend.src_mac;
     }
     if backend.ifindex == ctx.ingress_ifindex() as u32 {
-        return Verdict::Tx(reason);
+        return Verdict::Tx(chosen.reason);
     }
     match EGRESS.redirect(backend.ifindex, 0) {
-        Ok(_) => Verdict::Redirect(reason),
+        Ok(_) => Verdict::Redirect(chosen.reason),
         Err(_) => Verdict::Drop(Counter::DropRedirect),
     }
 }
 
-/// Reads Ethernet (one optional 802.1Q tag), IPv4 and TCP/UDP, deciding early for anything
-/// that is not well-formed VIP traffic.
+/// Ethernet (one optional 802.1Q tag) and the fixed IPv4 header; anything else passes.
 #[inline(always)]
-fn parse(ctx: &XdpContext) -> Result<Parsed, Verdict> {
+fn ip_header(ctx: &XdpContext) -> Result<(*const Ipv4Hdr, usize), Verdict> {
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Verdict::Pass(Counter::PassMalformedL2))?;
-    // SAFETY (all header reads below): bounds checked by ptr_at.
+    // SAFETY (header reads): bounds checked by ptr_at.
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut l3 = EthHdr::LEN;
     if ether_type == ETH_P_8021Q.to_be() {
@@ -130,13 +185,15 @@ fn parse(ctx: &XdpContext) -> Result<Parsed, Verdict> {
         return Err(Verdict::Pass(Counter::PassNotIpv4));
     }
     let ip = ptr_at::<Ipv4Hdr>(ctx, l3).ok_or(Verdict::Pass(Counter::PassMalformedIp))?;
-    let ip = unsafe { &*ip };
-    let dst = u32::from_ne_bytes(ip.dst_addr);
-    if VIPS.get_ptr(dst).is_none() {
-        return Err(Verdict::Pass(Counter::PassNotVip));
-    }
+    Ok((ip, l3))
+}
 
-    // From here on the packet is for a VIP: anything odd is dropped, never forwarded.
+/// Checks the IPv4 header of (probable) VIP traffic and reads TCP/UDP, in the documented
+/// order: anything odd is dropped, never forwarded.
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, ip: *const Ipv4Hdr, l3: usize) -> Result<Parsed, Verdict> {
+    // SAFETY (header reads): bounds checked by ip_header and ptr_at.
+    let ip = unsafe { &*ip };
     let version = ip.vihl >> 4;
     let ihl = ((ip.vihl & 0x0f) as usize) * 4;
     let total_len = u16::from_be_bytes(ip.tot_len) as usize;
@@ -177,7 +234,7 @@ fn parse(ctx: &XdpContext) -> Result<Parsed, Verdict> {
     Ok(Parsed {
         flow: FlowKey {
             src: u32::from_ne_bytes(ip.src_addr),
-            dst,
+            dst: u32::from_ne_bytes(ip.dst_addr),
             sport: u16::from_ne_bytes(sport),
             dport: u16::from_ne_bytes(dport),
             proto: ip.proto,
@@ -204,54 +261,71 @@ fn find_service(flow: &FlowKey) -> Option<ServiceValue> {
     SERVICES.get_ptr(key).map(|v| unsafe { *v })
 }
 
-/// The flow's pinned backend, or a fresh Maglev choice that is then pinned.
-#[inline(always)]
-fn pick_backend(
-    parsed: &Parsed,
-    service: &ServiceValue,
-) -> Result<(u32, BackendValue, Counter), Verdict> {
-    let flow = &parsed.flow;
-    let mut reason = if parsed.syn {
-        Counter::FlowNewSyn
-    } else if flow.proto == IPPROTO_UDP {
-        Counter::FlowNewUdp
-    } else {
-        Counter::FlowMissNonSyn
-    };
-    if !parsed.syn
-        && let Some(pinned) = FLOWS.get_ptr(flow)
-    {
-        // SAFETY: plain data, see find_service.
-        let pinned = unsafe { *pinned };
-        if let Some(b) = BACKENDS.get(pinned.backend)
-            && b.generation == pinned.generation
-        {
-            return Ok((pinned.backend, *b, Counter::FlowHit));
-        }
-        reason = Counter::FlowStale;
-    }
+enum Pinned {
+    Hit(Chosen),
+    /// Pinned to a backend that has since been removed.
+    Stale,
+    Miss,
+}
 
+/// The flow table's entry for this flow, if its backend is still the one it was pinned to.
+#[inline(always)]
+fn pinned(flow: &FlowKey) -> Pinned {
+    let Some(entry) = FLOWS.get_ptr(flow) else {
+        return Pinned::Miss;
+    };
+    // SAFETY: plain data, see find_service.
+    let entry = unsafe { *entry };
+    match BACKENDS.get(entry.backend) {
+        Some(b) if b.generation == entry.generation => Pinned::Hit(Chosen {
+            service: entry.service,
+            backend_slot: entry.backend,
+            backend: *b,
+            reason: Counter::FlowHit,
+        }),
+        _ => Pinned::Stale,
+    }
+}
+
+/// A fresh Maglev choice, pinned in the flow table (a SYN repeating the pinned choice
+/// writes nothing).
+#[inline(always)]
+fn choose(parsed: &Parsed, service: &ServiceValue, reason: Counter) -> Result<Chosen, Verdict> {
+    let flow = &parsed.flow;
     // SAFETY: a plain read of a global the loader sets before verification.
     let ring = unsafe { core::ptr::read_volatile(&RING_SIZE) };
     if ring == 0 {
         return Err(Verdict::Drop(Counter::DropNoBackend));
     }
     let sticky = service.flags & SERVICE_F_STICKY != 0;
-    let index = service.slot * ring + flow_hash(flow, sticky) % ring;
-    let slot = MAGLEV.get(index).copied().unwrap_or(NO_BACKEND);
+    let index = service.slot * ring_stride(ring) + flow_hash(flow, sticky) % ring;
+    let pair = MAGLEV.get(index / 2).copied().unwrap_or(0);
+    let slot = (pair >> ((index & 1) * 32)) as u32;
     if slot == NO_BACKEND {
         return Err(Verdict::Drop(Counter::DropNoBackend));
     }
     let backend = *BACKENDS
         .get(slot)
         .ok_or(Verdict::Drop(Counter::DropNoBackend))?;
-    let pinned = FlowValue {
+    let entry = FlowValue {
         backend: slot,
         generation: backend.generation,
+        service: service.slot,
     };
-    // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
-    let _ = FLOWS.insert(flow, pinned, 0);
-    Ok((slot, backend, reason))
+    let unchanged = parsed.syn
+        && FLOWS
+            .get_ptr(flow)
+            .is_some_and(|old| unsafe { *old } == entry);
+    if !unchanged {
+        // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
+        let _ = FLOWS.insert(flow, entry, 0);
+    }
+    Ok(Chosen {
+        service: service.slot,
+        backend_slot: slot,
+        backend,
+        reason,
+    })
 }
 
 #[inline(always)]

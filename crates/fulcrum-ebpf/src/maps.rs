@@ -7,11 +7,17 @@ use aya_ebpf::{
 };
 use fulcrum_common::{
     BackendValue, FlowKey, FlowValue, GlobalCounters, ServiceKey, ServiceValue, TrafficCounters,
-    VipInfo,
+    VIP_FILTER_SIZE, VipInfo,
 };
 
-/// Written by user space when a service is added or removed; read per packet to tell VIP
-/// traffic from everything else with one lookup.
+/// Written by user space when a service is added or removed; read per packet: a zero
+/// bucket means "not a VIP" without a hash lookup.
+#[map]
+pub static VIP_FILTER: Array<u32> = Array::with_max_entries(VIP_FILTER_SIZE, 0);
+
+/// Written by user space when a service is added or removed; read only when a packet's
+/// bucket is not zero and it turns out malformed or serviceless, to tell VIP traffic
+/// (dropped or counted as such) from other addresses (passed).
 #[map]
 pub static VIPS: HashMap<u32, VipInfo> = HashMap::with_max_entries(1024, 0);
 
@@ -19,17 +25,20 @@ pub static VIPS: HashMap<u32, VipInfo> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(1024, 0);
 
-/// Written by user space through mmap (hence `BPF_F_MMAPABLE`); read on new flows.
+/// Written by user space through mmap (hence `BPF_F_MMAPABLE`); read on new flows. Two
+/// u32 slots per element: the kernel pads array values to 8 bytes anyway.
 #[map]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+pub static MAGLEV: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Written by user space (neighbour changes, backend churn); read per forwarded packet.
 #[map]
 pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(1, 0);
 
-/// Written here on every new flow; user space only reads (and exports) it.
+/// Written here on every new flow; user space only reads (and exports) it. LRU lists per
+/// CPU: inserting a flow takes no lock shared with other CPUs.
 #[map]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(1, 0);
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU);
 
 /// Written by user space when it attaches to an interface; read to redirect.
 #[map]
@@ -47,4 +56,5 @@ pub static SERVICE_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::with_max_e
 #[map]
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::with_max_entries(1, 0);
 
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const BPF_F_MMAPABLE: u32 = 1 << 10;

@@ -13,7 +13,7 @@ use aya::{
 };
 use fulcrum_common::{
     BackendValue, GlobalCounters, RING_SIZE_GLOBAL, SERVICE_F_STICKY, ServiceKey, ServiceValue,
-    TrafficCounters, VipInfo, maps, programs,
+    TrafficCounters, VipInfo, maps, programs, vip_filter_bucket,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -87,7 +87,7 @@ impl BalancerBuilder {
         self
     }
 
-    /// How many services the data plane can hold (each costs `8 × ring_size` bytes).
+    /// How many services the data plane can hold (each costs `4 × ring_size` bytes).
     pub fn max_services(mut self, max: u32) -> Self {
         self.max_services = max;
         self
@@ -113,7 +113,7 @@ impl BalancerBuilder {
                 why: format!("{} is not a prime", self.ring_size),
             });
         }
-        let cells = u64::from(self.max_services) * u64::from(self.ring_size);
+        let cells = Rings::elements(self.max_services, self.ring_size);
         if self.max_services == 0 || cells > u64::from(u32::MAX / 8) {
             return Err(BalancerError::Limit {
                 what: "max services",
@@ -154,6 +154,7 @@ impl BalancerBuilder {
         let rings = Rings::new(ring_map, self.max_services, self.ring_size)?;
         let maps = Maps {
             vips: typed(&mut ebpf, maps::VIPS)?,
+            vip_filter: typed(&mut ebpf, maps::VIP_FILTER)?,
             services: typed(&mut ebpf, maps::SERVICES)?,
             backends: typed(&mut ebpf, maps::BACKENDS)?,
             egress: typed(&mut ebpf, maps::EGRESS)?,
@@ -220,6 +221,7 @@ fn wrong_type(name: &'static str) -> BalancerError {
 
 struct Maps {
     vips: HashMap<MapData, u32, VipInfo>,
+    vip_filter: Array<MapData, u32>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: Array<MapData, BackendValue>,
     egress: DevMapHash<MapData>,
@@ -876,20 +878,39 @@ impl Balancer {
         Ok(())
     }
 
+    /// Counts services per VIP; the VIP's filter bucket counts VIPs, so the data plane's
+    /// first test stays exact about "no VIP here".
     fn set_vip_refs(&mut self, vip: Ipv4Addr, delta: i32) -> Result<(), BalancerError> {
         let key = u32::from_ne_bytes(vip.octets());
         let now = self.maps.vips.get(&key, 0).map(|v| v.services).unwrap_or(0);
         let next = now.saturating_add_signed(delta);
+        let bucket = vip_filter_bucket(key);
+        let vips_in_bucket = self
+            .maps
+            .vip_filter
+            .get(&bucket, 0)
+            .map_err(BalancerError::map(maps::VIP_FILTER, "read"))?;
         if next == 0 {
             self.maps
                 .vips
                 .remove(&key)
-                .map_err(BalancerError::map(maps::VIPS, "remove"))
+                .map_err(BalancerError::map(maps::VIPS, "remove"))?;
+            self.maps
+                .vip_filter
+                .set(bucket, vips_in_bucket.saturating_sub(1), 0)
+                .map_err(BalancerError::map(maps::VIP_FILTER, "write"))
         } else {
             self.maps
                 .vips
                 .insert(key, VipInfo { services: next }, 0)
-                .map_err(BalancerError::map(maps::VIPS, "insert"))
+                .map_err(BalancerError::map(maps::VIPS, "insert"))?;
+            if now == 0 {
+                self.maps
+                    .vip_filter
+                    .set(bucket, vips_in_bucket + 1, 0)
+                    .map_err(BalancerError::map(maps::VIP_FILTER, "write"))?;
+            }
+            Ok(())
         }
     }
 }

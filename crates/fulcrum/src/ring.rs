@@ -1,8 +1,9 @@
 //! The Maglev region, written through mmap: a table change costs memory stores, not one
 //! syscall per slot.
 //!
-//! The kernel lays array elements out 8 bytes apart (`round_up(value_size, 8)`), so each
-//! u32 slot is the low half of one u64 cell of the mapping.
+//! The kernel lays array elements out 8 bytes apart (`round_up(value_size, 8)`), so the
+//! map holds u64 elements of two u32 slots each (low half first), and each service's
+//! table starts on an element: `ring_stride` slots per service.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
@@ -11,6 +12,7 @@ use std::{
 };
 
 use aya::maps::MapData;
+use fulcrum_common::ring_stride;
 
 use crate::BalancerError;
 
@@ -19,7 +21,8 @@ pub(crate) struct Rings {
     ptr: NonNull<AtomicU64>,
     len: usize,
     bytes: usize,
-    ring_size: u32,
+    /// Elements per service.
+    cells: usize,
     /// Keeps the map alive as long as the mapping.
     _map: MapData,
 }
@@ -29,8 +32,13 @@ unsafe impl Send for Rings {}
 unsafe impl Sync for Rings {}
 
 impl Rings {
+    /// Elements the map needs for `services` tables of `ring_size` slots.
+    pub(crate) fn elements(services: u32, ring_size: u32) -> u64 {
+        u64::from(services) * u64::from(ring_stride(ring_size)) / 2
+    }
+
     pub(crate) fn new(map: MapData, services: u32, ring_size: u32) -> Result<Self, BalancerError> {
-        let len = services as usize * ring_size as usize;
+        let len = Self::elements(services, ring_size) as usize;
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let bytes = (len * 8).div_ceil(page) * page;
@@ -59,24 +67,27 @@ impl Rings {
             ptr,
             len,
             bytes,
-            ring_size,
+            cells: ring_stride(ring_size) as usize / 2,
             _map: map,
         })
     }
 
     fn ring(&self, slot: u32) -> &[AtomicU64] {
-        let start = slot as usize * self.ring_size as usize;
-        let end = (start + self.ring_size as usize).min(self.len);
+        let start = slot as usize * self.cells;
+        let end = (start + self.cells).min(self.len);
         let start = start.min(end);
         // SAFETY: in bounds of the mapping, which lives as long as self.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), end - start) }
     }
 
-    /// Stores the slots of `table` that differ from what the ring holds; returns how many.
+    /// Stores the elements of `table` that differ from what the ring holds; returns how
+    /// many changed.
     pub(crate) fn write(&self, slot: u32, table: &[u32]) -> usize {
         let mut changed = 0;
-        for (cell, &want) in self.ring(slot).iter().zip(table) {
-            let want = u64::from(want);
+        for (cell, pair) in self.ring(slot).iter().zip(table.chunks(2)) {
+            let low = pair.first().copied().unwrap_or(0);
+            let high = pair.get(1).copied().unwrap_or(0);
+            let want = u64::from(low) | u64::from(high) << 32;
             if cell.load(Ordering::Relaxed) != want {
                 cell.store(want, Ordering::Relaxed);
                 changed += 1;
