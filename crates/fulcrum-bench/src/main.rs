@@ -4,6 +4,7 @@
 //! machines are shared and noisy (see ../shared/BENCHMARKING.md).
 
 mod control;
+mod dataplane;
 mod e2e;
 mod object;
 mod packet;
