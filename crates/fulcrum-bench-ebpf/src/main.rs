@@ -2,7 +2,13 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_get_smp_processor_id,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
 
 /// The floor: returns `XDP_PASS` and touches nothing.
 #[xdp]
@@ -25,6 +31,103 @@ pub fn bench_macswap(ctx: XdpContext) -> u32 {
         *eth = macs;
     }
     xdp_action::XDP_TX
+}
+
+/// Length of every frame the end-to-end generator sends.
+const GEN_FRAME_LEN: usize = 64;
+/// Offset of the TCP source port in the template (Ethernet, IPv4 without options, TCP).
+const GEN_SPORT_OFFSET: usize = 14 + 20;
+/// Offset of the TCP checksum in the template.
+const GEN_TCP_CSUM_OFFSET: usize = 14 + 20 + 16;
+/// Slots of the end-to-end counter: indexed by the low 4 bits of the destination MAC.
+const COUNT_SLOTS: u32 = 16;
+
+/// What user space gives the end-to-end generator (same layout as in `e2e.rs`).
+#[repr(C)]
+pub struct GenTemplate {
+    /// The frame, as 8-byte words; its TCP source port is 0 and its checksum computed so.
+    pub frame: [u64; GEN_FRAME_LEN / 8],
+    /// Distinct source ports each CPU cycles through (0 sends nothing).
+    pub flows: u32,
+    /// The first source port; CPU `c` uses `base + c * flows ..`.
+    pub port_base: u32,
+}
+
+/// The generator's template, written by user space before each run.
+#[map]
+static E2E_TEMPLATE: Array<GenTemplate> = Array::with_max_entries(1, 0);
+
+/// Frames each CPU has generated (so also the sequence that picks the source port).
+#[map]
+static E2E_SENT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Frames that arrived at the far end, by the low 4 bits of their destination MAC.
+#[map]
+static E2E_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_SLOTS, 0);
+
+/// The end-to-end traffic generator, run with `BPF_PROG_TEST_RUN` in live-frames mode.
+/// Live frames are reused without being restored, so every run rewrites the whole frame
+/// from the template, then sets a per-CPU cycling source port (fixing the TCP checksum)
+/// and returns `XDP_TX`: the kernel transmits it out of the "ingress" interface.
+#[xdp]
+pub fn bench_gen(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + GEN_FRAME_LEN > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(template) = E2E_TEMPLATE.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let Some(sent) = E2E_SENT.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let flows = template.flows;
+    if flows == 0 {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: this CPU's slot of a per-CPU map; nothing else writes it during this run.
+    let seq = unsafe {
+        let seq = *sent;
+        *sent = seq.wrapping_add(1);
+        seq
+    };
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let port = template
+        .port_base
+        .wrapping_add(cpu.wrapping_mul(flows))
+        .wrapping_add(seq % flows) as u16;
+    // SAFETY: the frame holds GEN_FRAME_LEN bytes (checked above) and starts at an
+    // 8-byte aligned offset (XDP headroom) of its page.
+    unsafe {
+        *(start as *mut [u64; GEN_FRAME_LEN / 8]) = template.frame;
+        let csum = (start + GEN_TCP_CSUM_OFFSET) as *mut [u8; 2];
+        let old = u16::from_be_bytes(*csum);
+        // The template's port is 0, so the incremental update only adds the new port.
+        let mut sum = u32::from(!old) + u32::from(port);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        *csum = (!(sum as u16)).to_be_bytes();
+        *((start + GEN_SPORT_OFFSET) as *mut [u8; 2]) = port.to_be_bytes();
+    }
+    xdp_action::XDP_TX
+}
+
+/// The far end's counter: counts each frame by the low 4 bits of its destination MAC
+/// (which backend the forwarder chose) and drops it.
+#[xdp]
+pub fn bench_count(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 6 > ctx.data_end() {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: byte 5 is inside the frame, checked above.
+    let last = unsafe { *((start + 5) as *const u8) };
+    if let Some(count) = E2E_COUNTS.get_ptr_mut(u32::from(last) % COUNT_SLOTS) {
+        // SAFETY: this CPU's slot of a per-CPU map.
+        unsafe { *count += 1 };
+    }
+    xdp_action::XDP_DROP
 }
 
 #[cfg(not(test))]

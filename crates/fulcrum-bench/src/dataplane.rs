@@ -63,7 +63,9 @@ impl DataPlane {
         let guard = ns.enter()?;
         let mut lb = builder.build().context("loading the balancer")?;
         lb.attach("fx0", AttachMode::Native)?;
-        let dests: Vec<_> = (1..=backends).map(|n| Destination::new(backend(n))).collect();
+        let dests: Vec<_> = (1..=backends)
+            .map(|n| Destination::new(backend(n)))
+            .collect();
         for i in 0..services {
             let id = service(i);
             lb.add_service(Service::new(id))?;
@@ -101,7 +103,11 @@ impl DataPlane {
 
 /// The `i`th bench service.
 pub fn service(i: u16) -> ServiceId {
-    ServiceId::new(Ipv4Addr::from(u32::from(VIP) + u32::from(i)), 80, Protocol::Tcp)
+    ServiceId::new(
+        Ipv4Addr::from(u32::from(VIP) + u32::from(i)),
+        80,
+        Protocol::Tcp,
+    )
 }
 
 fn ifindex(name: &str) -> anyhow::Result<u32> {
@@ -114,7 +120,12 @@ fn ifindex(name: &str) -> anyhow::Result<u32> {
 }
 
 /// Mean kernel-reported ns per call over `frames`, cycling through them `calls` times.
-pub fn mean_ns(program: &Xdp, frames: &[Vec<u8>], ingress: u32, calls: usize) -> anyhow::Result<f64> {
+pub fn mean_ns(
+    program: &Xdp,
+    frames: &[Vec<u8>],
+    ingress: u32,
+    calls: usize,
+) -> anyhow::Result<f64> {
     let mut total = Duration::ZERO;
     for i in 0..calls {
         let frame = &frames[i % frames.len()];

@@ -55,20 +55,64 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
     let syn = FrameBuilder::tcp(client(0), vip).syn().build();
     let udp = FrameBuilder::udp(client(0), SocketAddrV4::new(VIP, 53)).build();
     let vlan = FrameBuilder::tcp(client(1), vip).vlan(42).build();
-    let other = FrameBuilder::tcp(client(0), SocketAddrV4::new(Ipv4Addr::new(10, 88, 0, 1), 22)).build();
+    let other = FrameBuilder::tcp(
+        client(0),
+        SocketAddrV4::new(Ipv4Addr::new(10, 88, 0, 1), 22),
+    )
+    .build();
     // The established and UDP flows exist before measuring, as in production.
     for f in [&syn, &udp, &vlan] {
         run_frame(dp.balancer()?, f, dp.fx0)?;
     }
     let mut cases = vec![
-        Case { name: "XDP_PASS", target: None, program: Which::Pass, frames: Frames::Fixed(vec![est.clone()]) },
-        Case { name: "MAC-swap XDP_TX", target: None, program: Which::MacSwap, frames: Frames::Fixed(vec![est.clone()]) },
-        Case { name: "TCP established (flow hit)", target: Some(("<= 30 ns net", 30.0)), program: Which::Balancer, frames: Frames::Fixed(vec![est]) },
-        Case { name: "TCP SYN to a VIP", target: Some(("<= 60 ns net", 60.0)), program: Which::Balancer, frames: Frames::Fixed(vec![syn]) },
-        Case { name: "UDP to a VIP (flow hit)", target: None, program: Which::Balancer, frames: Frames::Fixed(vec![udp]) },
-        Case { name: "new flow every packet (SYN)", target: Some(("<= 200 ns net", 200.0)), program: Which::Balancer, frames: Frames::Fresh { next: 1 << 20 } },
-        Case { name: "no VIP (pass)", target: Some(("<= 5 ns net", 5.0)), program: Which::Balancer, frames: Frames::Fixed(vec![other]) },
-        Case { name: "VLAN-tagged established", target: None, program: Which::Balancer, frames: Frames::Fixed(vec![vlan]) },
+        Case {
+            name: "XDP_PASS",
+            target: None,
+            program: Which::Pass,
+            frames: Frames::Fixed(vec![est.clone()]),
+        },
+        Case {
+            name: "MAC-swap XDP_TX",
+            target: None,
+            program: Which::MacSwap,
+            frames: Frames::Fixed(vec![est.clone()]),
+        },
+        Case {
+            name: "TCP established (flow hit)",
+            target: Some(("<= 30 ns net", 30.0)),
+            program: Which::Balancer,
+            frames: Frames::Fixed(vec![est]),
+        },
+        Case {
+            name: "TCP SYN to a VIP",
+            target: Some(("<= 60 ns net", 60.0)),
+            program: Which::Balancer,
+            frames: Frames::Fixed(vec![syn]),
+        },
+        Case {
+            name: "UDP to a VIP (flow hit)",
+            target: None,
+            program: Which::Balancer,
+            frames: Frames::Fixed(vec![udp]),
+        },
+        Case {
+            name: "new flow every packet (SYN)",
+            target: Some(("<= 200 ns net", 200.0)),
+            program: Which::Balancer,
+            frames: Frames::Fresh { next: 1 << 20 },
+        },
+        Case {
+            name: "no VIP (pass)",
+            target: Some(("<= 5 ns net", 5.0)),
+            program: Which::Balancer,
+            frames: Frames::Fixed(vec![other]),
+        },
+        Case {
+            name: "VLAN-tagged established",
+            target: None,
+            program: Which::Balancer,
+            frames: Frames::Fixed(vec![vlan]),
+        },
     ];
 
     let mut means = vec![Vec::new(); cases.len()];

@@ -1,8 +1,148 @@
-//! Suite scale (being written).
+//! How the established path holds up as the flow table fills (8 services × 100 backends
+//! configured), what the maps cost in kernel memory, and the largest flow table that loads.
 
-use crate::report::Figure;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use fulcrum::Balancer;
+use fulcrum_lab::{frame::FrameBuilder, testrun::run_frame};
+
+use crate::{
+    dataplane::{DataPlane, mean_ns, median_spread, service},
+    object,
+    report::Figure,
+};
+
+const SERVICES: u16 = 8;
+const BACKENDS: u16 = 100;
+const TABLE: u32 = 1 << 22;
+const ROUNDS: usize = 10;
+const CALLS: usize = 20_000;
+/// Established frames cycled through when measuring: enough to leave the CPU caches.
+const WORKING_SET: u32 = 1 << 16;
+
+/// Flow `n`'s client: 2^14 ports per address.
+fn client(n: u32) -> SocketAddrV4 {
+    let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 60, 0, 0)) + (n >> 14));
+    SocketAddrV4::new(addr, 1024 + (n & 0x3fff) as u16)
+}
+
+fn frame(n: u32, syn: bool) -> Vec<u8> {
+    let dst = service((n % u32::from(SERVICES)) as u16);
+    let b = FrameBuilder::tcp(client(n), SocketAddrV4::new(dst.vip, 80));
+    if syn { b.syn() } else { b }.build()
+}
 
 /// Runs the suite.
 pub fn run() -> anyhow::Result<Vec<Figure>> {
-    Ok(Vec::new())
+    object::pin_to_cpu(0)?;
+    let mut figures = Vec::new();
+    {
+        let dp = DataPlane::new(
+            Balancer::builder()
+                .max_services(SERVICES.into())
+                .max_backends(1024)
+                .max_flows(TABLE),
+            SERVICES,
+            BACKENDS,
+        )?;
+        let program = dp.balancer()?;
+        let mut filled = 0u32;
+        let mut one_flow = None;
+        for target in [1u32, 100_000, 1 << 20] {
+            while filled < target {
+                run_frame(program, &frame(filled, true), dp.fx0)?;
+                filled += 1;
+            }
+            let set = target.min(WORKING_SET);
+            // Spread the working set over the whole table, not only its first flows.
+            let step = (target / set).max(1);
+            let frames: Vec<Vec<u8>> = (0..set).map(|i| frame(i * step, false)).collect();
+            let mut rounds = Vec::new();
+            let mut pass = Vec::new();
+            for _ in 0..=ROUNDS {
+                rounds.push(mean_ns(program, &frames, dp.fx0, CALLS)?);
+                pass.push(mean_ns(dp.pass()?, &frames[..1], dp.fp0, CALLS)?);
+            }
+            rounds.remove(0);
+            pass.remove(0);
+            let (median, spread) = median_spread(&mut rounds);
+            let (pass, _) = median_spread(&mut pass);
+            let net = median - pass;
+            let mut f = Figure::new("scale", format!("established, {target} flows in table, net"), net, "ns").note(
+                format!("{set} distinct flows cycled; XDP_PASS {pass:.1} ns same rounds; spread {spread:.1} ns"),
+            );
+            match one_flow {
+                None => one_flow = Some(net),
+                Some(base) => {
+                    f = f
+                        .against("1 flow", base)
+                        .target("<= 1.5x the 1-flow cost", net <= 1.5 * base);
+                }
+            }
+            figures.push(f);
+        }
+        figures.push(
+            Figure::new(
+                "scale",
+                format!("kernel memory of all maps ({TABLE} flow slots)"),
+                map_memory()? as f64,
+                "bytes",
+            )
+            .note("sum of memlock over this process's BPF map fds"),
+        );
+    }
+    figures.push(largest_table()?);
+    Ok(figures)
+}
+
+/// Sum of `memlock` of every BPF map this process holds open.
+fn map_memory() -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc/self/fdinfo")? {
+        let Ok(text) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        if !text.contains("map_type:") {
+            continue;
+        }
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// The largest power-of-two flow table that loads, up to 2^26 flows.
+fn largest_table() -> anyhow::Result<Figure> {
+    let mut largest = None;
+    for shift in [22u32, 24, 26] {
+        let flows = 1u32 << shift;
+        match Balancer::builder()
+            .max_services(SERVICES.into())
+            .max_flows(flows)
+            .build()
+        {
+            Ok(lb) => {
+                largest = Some((flows, map_memory()?));
+                drop(lb);
+            }
+            Err(e) => {
+                eprintln!("scale: a table of {flows} flows does not load: {e}");
+                break;
+            }
+        }
+    }
+    let (flows, bytes) = largest.unwrap_or((0, 0));
+    Ok(Figure::new(
+        "scale",
+        "largest flow table that loads",
+        f64::from(flows),
+        "flows",
+    )
+    .note(format!(
+        "tried 2^22..2^26; {:.0} MiB of map memory at that size",
+        bytes as f64 / (1 << 20) as f64
+    )))
 }

@@ -21,8 +21,11 @@ pub mod maps {
     pub const MAGLEV: &str = "MAGLEV";
     /// Backend slot to forwarding data.
     pub const BACKENDS: &str = "BACKENDS";
-    /// 5-tuple to chosen backend.
+    /// 5-tuple to chosen backend: the flow table, shared by all CPUs.
     pub const FLOWS: &str = "FLOWS";
+    /// Per CPU, a direct-mapped cache in front of [`FLOWS`]: an established packet costs
+    /// an array read instead of a hash lookup.
+    pub const FLOW_CACHE: &str = "FLOW_CACHE";
     /// Interfaces the program may redirect to.
     pub const EGRESS: &str = "EGRESS";
     /// Per-CPU global counters, indexed by [`crate::Counter`].
@@ -41,6 +44,12 @@ pub mod programs {
     /// the baseline of benchmarks.
     pub const PASS: &str = "fulcrum_pass";
 }
+
+/// Default entries of the per-CPU flow cache (a power of two; 32 bytes each).
+pub const DEFAULT_FLOW_CACHE: u32 = 1 << 16;
+
+/// Name of the global holding the flow cache's index mask (entries − 1).
+pub const FLOW_CACHE_MASK_GLOBAL: &str = "FLOW_CACHE_MASK";
 
 /// Name of the global holding the Maglev table size, set by the loader before the
 /// program is verified so the modulo is by a constant.
@@ -146,6 +155,20 @@ pub struct FlowValue {
     pub service: u32,
 }
 
+/// Value of [`FLOW_CACHE`](maps::FLOW_CACHE): a flow table entry remembered by one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachedFlow {
+    pub key: FlowKey,
+    pub value: FlowValue,
+    /// Hits since the entry was cached; every [`FLOW_TOUCH_EVERY`]th also looks the flow
+    /// up in [`FLOWS`](maps::FLOWS), so the LRU still sees which flows are alive.
+    pub hits: u32,
+}
+
+/// See [`CachedFlow::hits`] (a power of two).
+pub const FLOW_TOUCH_EVERY: u32 = 64;
+
 /// Per-service and per-backend counters (per CPU; user space sums).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,6 +185,7 @@ const _: () = assert!(size_of::<ServiceValue>() == 8);
 const _: () = assert!(size_of::<BackendValue>() == 20);
 const _: () = assert!(size_of::<FlowKey>() == 16);
 const _: () = assert!(size_of::<FlowValue>() == 12);
+const _: () = assert!(size_of::<CachedFlow>() == 32);
 const _: () = assert!(size_of::<TrafficCounters>() == 24);
 
 macro_rules! counters {
@@ -284,6 +308,7 @@ mod pod {
     unsafe impl aya::Pod for BackendValue {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for CachedFlow {}
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for GlobalCounters {}
 }

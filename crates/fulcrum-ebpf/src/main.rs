@@ -14,13 +14,13 @@ mod packet;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use fulcrum_common::{
-    BackendValue, Counter, DEFAULT_RING_SIZE, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP,
-    NO_BACKEND, SERVICE_F_STICKY, ServiceKey, ServiceValue, TrafficCounters, flow_hash,
-    ring_stride, vip_filter_bucket,
+    BackendValue, CachedFlow, Counter, DEFAULT_FLOW_CACHE, DEFAULT_RING_SIZE, FLOW_TOUCH_EVERY,
+    FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, SERVICE_F_STICKY, ServiceKey,
+    ServiceValue, TrafficCounters, flow_hash, ring_stride, vip_filter_bucket,
 };
 use maps::{
-    BACKEND_STATS, BACKENDS, EGRESS, FLOWS, GLOBAL_STATS, MAGLEV, SERVICE_STATS, SERVICES,
-    VIP_FILTER, VIPS,
+    BACKEND_STATS, BACKENDS, EGRESS, FLOW_CACHE, FLOWS, GLOBAL_STATS, MAGLEV, SERVICE_STATS,
+    SERVICES, VIP_FILTER, VIPS,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
 use packet::{frame_len, ptr_at};
@@ -28,6 +28,10 @@ use packet::{frame_len, ptr_at};
 /// Maglev table size; the loader overwrites it before verification.
 #[unsafe(no_mangle)]
 static RING_SIZE: u32 = DEFAULT_RING_SIZE;
+
+/// Flow cache entries − 1; the loader overwrites it before verification.
+#[unsafe(no_mangle)]
+static FLOW_CACHE_MASK: u32 = DEFAULT_FLOW_CACHE - 1;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -102,6 +106,10 @@ fn balance(ctx: &XdpContext) -> Verdict {
         Ok(p) => p,
         Err(v) => return confirm_vip(dst, v),
     };
+    let hash = flow_hash(&parsed.flow, false);
+    // SAFETY: a plain read of a global the loader sets before verification.
+    let mask = unsafe { core::ptr::read_volatile(&FLOW_CACHE_MASK) };
+    let cache = FLOW_CACHE.get_ptr_mut(hash & mask);
     // Established flows: one hash lookup, no service lookup.
     let mut reason = if parsed.syn {
         Counter::FlowNewSyn
@@ -111,7 +119,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
         Counter::FlowMissNonSyn
     };
     if !parsed.syn {
-        match pinned(&parsed.flow) {
+        match pinned(&parsed.flow, cache) {
             Pinned::Hit(chosen) => return forward(ctx, chosen),
             Pinned::Stale => reason = Counter::FlowStale,
             Pinned::Miss => {}
@@ -120,7 +128,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     let Some(service) = find_service(&parsed.flow) else {
         return confirm_vip(dst, Verdict::Pass(Counter::PassNoService));
     };
-    match choose(&parsed, &service, reason) {
+    match choose(&parsed, &service, hash, cache, reason) {
         Ok(chosen) => forward(ctx, chosen),
         Err(v) => v,
     }
@@ -268,14 +276,45 @@ enum Pinned {
     Miss,
 }
 
-/// The flow table's entry for this flow, if its backend is still the one it was pinned to.
+/// This CPU's cached entry for the flow, else the flow table's, if its backend is still
+/// the one it was pinned to.
 #[inline(always)]
-fn pinned(flow: &FlowKey) -> Pinned {
+fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
+    if let Some(c) = cache {
+        // SAFETY: this CPU's own entry; nothing else writes it while the program runs.
+        let c = unsafe { &mut *c };
+        if c.key == *flow {
+            if let Pinned::Hit(chosen) = validate(&c.value) {
+                c.hits = c.hits.wrapping_add(1);
+                if c.hits & (FLOW_TOUCH_EVERY - 1) == 0 {
+                    let _ = FLOWS.get_ptr(flow);
+                }
+                return Pinned::Hit(chosen);
+            }
+        }
+    }
     let Some(entry) = FLOWS.get_ptr(flow) else {
         return Pinned::Miss;
     };
     // SAFETY: plain data, see find_service.
     let entry = unsafe { *entry };
+    let found = validate(&entry);
+    if let (Pinned::Hit(_), Some(c)) = (&found, cache) {
+        // SAFETY: as above.
+        unsafe {
+            *c = CachedFlow {
+                key: *flow,
+                value: entry,
+                hits: 0,
+            }
+        };
+    }
+    found
+}
+
+/// Hit while the entry's backend slot still holds the backend it was pinned to.
+#[inline(always)]
+fn validate(entry: &FlowValue) -> Pinned {
     match BACKENDS.get(entry.backend) {
         Some(b) if b.generation == entry.generation => Pinned::Hit(Chosen {
             service: entry.service,
@@ -287,18 +326,28 @@ fn pinned(flow: &FlowKey) -> Pinned {
     }
 }
 
-/// A fresh Maglev choice, pinned in the flow table (a SYN repeating the pinned choice
-/// writes nothing).
+/// A fresh Maglev choice, pinned in the flow table and this CPU's cache (a SYN repeating
+/// the cached choice writes nothing).
 #[inline(always)]
-fn choose(parsed: &Parsed, service: &ServiceValue, reason: Counter) -> Result<Chosen, Verdict> {
+fn choose(
+    parsed: &Parsed,
+    service: &ServiceValue,
+    hash: u32,
+    cache: Option<*mut CachedFlow>,
+    reason: Counter,
+) -> Result<Chosen, Verdict> {
     let flow = &parsed.flow;
     // SAFETY: a plain read of a global the loader sets before verification.
     let ring = unsafe { core::ptr::read_volatile(&RING_SIZE) };
     if ring == 0 {
         return Err(Verdict::Drop(Counter::DropNoBackend));
     }
-    let sticky = service.flags & SERVICE_F_STICKY != 0;
-    let index = service.slot * ring_stride(ring) + flow_hash(flow, sticky) % ring;
+    let hash = if service.flags & SERVICE_F_STICKY != 0 {
+        flow_hash(flow, true)
+    } else {
+        hash
+    };
+    let index = service.slot * ring_stride(ring) + hash % ring;
     let pair = MAGLEV.get(index / 2).copied().unwrap_or(0);
     let slot = (pair >> ((index & 1) * 32)) as u32;
     if slot == NO_BACKEND {
@@ -312,13 +361,22 @@ fn choose(parsed: &Parsed, service: &ServiceValue, reason: Counter) -> Result<Ch
         generation: backend.generation,
         service: service.slot,
     };
-    let unchanged = parsed.syn
-        && FLOWS
-            .get_ptr(flow)
-            .is_some_and(|old| unsafe { *old } == entry);
-    if !unchanged {
-        // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
-        let _ = FLOWS.insert(flow, entry, 0);
+    let cached = CachedFlow {
+        key: *flow,
+        value: entry,
+        hits: 0,
+    };
+    match cache {
+        // SAFETY: this CPU's own entry, see pinned().
+        Some(c) if parsed.syn && unsafe { (*c).key == cached.key && (*c).value == entry } => {}
+        _ => {
+            // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
+            let _ = FLOWS.insert(flow, entry, 0);
+            if let Some(c) = cache {
+                // SAFETY: as above.
+                unsafe { *c = cached };
+            }
+        }
     }
     Ok(Chosen {
         service: service.slot,

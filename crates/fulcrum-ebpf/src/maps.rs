@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use fulcrum_common::{
-    BackendValue, FlowKey, FlowValue, GlobalCounters, ServiceKey, ServiceValue, TrafficCounters,
-    VIP_FILTER_SIZE, VipInfo,
+    BackendValue, CachedFlow, FlowKey, FlowValue, GlobalCounters, ServiceKey, ServiceValue,
+    TrafficCounters, VIP_FILTER_SIZE, VipInfo,
 };
 
 /// Written by user space when a service is added or removed; read per packet: a zero
@@ -39,6 +39,10 @@ pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(1, 0);
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU);
+
+/// Written and read here only, each CPU its own: no other writer can tear an entry.
+#[map]
+pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(1, 0);
 
 /// Written by user space when it attaches to an interface; read to redirect.
 #[map]

@@ -12,8 +12,9 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use fulcrum_common::{
-    BackendValue, GlobalCounters, RING_SIZE_GLOBAL, SERVICE_F_STICKY, ServiceKey, ServiceValue,
-    TrafficCounters, VipInfo, maps, programs, vip_filter_bucket,
+    BackendValue, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, GlobalCounters, RING_SIZE_GLOBAL,
+    SERVICE_F_STICKY, ServiceKey, ServiceValue, TrafficCounters, VipInfo, maps, programs,
+    vip_filter_bucket,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -66,6 +67,7 @@ pub struct BalancerBuilder {
     max_services: u32,
     max_backends: u32,
     max_flows: u32,
+    flow_cache: u32,
 }
 
 impl Default for BalancerBuilder {
@@ -75,6 +77,7 @@ impl Default for BalancerBuilder {
             max_services: 64,
             max_backends: 4096,
             max_flows: 1 << 20,
+            flow_cache: DEFAULT_FLOW_CACHE,
         }
     }
 }
@@ -102,6 +105,13 @@ impl BalancerBuilder {
     /// Size of the LRU flow table; when full, the least recently used flow is forgotten.
     pub fn max_flows(mut self, max: u32) -> Self {
         self.max_flows = max;
+        self
+    }
+
+    /// Entries of each CPU's flow cache (a power of two, 32 bytes each): established
+    /// flows found there skip the flow table's hash lookup.
+    pub fn flow_cache(mut self, entries: u32) -> Self {
+        self.flow_cache = entries;
         self
     }
 
@@ -134,8 +144,11 @@ impl BalancerBuilder {
                 });
             }
         }
+        let cache_mask = self.flow_cache - 1;
         let mut ebpf = EbpfLoader::new()
             .override_global(RING_SIZE_GLOBAL, &self.ring_size, true)
+            .override_global(FLOW_CACHE_MASK_GLOBAL, &cache_mask, true)
+            .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
             .map_max_entries(maps::VIPS, self.max_services)
             .map_max_entries(maps::SERVICES, self.max_services)
             .map_max_entries(maps::MAGLEV, cells as u32)
