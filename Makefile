@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build demo test lint clean
+.PHONY: setup build demo test bench lint clean
 
 setup:
 	@./scripts/setup.sh
@@ -19,6 +19,10 @@ demo: build
 # the command line as a user runs it (fulcrum-cli --test balance), and doc examples.
 test: build lint
 	$(CARGO) test --release
+
+# Every figure against a baseline measured in the same run; writes target/bench/results.json.
+bench: build
+	./target/release/fulcrum-bench
 
 lint: setup
 	$(CARGO) fmt --all -- --check

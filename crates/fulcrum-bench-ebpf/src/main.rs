@@ -39,6 +39,8 @@ const GEN_FRAME_LEN: usize = 64;
 const GEN_SPORT_OFFSET: usize = 14 + 20;
 /// Offset of the TCP checksum in the template.
 const GEN_TCP_CSUM_OFFSET: usize = 14 + 20 + 16;
+/// Templates, indexed by the interface the generator sends into (ifindex < this).
+const GEN_TEMPLATES: u32 = 64;
 /// Slots of the end-to-end counter: indexed by the low 4 bits of the destination MAC.
 const COUNT_SLOTS: u32 = 16;
 
@@ -53,9 +55,10 @@ pub struct GenTemplate {
     pub port_base: u32,
 }
 
-/// The generator's template, written by user space before each run.
+/// The generator's templates, one per interface it sends into (index = ifindex), written
+/// by user space.
 #[map]
-static E2E_TEMPLATE: Array<GenTemplate> = Array::with_max_entries(1, 0);
+static E2E_TEMPLATE: Array<GenTemplate> = Array::with_max_entries(GEN_TEMPLATES, 0);
 
 /// Frames each CPU has generated (so also the sequence that picks the source port).
 #[map]
@@ -67,24 +70,25 @@ static E2E_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_SLOTS,
 
 /// The end-to-end traffic generator, run with `BPF_PROG_TEST_RUN` in live-frames mode.
 /// Live frames are reused without being restored, so every run rewrites the whole frame
-/// from the template, then sets a per-CPU cycling source port (fixing the TCP checksum)
-/// and returns `XDP_TX`: the kernel transmits it out of the "ingress" interface.
+/// from the template of its "ingress" interface, then sets a per-CPU cycling source port
+/// (fixing the TCP checksum) and returns `XDP_TX`: the kernel transmits the frame out of
+/// that interface.
 #[xdp]
 pub fn bench_gen(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     if start + GEN_FRAME_LEN > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
-    let Some(template) = E2E_TEMPLATE.get(0) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    let Some(sent) = E2E_SENT.get_ptr_mut(0) else {
+    let Some(template) = E2E_TEMPLATE.get(ctx.ingress_ifindex() as u32) else {
         return xdp_action::XDP_ABORTED;
     };
     let flows = template.flows;
     if flows == 0 {
         return xdp_action::XDP_DROP;
     }
+    let Some(sent) = E2E_SENT.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
     // SAFETY: this CPU's slot of a per-CPU map; nothing else writes it during this run.
     let seq = unsafe {
         let seq = *sent;
@@ -100,7 +104,11 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
     // SAFETY: the frame holds GEN_FRAME_LEN bytes (checked above) and starts at an
     // 8-byte aligned offset (XDP headroom) of its page.
     unsafe {
-        *(start as *mut [u64; GEN_FRAME_LEN / 8]) = template.frame;
+        // Word by word: a plain array copy becomes a byte-wise memmove subprogram call.
+        let words = start as *mut u64;
+        for (i, word) in template.frame.iter().enumerate() {
+            core::ptr::write_volatile(words.add(i), *word);
+        }
         let csum = (start + GEN_TCP_CSUM_OFFSET) as *mut [u8; 2];
         let old = u16::from_be_bytes(*csum);
         // The template's port is 0, so the incremental update only adds the new port.

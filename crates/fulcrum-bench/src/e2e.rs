@@ -16,7 +16,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicUsize, Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -56,6 +56,10 @@ const GEN1_MAC: [u8; 6] = [0x02, 0xe2, 0, 0, 1, 0x08];
 const LB1_MAC: [u8; 6] = [0x02, 0xe2, 0, 0, 1, 0x0b];
 
 /// Distinct source ports (flows) each generating CPU cycles through.
+#[allow(non_snake_case)]
+fn FLOWS_() -> u32 {
+    exp("E2E_FLOWS", 4096) as u32
+}
 const FLOWS_PER_CPU: u32 = 4096;
 /// First source port.
 const PORT_BASE: u32 = 10_000;
@@ -79,19 +83,21 @@ fn BATCH_() -> u32 {
 }
 const GEN_THREADS: usize = 2;
 /// Frames per `BPF_PROG_TEST_RUN` call (bounds how long stopping takes).
-const FRAMES_PER_CALL: u32 = 1 << 18;
+const FRAMES_PER_CALL: u32 = 1 << 14;
 
 /// Measured rounds; each feeds both forwarders once, order swapped every round.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 40;
 /// Counting window of one forwarder in one round.
-const WINDOW: Duration = Duration::from_millis(1000);
-/// Traffic before each window, not counted (queues fill, caches warm).
-const SETTLE: Duration = Duration::from_millis(250);
+const WINDOW: Duration = Duration::from_millis(200);
+/// Traffic before each window, not counted (the switch reaches every thread).
+const SETTLE: Duration = Duration::from_millis(30);
 /// The unmeasured warm-up round's window (fills Fulcrum's flow table).
 const WARMUP: Duration = Duration::from_millis(500);
 
 /// Frame length the generator writes (`bench-ebpf`'s `GEN_FRAME_LEN`).
 const FRAME_LEN: usize = 64;
+/// Generator templates (`bench-ebpf`'s `GEN_TEMPLATES`).
+const TEMPLATES: u32 = 64;
 /// Counter slots (`bench-ebpf`'s `COUNT_SLOTS`).
 const COUNT_SLOTS: u32 = 16;
 
@@ -107,12 +113,17 @@ struct GenTemplate {
 // SAFETY: plain integers, no padding (64 + 4 + 4 bytes).
 unsafe impl aya::Pod for GenTemplate {}
 
-/// Which forwarder a segment feeds.
+/// Which forwarder a segment feeds; the value is the generator threads' phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Forwarder {
-    Fulcrum,
-    Baseline,
+    Fulcrum = 0,
+    Baseline = 1,
 }
+
+/// Both forwarders, in phase order.
+const FORWARDERS: [Forwarder; 2] = [Forwarder::Fulcrum, Forwarder::Baseline];
+/// The phase that stops the generator threads.
+const STOP: usize = 2;
 
 impl Forwarder {
     fn name(self) -> &'static str {
@@ -139,11 +150,19 @@ impl Forwarder {
     }
 }
 
+/// One round: both forwarders, one window each.
+#[derive(Default)]
+struct Round {
+    fulcrum: Segment,
+    baseline: Segment,
+}
+
 fn slot(mac: [u8; 6]) -> usize {
     usize::from(mac[5]) % COUNT_SLOTS as usize
 }
 
 /// What one forwarder did in one counting window.
+#[derive(Default)]
 struct Segment {
     /// Frames delivered to the right place per second.
     pps: f64,
@@ -245,75 +264,99 @@ fn measure(ns: &NetNs) -> anyhow::Result<Vec<Figure>> {
     }
     let _baseline = object::attach("bench_macswap", "lb1")?;
     let mut generator = object::attach("bench_gen", "gx0")?;
-    let (mut lb, service) = balancer().context("setting up Fulcrum on lb0")?;
-
-    let mut rounds: Vec<(Segment, Segment)> = Vec::with_capacity(ROUNDS);
-    for round in 0..=ROUNDS {
-        let window = if round == 0 { WARMUP } else { WINDOW };
-        let order = if round % 2 == 0 {
-            [Forwarder::Fulcrum, Forwarder::Baseline]
-        } else {
-            [Forwarder::Baseline, Forwarder::Fulcrum]
-        };
-        let mut fulcrum = None;
-        let mut baseline = None;
-        for fwd in order {
-            let before = lb.stats().context("reading Fulcrum's counters")?;
-            let seg = segment(ns, &mut generator, &counter, fwd, window)
-                .with_context(|| format!("round {round}: feeding {}", fwd.name()))?;
-            let moved = lb
-                .stats()
-                .context("reading Fulcrum's counters")?
-                .since(&before);
-            match fwd {
-                Forwarder::Fulcrum => {
-                    if seg.pps == 0.0 || moved.get(Counter::Drop) != 0 {
-                        bail!(
-                            "Fulcrum did not forward the generated traffic (delivered {:.0} pps; \
-                             counters that moved: {:?})",
-                            seg.pps,
-                            moved.iter().filter(|(_, v)| *v != 0).collect::<Vec<_>>()
-                        );
-                    }
-                    fulcrum = Some(seg);
-                }
-                Forwarder::Baseline => {
-                    if seg.pps == 0.0 {
-                        bail!("the MAC-swap baseline delivered nothing");
-                    }
-                    baseline = Some(seg);
-                }
-            }
-        }
-        // Backends' neighbour entries are permanent; this keeps the balancer as in production.
-        lb.refresh_neighbours()
-            .context("refreshing Fulcrum's neighbours")?;
-        let (Some(f), Some(b)) = (fulcrum, baseline) else {
-            bail!("round {round} measured only one forwarder");
-        };
-        if round == 0 {
-            eprintln!(
-                "e2e: warm-up: Fulcrum {:.2} Mpps, baseline {:.2} Mpps",
-                f.pps / 1e6,
-                b.pps / 1e6
-            );
-        } else {
-            eprintln!(
-                "e2e: round {round}/{ROUNDS}: Fulcrum {:.2} Mpps, baseline {:.2} Mpps ({:.0}%)",
-                f.pps / 1e6,
-                b.pps / 1e6,
-                100.0 * f.pps / b.pps
-            );
-            rounds.push((f, b));
-        }
+    let mut ingress = [0u32; 2];
+    for (fwd, slot) in FORWARDERS.iter().zip(&mut ingress) {
+        let (iface, dst, src) = fwd.path();
+        *slot = ifindex(iface)?;
+        write_template(&mut generator, *slot, dst, src)?;
     }
-    let _ = &service;
+    let mut lb = balancer().context("setting up Fulcrum on lb0")?;
+    let stats_before = lb.stats().context("reading Fulcrum's counters")?;
+
+    let program = object::program(&generator, "bench_gen")?;
+    let counts = per_cpu_u64(&counter, "E2E_COUNTS")?;
+    let sent = per_cpu_u32(&generator, "E2E_SENT")?;
+    let phase = AtomicUsize::new(STOP);
+    let rounds = thread::scope(|scope| {
+        let workers: Vec<_> = (0..GEN_THREADS_())
+            .map(|cpu| {
+                let phase = &phase;
+                scope.spawn(move || generate(ns, program, ingress, cpu, phase))
+            })
+            .collect();
+        let rounds = schedule(&phase, &counts, &sent);
+        phase.store(STOP, Ordering::Relaxed);
+        // A generator's failure explains a failed schedule: report it first.
+        for (cpu, w) in workers.into_iter().enumerate() {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("generator thread {cpu} panicked"))?
+                .with_context(|| format!("generator thread {cpu}"))?;
+        }
+        rounds
+    })?;
+
+    let moved = lb
+        .stats()
+        .context("reading Fulcrum's counters")?
+        .since(&stats_before);
+    if moved.get(Counter::Drop) != 0 || moved.get(Counter::Tx) == 0 {
+        bail!(
+            "Fulcrum did not forward all the generated traffic; counters that moved: {:?}",
+            moved.iter().filter(|(_, v)| *v != 0).collect::<Vec<_>>()
+        );
+    }
+    lb.refresh_neighbours()
+        .context("refreshing Fulcrum's neighbours")?;
     drop(lb);
     Ok(figures(&rounds))
 }
 
+/// Drives the generator threads through the warm-up and the rounds; returns the rounds.
+fn schedule(
+    phase: &AtomicUsize,
+    counts: &PerCpuArray<&MapData, u64>,
+    sent: &PerCpuArray<&MapData, u32>,
+) -> anyhow::Result<Vec<Round>> {
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for round in 0..=ROUNDS {
+        let window = if round == 0 { WARMUP } else { WINDOW };
+        let order = if round % 2 == 0 {
+            FORWARDERS
+        } else {
+            [FORWARDERS[1], FORWARDERS[0]]
+        };
+        let mut r = Round::default();
+        for fwd in order {
+            phase.store(fwd as usize, Ordering::Relaxed);
+            thread::sleep(SETTLE);
+            let (c0, s0, t0) = (read_slots(counts)?, read_sum(sent)?, Instant::now());
+            thread::sleep(window);
+            let (c1, s1, t1) = (read_slots(counts)?, read_sum(sent)?, Instant::now());
+            let secs = (t1 - t0).as_secs_f64();
+            let slots: Vec<u64> = c1.iter().zip(&c0).map(|(a, b)| a - b).collect();
+            let delivered: u64 = fwd.slots().iter().filter_map(|s| slots.get(*s)).sum();
+            let seg = Segment {
+                pps: delivered as f64 / secs,
+                offered: s1.wrapping_sub(s0) as f64 / secs,
+                slots,
+            };
+            if seg.pps == 0.0 {
+                bail!("{} delivered nothing to the counter", fwd.name());
+            }
+            match fwd {
+                Forwarder::Fulcrum => r.fulcrum = seg,
+                Forwarder::Baseline => r.baseline = seg,
+            }
+        }
+        if round > 0 {
+            rounds.push(r);
+        }
+    }
+    Ok(rounds)
+}
+
 /// Fulcrum on `lb0` with one service (VIP:80/tcp) on the three backends, all resolved.
-fn balancer() -> anyhow::Result<(Balancer, ServiceId)> {
+fn balancer() -> anyhow::Result<Balancer> {
     let mut lb = Balancer::builder()
         .max_services(4)
         .max_flows(1 << 18)
@@ -329,14 +372,14 @@ fn balancer() -> anyhow::Result<(Balancer, ServiceId)> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         lb.refresh_neighbours()?;
-        let info = lb.services()?;
-        let resolved = info
+        let resolved = lb
+            .services()?
             .iter()
             .flat_map(|s| s.destinations.iter())
             .filter(|d| d.next_hop.is_some())
             .count();
         if resolved == usize::from(BACKENDS) {
-            return Ok((lb, id));
+            return Ok(lb);
         }
         if Instant::now() > deadline {
             bail!("only {resolved} of {BACKENDS} backends resolved after 5 s");
@@ -345,91 +388,62 @@ fn balancer() -> anyhow::Result<(Balancer, ServiceId)> {
     }
 }
 
-/// Feeds one forwarder from every CPU for `SETTLE + window` and counts what arrives in
-/// the window.
-fn segment(
-    ns: &NetNs,
-    generator: &mut Ebpf,
-    counter: &Ebpf,
-    fwd: Forwarder,
-    window: Duration,
-) -> anyhow::Result<Segment> {
-    let (ingress, dst, src) = fwd.path();
-    write_template(generator, dst, src)?;
-    let ifindex = ifindex(ingress)?;
-    let program = object::program(generator, "bench_gen")?;
-    let counts = per_cpu_u64(counter, "E2E_COUNTS")?;
-    let sent = per_cpu_u32(generator, "E2E_SENT")?;
-    let stop = AtomicBool::new(false);
-
-    thread::scope(|scope| {
-        let workers: Vec<_> = (0..GEN_THREADS_())
-            .map(|cpu| {
-                let stop = &stop;
-                scope.spawn(move || {
-                    let result = generate(ns, program, ifindex, cpu, stop);
-                    if result.is_err() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    result
-                })
-            })
-            .collect();
-        let measured = (|| {
-            thread::sleep(SETTLE);
-            let (c0, s0, t0) = (read_slots(&counts)?, read_sum(&sent)?, Instant::now());
-            thread::sleep(window);
-            let (c1, s1, t1) = (read_slots(&counts)?, read_sum(&sent)?, Instant::now());
-            let secs = (t1 - t0).as_secs_f64();
-            let slots: Vec<u64> = c1.iter().zip(&c0).map(|(a, b)| a - b).collect();
-            let delivered: u64 = fwd.slots().iter().filter_map(|s| slots.get(*s)).sum();
-            anyhow::Ok(Segment {
-                pps: delivered as f64 / secs,
-                offered: s1.wrapping_sub(s0) as f64 / secs,
-                slots,
-            })
-        })();
-        stop.store(true, Ordering::Relaxed);
-        for w in workers {
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
-        }
-        measured
-    })
-}
-
-/// One generator thread: pinned to `cpu`, sends until `stop`.
+/// One generator thread, pinned to `cpu`: sends into the interface of the forwarder
+/// `phase` names, until `phase` is `STOP`.
 fn generate(
     ns: &NetNs,
     program: &Xdp,
-    ifindex: u32,
+    ingress: [u32; 2],
     cpu: usize,
-    stop: &AtomicBool,
+    phase: &AtomicUsize,
 ) -> anyhow::Result<()> {
-    let _guard = ns.enter()?;
-    object::pin_to_cpu(cpu)?;
-    let frame = [0u8; FRAME_LEN];
-    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-    let ctx: Vec<u8> = [0, FRAME_LEN as u32, 0, ifindex, 0, 0]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
-    while !stop.load(Ordering::Relaxed) {
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ctx_in: Some(&ctx),
-                repeat: FRAMES_PER_CALL,
-                attrs: TestRunAttrs::new().xdp_live_frames(BATCH_()),
-                ..TestRunOptions::default()
+    let result = (|| {
+        let _guard = ns.enter()?;
+        object::pin_to_cpu(cpu)?;
+        let frame = [0u8; FRAME_LEN];
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+        let ctx: Vec<Vec<u8>> = ingress
+            .iter()
+            .map(|ifindex| {
+                [0, FRAME_LEN as u32, 0, *ifindex, 0, 0]
+                    .iter()
+                    .flat_map(|v| v.to_ne_bytes())
+                    .collect()
             })
-            .context("BPF_PROG_TEST_RUN with live frames")?;
+            .collect();
+        loop {
+            let Some(ctx) = ctx.get(phase.load(Ordering::Relaxed)) else {
+                return Ok(());
+            };
+            program
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    ctx_in: Some(ctx),
+                    repeat: FRAMES_PER_CALL,
+                    attrs: TestRunAttrs::new().xdp_live_frames(BATCH_()),
+                    ..TestRunOptions::default()
+                })
+                .context("BPF_PROG_TEST_RUN with live frames")?;
+        }
+    })();
+    if result.is_err() {
+        // Stop the others, and the schedule, which then reports nothing delivered.
+        phase.store(STOP, Ordering::Relaxed);
     }
-    Ok(())
+    result
 }
 
-/// Writes the generator's template: a 64-byte TCP ACK from CLIENT:0 to VIP:80.
-fn write_template(generator: &mut Ebpf, dst: [u8; 6], src: [u8; 6]) -> anyhow::Result<()> {
+/// Writes the generator's template for frames sent into `ifindex`: a 64-byte TCP ACK
+/// from CLIENT:0 to VIP:80.
+fn write_template(
+    generator: &mut Ebpf,
+    ifindex: u32,
+    dst: [u8; 6],
+    src: [u8; 6],
+) -> anyhow::Result<()> {
+    if ifindex >= TEMPLATES {
+        bail!("ifindex {ifindex} is beyond the generator's {TEMPLATES} templates");
+    }
     let bytes = FrameBuilder::tcp(SocketAddrV4::new(CLIENT, 0), SocketAddrV4::new(VIP, PORT))
         .macs(dst, src)
         .payload(&[0; FRAME_LEN - 54])
@@ -445,14 +459,15 @@ fn write_template(generator: &mut Ebpf, dst: [u8; 6], src: [u8; 6]) -> anyhow::R
     }
     let template = GenTemplate {
         frame,
-        flows: FLOWS_PER_CPU,
+        flows: FLOWS_(),
         port_base: PORT_BASE,
     };
     let mut map: Array<&mut MapData, GenTemplate> = generator
         .map_mut("E2E_TEMPLATE")
         .context("no map E2E_TEMPLATE")?
         .try_into()?;
-    map.set(0, template, 0).context("writing the template")?;
+    map.set(ifindex, template, 0)
+        .context("writing the template")?;
     Ok(())
 }
 
@@ -512,12 +527,15 @@ fn spread(v: &[f64]) -> (f64, f64) {
     (min, max)
 }
 
-fn figures(rounds: &[(Segment, Segment)]) -> Vec<Figure> {
-    let f: Vec<f64> = rounds.iter().map(|(f, _)| f.pps).collect();
-    let b: Vec<f64> = rounds.iter().map(|(_, b)| b.pps).collect();
-    let ratios: Vec<f64> = rounds.iter().map(|(f, b)| f.pps / b.pps).collect();
-    let offered_f = median(rounds.iter().map(|(f, _)| f.offered).collect());
-    let offered_b = median(rounds.iter().map(|(_, b)| b.offered).collect());
+fn figures(rounds: &[Round]) -> Vec<Figure> {
+    let f: Vec<f64> = rounds.iter().map(|r| r.fulcrum.pps).collect();
+    let b: Vec<f64> = rounds.iter().map(|r| r.baseline.pps).collect();
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.fulcrum.pps / r.baseline.pps)
+        .collect();
+    let offered_f = median(rounds.iter().map(|r| r.fulcrum.offered).collect());
+    let offered_b = median(rounds.iter().map(|r| r.baseline.offered).collect());
     let (f_med, b_med, r_med) = (median(f.clone()), median(b.clone()), median(ratios.clone()));
     let (f_min, f_max) = spread(&f);
     let (b_min, b_max) = spread(&b);
@@ -525,7 +543,7 @@ fn figures(rounds: &[(Segment, Segment)]) -> Vec<Figure> {
 
     // How evenly Fulcrum spread the flows over the backends, over all rounds.
     let per_backend: Vec<u64> = (1..=usize::from(BACKENDS))
-        .map(|s| rounds.iter().map(|(f, _)| f.slots[s]).sum())
+        .map(|s| rounds.iter().filter_map(|r| r.fulcrum.slots.get(s)).sum())
         .collect();
     let total: u64 = per_backend.iter().sum::<u64>().max(1);
     let shares = per_backend

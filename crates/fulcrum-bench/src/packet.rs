@@ -64,7 +64,7 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
     for f in [&syn, &udp, &vlan] {
         run_frame(dp.balancer()?, f, dp.fx0)?;
     }
-    let mut cases = vec![
+    let mut cases = [
         Case {
             name: "XDP_PASS",
             target: None,

@@ -98,8 +98,8 @@ pub fn table(figures: &[Figure]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<44} {:>14} {:<6} {:<28} {:<24} {}",
-        "suite", "figure", "value", "unit", "baseline (ratio)", "target", "how"
+        "{:<8} {:<44} {:>14} {:<6} {:<28} {:<24} how",
+        "suite", "figure", "value", "unit", "baseline (ratio)", "target"
     );
     for f in figures {
         let baseline = f

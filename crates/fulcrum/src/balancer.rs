@@ -794,9 +794,8 @@ impl Balancer {
         }
         let netlink = self.netlink()?;
         let known = netlink
-            .neighbours()?
-            .into_iter()
-            .find(|n| n.ifindex == route.oif && n.addr == address && n.usable())
+            .neighbour(route.oif, address)?
+            .filter(|n| n.usable())
             .and_then(|n| n.mac);
         if let Some(mac) = known {
             return Ok((

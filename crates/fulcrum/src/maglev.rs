@@ -96,9 +96,38 @@ pub fn build(members: &[Member], size: u32) -> Result<Vec<u32>, MaglevError> {
         .filter(|member| member.weight > 0)
         .map(|member| Cursor::new(member, m))
         .collect();
-    let mut heap: BinaryHeap<Reverse<Turn>> = sorted
-        .iter()
+    let mut table = vec![0u32; size as usize];
+    let active: Vec<&Member> = sorted
+        .into_iter()
         .filter(|member| member.weight > 0)
+        .collect();
+    let Some(first) = active.first() else {
+        // Every member drained: the table stays all zeros.
+        return Ok(table);
+    };
+    if active.iter().all(|member| member.weight == first.weight) {
+        // Equal weights: the weighted order is plain round robin, without the heap.
+        let mut filled = 0u64;
+        'fill: loop {
+            for cursor in &mut cursors {
+                cursor.claim(&mut table, m);
+                filled += 1;
+                if filled == m {
+                    break 'fill;
+                }
+            }
+        }
+        return Ok(table);
+    }
+
+    fill_weighted(&mut cursors, &active, &mut table, m);
+    Ok(table)
+}
+
+/// Weighted-fair turns: the member with the smallest `(2k + 1) / w` claims next.
+fn fill_weighted(cursors: &mut [Cursor], active: &[&Member], table: &mut [u32], m: u64) {
+    let mut heap: BinaryHeap<Reverse<Turn>> = active
+        .iter()
         .enumerate()
         .map(|(index, member)| {
             Reverse(Turn {
@@ -108,26 +137,14 @@ pub fn build(members: &[Member], size: u32) -> Result<Vec<u32>, MaglevError> {
             })
         })
         .collect();
-
-    let mut table = vec![0u32; size as usize];
-    let mut filled = 0u64;
-    while filled < m {
-        // Empty when every member is drained: the table stays all zeros.
+    for _ in 0..m {
         let Some(Reverse(mut turn)) = heap.pop() else {
             break;
         };
-        let cursor = &mut cursors[turn.index];
-        // Terminates: a slot is free and the member's preferences visit every slot (M prime).
-        while table[cursor.pos as usize] != 0 {
-            cursor.advance(m);
-        }
-        table[cursor.pos as usize] = cursor.id;
-        cursor.advance(m);
-        filled += 1;
+        cursors[turn.index].claim(table, m);
         turn.taken += 1;
         heap.push(Reverse(turn));
     }
-    Ok(table)
 }
 
 /// Number of slots whose owner differs between two tables of equal size (for tests and benches).
@@ -153,6 +170,16 @@ impl Cursor {
             pos: hash(&member.address, OFFSET_SEED) % m,
             skip: hash(&member.address, SKIP_SEED) % (m - 1) + 1,
         }
+    }
+
+    /// Takes the member's next free preferred slot. Terminates: a slot is free and the
+    /// preferences visit every slot (M prime).
+    fn claim(&mut self, table: &mut [u32], m: u64) {
+        while table[self.pos as usize] != 0 {
+            self.advance(m);
+        }
+        table[self.pos as usize] = self.id;
+        self.advance(m);
     }
 
     /// Next preference: `pos + skip (mod m)`, with `pos, skip < m`.
@@ -209,6 +236,28 @@ fn hash(address: &IpAddr, seed: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_weights_fast_path_matches_the_weighted_order() {
+        let members: Vec<Member> = (1..=37u8)
+            .map(|i| Member {
+                id: u32::from(i),
+                address: IpAddr::V4(Ipv4Addr::new(10, 1, i, 7)),
+                weight: 3,
+            })
+            .collect();
+        let fast = build(&members, DEFAULT_SIZE).expect("table");
+        let m = u64::from(DEFAULT_SIZE);
+        let mut sorted: Vec<&Member> = members.iter().collect();
+        sorted.sort_unstable_by_key(|member| member.address);
+        let mut cursors: Vec<Cursor> = sorted.iter().map(|member| Cursor::new(member, m)).collect();
+        let mut slow = vec![0u32; DEFAULT_SIZE as usize];
+        fill_weighted(&mut cursors, &sorted, &mut slow, m);
+        assert_eq!(
+            fast, slow,
+            "round robin is the weighted order with equal weights"
+        );
+    }
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -220,8 +220,9 @@ impl Netlink {
         }
     }
 
-    /// One neighbour entry (RTM_GETNEIGH for one address), `None` when there is none.
-    fn neighbour(
+    /// One neighbour entry (RTM_GETNEIGH for one address), `None` when there is none:
+    /// cheaper than a dump when resolving one backend.
+    pub fn neighbour(
         &mut self,
         ifindex: u32,
         addr: Ipv4Addr,
