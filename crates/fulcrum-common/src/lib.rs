@@ -139,7 +139,9 @@ pub struct FlowKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// Split from `_pad` so zeroing it is two stores, not a memset call in BPF.
+    pub _pad2: u16,
 }
 
 /// Value of [`FLOWS`](maps::FLOWS).

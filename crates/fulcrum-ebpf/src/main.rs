@@ -9,6 +9,8 @@
 #![no_std]
 #![no_main]
 
+use core::mem::size_of;
+
 mod maps;
 mod packet;
 
@@ -22,8 +24,7 @@ use maps::{
     BACKEND_STATS, BACKENDS, EGRESS, FLOW_CACHE, FLOWS, GLOBAL_STATS, MAGLEV, SERVICE_STATS,
     SERVICES, VIP_FILTER, VIPS,
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr, vlan::VlanHdr};
-use packet::{frame_len, ptr_at};
+use packet::{Eth, Ipv4, Macs, TCP_ACK, TCP_SYN, Tcp, Udp, Vlan, frame_len, ptr_at};
 
 /// Maglev table size; the loader overwrites it before verification.
 #[unsafe(no_mangle)]
@@ -95,7 +96,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
         Err(v) => return v,
     };
     // SAFETY: bounds checked by ip_header.
-    let dst = u32::from_ne_bytes(unsafe { (*ip).dst_addr });
+    let dst = unsafe { (*ip).dst };
     let may_be_vip = VIP_FILTER
         .get(vip_filter_bucket(dst))
         .is_some_and(|n| *n != 0);
@@ -160,14 +161,12 @@ fn forward(ctx: &XdpContext, chosen: Chosen) -> Verdict {
         new_flow,
     );
 
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+    let Some(macs) = ptr_at::<Macs>(ctx, 0) else {
         return Verdict::Drop(Counter::DropBadIpHeader);
     };
-    // SAFETY: bounds checked by ptr_at.
-    unsafe {
-        (*eth).dst_addr = backend.mac;
-        (*eth).src_addr = backend.src_mac;
-    }
+    // SAFETY: bounds checked by ptr_at; `mac` then `src_mac` are the 12 bytes of an
+    // Ethernet header's two addresses, at offset 0 of a 4-aligned value.
+    unsafe { *macs = *(&raw const backend.mac).cast::<Macs>() };
     if backend.ifindex == ctx.ingress_ifindex() as u32 {
         return Verdict::Tx(chosen.reason);
     }
@@ -179,74 +178,80 @@ fn forward(ctx: &XdpContext, chosen: Chosen) -> Verdict {
 
 /// Ethernet (one optional 802.1Q tag) and the fixed IPv4 header; anything else passes.
 #[inline(always)]
-fn ip_header(ctx: &XdpContext) -> Result<(*const Ipv4Hdr, usize), Verdict> {
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Verdict::Pass(Counter::PassMalformedL2))?;
+fn ip_header(ctx: &XdpContext) -> Result<(*const Ipv4, usize), Verdict> {
+    let eth = ptr_at::<Eth>(ctx, 0).ok_or(Verdict::Pass(Counter::PassMalformedL2))?;
     // SAFETY (header reads): bounds checked by ptr_at.
     let mut ether_type = unsafe { (*eth).ether_type };
-    let mut l3 = EthHdr::LEN;
+    let mut l3 = size_of::<Eth>();
     if ether_type == ETH_P_8021Q.to_be() {
-        let vlan = ptr_at::<VlanHdr>(ctx, l3).ok_or(Verdict::Pass(Counter::PassMalformedL2))?;
+        let vlan = ptr_at::<Vlan>(ctx, l3).ok_or(Verdict::Pass(Counter::PassMalformedL2))?;
         ether_type = unsafe { (*vlan).ether_type };
-        l3 += VlanHdr::LEN;
+        l3 += size_of::<Vlan>();
     }
     if ether_type != ETH_P_IP.to_be() {
         return Err(Verdict::Pass(Counter::PassNotIpv4));
     }
-    let ip = ptr_at::<Ipv4Hdr>(ctx, l3).ok_or(Verdict::Pass(Counter::PassMalformedIp))?;
+    let ip = ptr_at::<Ipv4>(ctx, l3).ok_or(Verdict::Pass(Counter::PassMalformedIp))?;
     Ok((ip, l3))
 }
 
 /// Checks the IPv4 header of (probable) VIP traffic and reads TCP/UDP, in the documented
 /// order: anything odd is dropped, never forwarded.
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, ip: *const Ipv4Hdr, l3: usize) -> Result<Parsed, Verdict> {
+fn parse_l4(ctx: &XdpContext, ip: *const Ipv4, l3: usize) -> Result<Parsed, Verdict> {
     // SAFETY (header reads): bounds checked by ip_header and ptr_at.
     let ip = unsafe { &*ip };
-    let version = ip.vihl >> 4;
-    let ihl = ((ip.vihl & 0x0f) as usize) * 4;
-    let total_len = u16::from_be_bytes(ip.tot_len) as usize;
-    if version != 4 || ihl < Ipv4Hdr::LEN || total_len < ihl {
+    const IP_HLEN: usize = size_of::<Ipv4>();
+    let version = ip.version_ihl >> 4;
+    let ihl = ((ip.version_ihl & 0x0f) as usize) * 4;
+    let total_len = u16::from_be(ip.total_len) as usize;
+    if version != 4 || ihl < IP_HLEN || total_len < ihl {
         return Err(Verdict::Drop(Counter::DropBadIpHeader));
     }
     if l3 + total_len > frame_len(ctx) {
         return Err(Verdict::Drop(Counter::DropIpLength));
     }
-    if u16::from_be_bytes(ip.frags) & IPV4_MF_AND_OFFSET != 0 {
+    if u16::from_be(ip.frag) & IPV4_MF_AND_OFFSET != 0 {
         return Err(Verdict::Drop(Counter::DropFragment));
     }
-    if ihl != Ipv4Hdr::LEN {
+    if ihl != IP_HLEN {
         return Err(Verdict::Drop(Counter::DropIpOptions));
     }
 
-    let l4 = l3 + Ipv4Hdr::LEN;
+    let l4 = l3 + IP_HLEN;
     let truncated = Verdict::Drop(Counter::DropTruncatedL4);
     let (sport, dport, syn) = match ip.proto {
         IPPROTO_TCP => {
-            if total_len < Ipv4Hdr::LEN + TcpHdr::LEN {
+            if total_len < IP_HLEN + size_of::<Tcp>() {
                 return Err(truncated);
             }
-            let tcp = ptr_at::<TcpHdr>(ctx, l4).ok_or(truncated)?;
+            let tcp = ptr_at::<Tcp>(ctx, l4).ok_or(truncated)?;
             let tcp = unsafe { &*tcp };
-            (tcp.source, tcp.dest, tcp.syn() != 0 && tcp.ack() == 0)
+            (
+                tcp.sport,
+                tcp.dport,
+                tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN,
+            )
         }
         IPPROTO_UDP => {
-            if total_len < Ipv4Hdr::LEN + UdpHdr::LEN {
+            if total_len < IP_HLEN + size_of::<Udp>() {
                 return Err(truncated);
             }
-            let udp = ptr_at::<UdpHdr>(ctx, l4).ok_or(truncated)?;
+            let udp = ptr_at::<Udp>(ctx, l4).ok_or(truncated)?;
             let udp = unsafe { &*udp };
-            (udp.src, udp.dst, false)
+            (udp.sport, udp.dport, false)
         }
         _ => return Err(Verdict::Pass(Counter::PassNoService)),
     };
     Ok(Parsed {
         flow: FlowKey {
-            src: u32::from_ne_bytes(ip.src_addr),
-            dst: u32::from_ne_bytes(ip.dst_addr),
-            sport: u16::from_ne_bytes(sport),
-            dport: u16::from_ne_bytes(dport),
+            src: ip.src,
+            dst: ip.dst,
+            sport,
+            dport,
             proto: ip.proto,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad2: 0,
         },
         syn,
     })
@@ -300,16 +305,27 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
     let entry = unsafe { *entry };
     let found = validate(&entry);
     if let (Pinned::Hit(_), Some(c)) = (&found, cache) {
-        // SAFETY: as above.
-        unsafe {
-            *c = CachedFlow {
-                key: *flow,
-                value: entry,
-                hits: 0,
-            }
-        };
+        cache_store(c, flow, entry);
     }
     found
+}
+
+/// Remembers a flow in this CPU's cache, field by field: a struct copy here compiles to
+/// a call of a byte-wise memmove.
+#[inline(always)]
+fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue) {
+    // SAFETY: this CPU's own entry; nothing else writes it while the program runs.
+    unsafe {
+        (*c).key.src = flow.src;
+        (*c).key.dst = flow.dst;
+        (*c).key.sport = flow.sport;
+        (*c).key.dport = flow.dport;
+        (*c).key.proto = flow.proto;
+        (*c).key._pad = 0;
+        (*c).key._pad2 = 0;
+        (*c).value = value;
+        (*c).hits = 0;
+    }
 }
 
 /// Hit while the entry's backend slot still holds the backend it was pinned to.
@@ -361,20 +377,14 @@ fn choose(
         generation: backend.generation,
         service: service.slot,
     };
-    let cached = CachedFlow {
-        key: *flow,
-        value: entry,
-        hits: 0,
-    };
     match cache {
         // SAFETY: this CPU's own entry, see pinned().
-        Some(c) if parsed.syn && unsafe { (*c).key == cached.key && (*c).value == entry } => {}
+        Some(c) if parsed.syn && unsafe { (*c).key == *flow && (*c).value == entry } => {}
         _ => {
             // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
             let _ = FLOWS.insert(flow, entry, 0);
             if let Some(c) = cache {
-                // SAFETY: as above.
-                unsafe { *c = cached };
+                cache_store(c, flow, entry);
             }
         }
     }

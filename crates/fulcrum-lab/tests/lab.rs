@@ -189,7 +189,8 @@ fn predicted(table: &[u32], members: &[Member], sport: u16) -> IpAddr {
         sport: sport.to_be(),
         dport: HTTP.to_be(),
         proto: IPPROTO_TCP,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
     };
     let slot = table[(flow_hash(&key, false) % table.len() as u32) as usize];
     members
