@@ -288,14 +288,14 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
     if let Some(c) = cache {
         // SAFETY: this CPU's own entry; nothing else writes it while the program runs.
         let c = unsafe { &mut *c };
-        if c.key == *flow {
-            if let Pinned::Hit(chosen) = validate(&c.value) {
-                c.hits = c.hits.wrapping_add(1);
-                if c.hits & (FLOW_TOUCH_EVERY - 1) == 0 {
-                    let _ = FLOWS.get_ptr(flow);
-                }
-                return Pinned::Hit(chosen);
+        if c.key == *flow
+            && let Pinned::Hit(chosen) = validate(&c.value)
+        {
+            c.hits = c.hits.wrapping_add(1);
+            if c.hits & (FLOW_TOUCH_EVERY - 1) == 0 {
+                let _ = FLOWS.get_ptr(flow);
             }
+            return Pinned::Hit(chosen);
         }
     }
     let Some(entry) = FLOWS.get_ptr(flow) else {
