@@ -40,6 +40,9 @@ enum Frames {
     Fixed(Vec<Vec<u8>>),
     /// A frame never sent before on every call: a new flow per packet.
     Fresh { next: u32 },
+    /// The first ACK of a flow whose SYN was just sent (untimed): where a new flow is
+    /// pinned in the shared flow table.
+    FirstAck { next: u32 },
 }
 
 /// Runs the suite.
@@ -102,6 +105,12 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
             frames: Frames::Fresh { next: 1 << 20 },
         },
         Case {
+            name: "first ACK of each new flow",
+            target: None,
+            program: Which::Balancer,
+            frames: Frames::FirstAck { next: 1 << 22 },
+        },
+        Case {
             name: "no VIP (pass)",
             target: Some(("<= 5 ns net", 5.0)),
             program: Which::Balancer,
@@ -133,6 +142,17 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
                         let frame = FrameBuilder::tcp(client(*next), vip).syn().build();
                         *next += 1;
                         total += run_frame(program, &frame, ingress)?.duration.as_nanos();
+                    }
+                    total as f64 / CALLS as f64
+                }
+                Frames::FirstAck { next } => {
+                    let mut total = 0u128;
+                    for _ in 0..CALLS {
+                        let syn = FrameBuilder::tcp(client(*next), vip).syn().build();
+                        run_frame(program, &syn, ingress)?;
+                        let ack = FrameBuilder::tcp(client(*next), vip).build();
+                        *next += 1;
+                        total += run_frame(program, &ack, ingress)?.duration.as_nanos();
                     }
                     total as f64 / CALLS as f64
                 }

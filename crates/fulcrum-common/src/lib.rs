@@ -158,6 +158,10 @@ pub struct FlowValue {
 }
 
 /// Value of [`FLOW_CACHE`](maps::FLOW_CACHE): a flow table entry remembered by one CPU.
+///
+/// A SYN's choice lives only here (`pending`) until the flow's first non-SYN packet pins
+/// it in [`FLOWS`](maps::FLOWS): a SYN flood from spoofed sources then never churns the
+/// shared flow table or evicts established flows from it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CachedFlow {
@@ -165,11 +169,13 @@ pub struct CachedFlow {
     pub value: FlowValue,
     /// Hits since the entry was cached; every [`FLOW_TOUCH_EVERY`]th also looks the flow
     /// up in [`FLOWS`](maps::FLOWS), so the LRU still sees which flows are alive.
-    pub hits: u32,
+    pub hits: u16,
+    /// 1 while the flow is chosen but not yet in [`FLOWS`](maps::FLOWS).
+    pub pending: u16,
 }
 
 /// See [`CachedFlow::hits`] (a power of two).
-pub const FLOW_TOUCH_EVERY: u32 = 64;
+pub const FLOW_TOUCH_EVERY: u16 = 64;
 
 /// Per-service and per-backend counters (per CPU; user space sums).
 #[repr(C)]

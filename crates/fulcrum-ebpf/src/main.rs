@@ -291,9 +291,15 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
         if c.key == *flow
             && let Pinned::Hit(chosen) = validate(&c.value)
         {
-            c.hits = c.hits.wrapping_add(1);
-            if c.hits & (FLOW_TOUCH_EVERY - 1) == 0 {
-                let _ = FLOWS.get_ptr(flow);
+            if c.pending != 0 {
+                // The handshake goes on: the flow earns its place in the shared table.
+                let _ = FLOWS.insert(flow, c.value, 0);
+                c.pending = 0;
+            } else {
+                c.hits = c.hits.wrapping_add(1);
+                if c.hits & (FLOW_TOUCH_EVERY - 1) == 0 {
+                    let _ = FLOWS.get_ptr(flow);
+                }
             }
             return Pinned::Hit(chosen);
         }
@@ -305,7 +311,7 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
     let entry = unsafe { *entry };
     let found = validate(&entry);
     if let (Pinned::Hit(_), Some(c)) = (&found, cache) {
-        cache_store(c, flow, entry);
+        cache_store(c, flow, entry, 0);
     }
     found
 }
@@ -313,7 +319,7 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
 /// Remembers a flow in this CPU's cache, field by field: a struct copy here compiles to
 /// a call of a byte-wise memmove.
 #[inline(always)]
-fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue) {
+fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue, pending: u16) {
     // SAFETY: this CPU's own entry; nothing else writes it while the program runs.
     unsafe {
         (*c).key.src = flow.src;
@@ -325,6 +331,7 @@ fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue) {
         (*c).key._pad2 = 0;
         (*c).value = value;
         (*c).hits = 0;
+        (*c).pending = pending;
     }
 }
 
@@ -342,8 +349,8 @@ fn validate(entry: &FlowValue) -> Pinned {
     }
 }
 
-/// A fresh Maglev choice, pinned in the flow table and this CPU's cache (a SYN repeating
-/// the cached choice writes nothing).
+/// A fresh Maglev choice, pinned in this CPU's cache, and in the flow table unless it is
+/// a SYN's (see `CachedFlow::pending`).
 #[inline(always)]
 fn choose(
     parsed: &Parsed,
@@ -378,13 +385,18 @@ fn choose(
         service: service.slot,
     };
     match cache {
-        // SAFETY: this CPU's own entry, see pinned().
-        Some(c) if parsed.syn && unsafe { (*c).key == *flow && (*c).value == entry } => {}
+        // A SYN is pinned in this CPU's cache only, until its flow's next packet.
+        Some(c) if parsed.syn => {
+            // SAFETY: this CPU's own entry, see pinned().
+            if unsafe { (*c).key != *flow || (*c).value != entry } {
+                cache_store(c, flow, entry, 1);
+            }
+        }
         _ => {
             // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
             let _ = FLOWS.insert(flow, entry, 0);
             if let Some(c) = cache {
-                cache_store(c, flow, entry);
+                cache_store(c, flow, entry, 0);
             }
         }
     }

@@ -156,6 +156,19 @@ impl Fixture {
         n
     }
 
+    /// A client's SYN and handshake ACK to the web service; returns the backend chosen.
+    fn handshake(&self, port: u16) -> u8 {
+        let syn = FrameBuilder::tcp(client(port), to(VIP, 80)).syn().build();
+        let chosen = self.expect_forwarded(&syn, &[1, 2, 3, 4]);
+        let ack = FrameBuilder::tcp(client(port), to(VIP, 80)).build();
+        assert_eq!(
+            self.expect_forwarded(&ack, &[1, 2, 3, 4]),
+            chosen,
+            "the handshake ACK follows the SYN"
+        );
+        chosen
+    }
+
     /// Runs the frame and checks the action, that the frame is untouched, and which
     /// counters moved.
     fn expect_untouched(&self, frame: &[u8], want_action: u32, counters: &[Counter]) {
@@ -503,8 +516,7 @@ fn flows_keep_their_backend_when_the_backend_set_changes() {
     let flows: Vec<u16> = (41000..41064).collect();
     let mut before = Vec::new();
     for &port in &flows {
-        let syn = FrameBuilder::tcp(client(port), to(VIP, 80)).syn().build();
-        before.push(f.expect_forwarded(&syn, &[1, 2, 3]));
+        before.push(f.handshake(port));
     }
     // Add backend 4 and reweigh backend 2: many hash slots change owner.
     f.lb.add_destination(&web(), Destination::new(backend(4)))
@@ -538,10 +550,7 @@ fn removed_backend_flows_move_and_drained_backend_flows_stay() {
     let mut f = Fixture::with_web();
     let mut on = std::collections::BTreeMap::<u8, Vec<u16>>::new();
     for port in 42000..42060 {
-        let syn = FrameBuilder::tcp(client(port), to(VIP, 80)).syn().build();
-        on.entry(f.expect_forwarded(&syn, &[1, 2, 3]))
-            .or_default()
-            .push(port);
+        on.entry(f.handshake(port)).or_default().push(port);
     }
     assert_eq!(on.len(), 3, "60 flows reach all three backends");
     f.lb.drain(&web(), backend(1)).expect("drain");
@@ -775,5 +784,30 @@ fn updating_a_service_changes_how_new_flows_hash() {
         seen.len(),
         1,
         "source hashing keeps one client on one backend"
+    );
+}
+
+#[test]
+fn a_syn_enters_the_flow_table_only_with_its_next_packet() {
+    let f = Fixture::with_web();
+    for port in 48000..48010 {
+        let syn = FrameBuilder::tcp(client(port), to(VIP, 80)).syn().build();
+        f.expect_forwarded(&syn, &[1, 2, 3]);
+    }
+    assert_eq!(
+        f.lb.flow_count().expect("count"),
+        0,
+        "SYNs alone (a SYN flood) leave the flow table alone"
+    );
+    for port in 48000..48010 {
+        let ack = FrameBuilder::tcp(client(port), to(VIP, 80)).build();
+        let before = f.stats();
+        f.expect_forwarded(&ack, &[1, 2, 3]);
+        assert_moved(&f.stats().since(&before), &[Counter::Tx, Counter::FlowHit]);
+    }
+    assert_eq!(
+        f.lb.flow_count().expect("count"),
+        10,
+        "each handshake ACK pins its flow"
     );
 }

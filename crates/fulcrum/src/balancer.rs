@@ -12,9 +12,9 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use fulcrum_common::{
-    BackendValue, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, GlobalCounters, RING_SIZE_GLOBAL,
-    SERVICE_F_STICKY, ServiceKey, ServiceValue, TrafficCounters, VipInfo, maps, programs,
-    vip_filter_bucket,
+    BackendValue, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, FlowKey, FlowValue, GlobalCounters,
+    RING_SIZE_GLOBAL, SERVICE_F_STICKY, ServiceKey, ServiceValue, TrafficCounters, VipInfo, maps,
+    programs, vip_filter_bucket,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -241,8 +241,6 @@ struct Maps {
     global_stats: PerCpuArray<MapData, GlobalCounters>,
     service_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
-    /// Kept only so the map lives as long as the program that writes it.
-    #[allow(dead_code)]
     flows: Map,
 }
 
@@ -355,6 +353,15 @@ impl Balancer {
             })?
             .try_into()
             .map_err(|e| program_error("the balancer program".into(), e))
+    }
+
+    /// Flows pinned in the shared flow table. SYNs wait in a per-CPU cache until their
+    /// flow's next packet, so they are not counted. Walks the table with a syscall per
+    /// entry: for tests and diagnostics, not for a hot loop.
+    pub fn flow_count(&self) -> Result<usize, BalancerError> {
+        let flows: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(&self.maps.flows).map_err(BalancerError::map(maps::FLOWS, "open"))?;
+        Ok(flows.keys().filter(Result::is_ok).count())
     }
 
     fn netlink(&mut self) -> Result<&mut Netlink, BalancerError> {
