@@ -68,7 +68,7 @@ pub fn fulcrum(ctx: XdpContext) -> u32 {
     action
 }
 
-/// Lets a veth accept frames its peer sends with `XDP_TX`; also the benchmarks' baseline.
+/// Lets a veth accept frames its peer sends with `XDP_TX` (labs put it on the far end).
 #[xdp]
 pub fn fulcrum_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
@@ -111,7 +111,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     // SAFETY: a plain read of a global the loader sets before verification.
     let mask = unsafe { core::ptr::read_volatile(&FLOW_CACHE_MASK) };
     let cache = FLOW_CACHE.get_ptr_mut(hash & mask);
-    // Established flows: one hash lookup, no service lookup.
+    // Established flows: this CPU's cache, else the flow table; no service lookup.
     let mut reason = if parsed.syn {
         Counter::FlowNewSyn
     } else if parsed.flow.proto == IPPROTO_UDP {

@@ -193,17 +193,22 @@ impl BalancerBuilder {
 }
 
 fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<(), BalancerError> {
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| BalancerError::Program {
-            what: format!("finding program {name}"),
-            source: Box::new(aya::programs::ProgramError::NotLoaded),
-        })?
-        .try_into()
-        .map_err(|e| program_error(format!("program {name}"), e))?;
-    program
+    xdp_mut(ebpf, name)?
         .load()
         .map_err(|e| program_error(format!("verifying program {name}"), e))
+}
+
+/// The XDP program `name` of a loaded object.
+pub(crate) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, BalancerError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| {
+            program_error(
+                format!("finding program {name}"),
+                aya::programs::ProgramError::NotLoaded,
+            )
+        })?
+        .try_into()
+        .map_err(|e| program_error(format!("program {name}"), e))
 }
 
 fn program_error(what: String, e: aya::programs::ProgramError) -> BalancerError {
@@ -343,16 +348,17 @@ impl Balancer {
     /// The verified balancer program, for running frames through it with
     /// `BPF_PROG_TEST_RUN` (fixtures, benchmarks).
     pub fn program(&self) -> Result<&Xdp, BalancerError> {
+        let name = programs::BALANCER;
         self.ebpf
-            .program(programs::BALANCER)
+            .program(name)
             .ok_or_else(|| {
                 program_error(
-                    "finding the balancer".into(),
+                    format!("finding program {name}"),
                     aya::programs::ProgramError::NotLoaded,
                 )
             })?
             .try_into()
-            .map_err(|e| program_error("the balancer program".into(), e))
+            .map_err(|e| program_error(format!("program {name}"), e))
     }
 
     /// Flows pinned in the shared flow table. SYNs wait in a per-CPU cache until their
@@ -388,18 +394,7 @@ impl Balancer {
             return Err(BalancerError::AlreadyAttached(iface.into()));
         }
         let mac = self.netlink()?.link(ifindex)?.mac.unwrap_or_default();
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(programs::BALANCER)
-            .ok_or_else(|| {
-                program_error(
-                    "finding the balancer".into(),
-                    aya::programs::ProgramError::NotLoaded,
-                )
-            })?
-            .try_into()
-            .map_err(|e| program_error("the balancer program".into(), e))?;
-        program
+        xdp_mut(&mut self.ebpf, programs::BALANCER)?
             .attach_to_if_index(ifindex, mode.xdp())
             .map_err(|e| BalancerError::Attach {
                 iface: iface.into(),

@@ -1,18 +1,18 @@
 //! A program that passes every frame, for the far end of a veth.
 
-use aya::{
-    Ebpf,
-    programs::{Xdp, XdpMode},
-};
+use aya::{Ebpf, programs::XdpMode};
 use fulcrum_common::programs;
 
-use crate::{BalancerError, balancer::OBJECT};
+use crate::{
+    BalancerError,
+    balancer::{OBJECT, xdp_mut},
+};
 
 /// `XDP_PASS` attached to an interface. A veth only accepts frames its peer sends with
 /// `XDP_TX` or a redirect when the receiving end runs an XDP program; labs and
 /// benchmarks put this one there. Detaches on drop.
 pub struct PassProgram {
-    ebpf: Ebpf,
+    _ebpf: Ebpf,
 }
 
 impl PassProgram {
@@ -24,20 +24,11 @@ impl PassProgram {
             source: Box::new(e),
         };
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| BalancerError::Load(Box::new(e)))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(programs::PASS)
-            .ok_or_else(|| fail("finding", aya::programs::ProgramError::NotLoaded))?
-            .try_into()
-            .map_err(|e| fail("opening", e))?;
+        let program = xdp_mut(&mut ebpf, programs::PASS)?;
         program.load().map_err(|e| fail("loading", e))?;
         program
             .attach(iface, XdpMode::Driver)
             .map_err(|e| fail("attaching", e))?;
-        Ok(Self { ebpf })
-    }
-
-    /// The loaded program, for `BPF_PROG_TEST_RUN` baselines.
-    pub fn program(&self) -> Option<&Xdp> {
-        self.ebpf.program(programs::PASS)?.try_into().ok()
+        Ok(Self { _ebpf: ebpf })
     }
 }
