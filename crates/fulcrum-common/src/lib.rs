@@ -30,8 +30,6 @@ pub mod maps {
     pub const EGRESS: &str = "EGRESS";
     /// Per-CPU global counters, indexed by [`crate::Counter`].
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
-    /// Per-CPU traffic counters per service slot.
-    pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// Per-CPU traffic counters per backend slot.
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
 }
@@ -153,8 +151,6 @@ pub struct FlowValue {
     /// The backend slot's generation when the flow was pinned to it. Removing a service
     /// frees its backends, so this also tells that the service still exists.
     pub generation: u32,
-    /// Service slot, for the service's counters.
-    pub service: u32,
 }
 
 /// Value of [`FLOW_CACHE`](maps::FLOW_CACHE): a flow table entry remembered by one CPU.
@@ -172,12 +168,14 @@ pub struct CachedFlow {
     pub hits: u16,
     /// 1 while the flow is chosen but not yet in [`FLOWS`](maps::FLOWS).
     pub pending: u16,
+    pub _pad: u32,
 }
 
 /// See [`CachedFlow::hits`] (a power of two).
 pub const FLOW_TOUCH_EVERY: u16 = 64;
 
-/// Per-service and per-backend counters (per CPU; user space sums).
+/// Per-backend counters (per CPU; user space sums them, and sums a service's from its
+/// backends', so a packet pays for one counter update, not two).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrafficCounters {
@@ -192,7 +190,7 @@ const _: () = assert!(size_of::<ServiceKey>() == 8);
 const _: () = assert!(size_of::<ServiceValue>() == 8);
 const _: () = assert!(size_of::<BackendValue>() == 20);
 const _: () = assert!(size_of::<FlowKey>() == 16);
-const _: () = assert!(size_of::<FlowValue>() == 12);
+const _: () = assert!(size_of::<FlowValue>() == 8);
 const _: () = assert!(size_of::<CachedFlow>() == 32);
 const _: () = assert!(size_of::<TrafficCounters>() == 24);
 

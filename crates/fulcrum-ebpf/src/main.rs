@@ -21,8 +21,8 @@ use fulcrum_common::{
     ServiceValue, TrafficCounters, flow_hash, ring_stride, vip_filter_bucket,
 };
 use maps::{
-    BACKEND_STATS, BACKENDS, EGRESS, FLOW_CACHE, FLOWS, GLOBAL_STATS, MAGLEV, SERVICE_STATS,
-    SERVICES, VIP_FILTER, VIPS,
+    BACKEND_STATS, BACKENDS, EGRESS, FLOW_CACHE, FLOWS, GLOBAL_STATS, MAGLEV, SERVICES, VIP_FILTER,
+    VIPS,
 };
 use packet::{Eth, Ipv4, Macs, TCP_ACK, TCP_SYN, Tcp, Udp, Vlan, frame_len, ptr_at};
 
@@ -81,9 +81,8 @@ struct Parsed {
     syn: bool,
 }
 
-/// Where a packet goes: its service and backend slots and the backend's forwarding data.
+/// Where a packet goes: its backend slot and the backend's forwarding data.
 struct Chosen {
-    service: u32,
     backend_slot: u32,
     backend: BackendValue,
     reason: Counter,
@@ -107,10 +106,9 @@ fn balance(ctx: &XdpContext) -> Verdict {
         Ok(p) => p,
         Err(v) => return confirm_vip(dst, v),
     };
-    let hash = flow_hash(&parsed.flow, false);
     // SAFETY: a plain read of a global the loader sets before verification.
     let mask = unsafe { core::ptr::read_volatile(&FLOW_CACHE_MASK) };
-    let cache = FLOW_CACHE.get_ptr_mut(hash & mask);
+    let cache = FLOW_CACHE.get_ptr_mut(cache_index(&parsed.flow) & mask);
     // Established flows: this CPU's cache, else the flow table; no service lookup.
     let mut reason = if parsed.syn {
         Counter::FlowNewSyn
@@ -129,7 +127,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     let Some(service) = find_service(&parsed.flow) else {
         return confirm_vip(dst, Verdict::Pass(Counter::PassNoService));
     };
-    match choose(&parsed, &service, hash, cache, reason) {
+    match choose(&parsed, &service, cache, reason) {
         Ok(chosen) => forward(ctx, chosen),
         Err(v) => v,
     }
@@ -154,7 +152,6 @@ fn forward(ctx: &XdpContext, chosen: Chosen) -> Verdict {
     }
     let len = frame_len(ctx) as u64;
     let new_flow = !matches!(chosen.reason, Counter::FlowHit) as u64;
-    count_traffic(SERVICE_STATS.get_ptr_mut(chosen.service), len, new_flow);
     count_traffic(
         BACKEND_STATS.get_ptr_mut(chosen.backend_slot),
         len,
@@ -316,6 +313,16 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
     found
 }
 
+/// Where a flow sits in this CPU's cache: one multiply, since the index only has to
+/// spread flows on this balancer (the Maglev hash is what a fleet must agree on).
+#[inline(always)]
+fn cache_index(flow: &FlowKey) -> u32 {
+    let ports = (flow.sport as u32) << 16 | flow.dport as u32;
+    let mixed =
+        (flow.src ^ flow.dst.rotate_left(16) ^ ports ^ flow.proto as u32).wrapping_mul(0x9e37_79b1);
+    mixed ^ (mixed >> 16)
+}
+
 /// Remembers a flow in this CPU's cache, field by field: a struct copy here compiles to
 /// a call of a byte-wise memmove.
 #[inline(always)]
@@ -332,6 +339,7 @@ fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue, pending: u1
         (*c).value = value;
         (*c).hits = 0;
         (*c).pending = pending;
+        (*c)._pad = 0;
     }
 }
 
@@ -340,7 +348,6 @@ fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue, pending: u1
 fn validate(entry: &FlowValue) -> Pinned {
     match BACKENDS.get(entry.backend) {
         Some(b) if b.generation == entry.generation => Pinned::Hit(Chosen {
-            service: entry.service,
             backend_slot: entry.backend,
             backend: *b,
             reason: Counter::FlowHit,
@@ -355,7 +362,6 @@ fn validate(entry: &FlowValue) -> Pinned {
 fn choose(
     parsed: &Parsed,
     service: &ServiceValue,
-    hash: u32,
     cache: Option<*mut CachedFlow>,
     reason: Counter,
 ) -> Result<Chosen, Verdict> {
@@ -365,11 +371,7 @@ fn choose(
     if ring == 0 {
         return Err(Verdict::Drop(Counter::DropNoBackend));
     }
-    let hash = if service.flags & SERVICE_F_STICKY != 0 {
-        flow_hash(flow, true)
-    } else {
-        hash
-    };
+    let hash = flow_hash(flow, service.flags & SERVICE_F_STICKY != 0);
     let index = service.slot * ring_stride(ring) + hash % ring;
     let pair = MAGLEV.get(index / 2).copied().unwrap_or(0);
     let slot = (pair >> ((index & 1) * 32)) as u32;
@@ -382,7 +384,6 @@ fn choose(
     let entry = FlowValue {
         backend: slot,
         generation: backend.generation,
-        service: service.slot,
     };
     match cache {
         // A SYN is pinned in this CPU's cache only, until its flow's next packet.
@@ -401,7 +402,6 @@ fn choose(
         }
     }
     Ok(Chosen {
-        service: service.slot,
         backend_slot: slot,
         backend,
         reason,

@@ -54,10 +54,6 @@ pub static GLOBAL_STATS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_ent
 
 /// Written here; summed by user space.
 #[map]
-pub static SERVICE_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::with_max_entries(1, 0);
-
-/// Written here; summed by user space.
-#[map]
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::with_max_entries(1, 0);
 
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;

@@ -570,7 +570,13 @@ fn removed_backend_flows_move_and_drained_backend_flows_stay() {
             "no new flow to a drained backend"
         );
     }
+    let total = f.lb.services().expect("services")[0].traffic;
     f.lb.remove_destination(&web(), backend(2)).expect("remove");
+    assert_eq!(
+        f.lb.services().expect("services")[0].traffic,
+        total,
+        "a removed destination's traffic stays in its service's total"
+    );
     for &port in &on[&2] {
         let ack = FrameBuilder::tcp(client(port), to(VIP, 80)).build();
         let stats = f.stats();

@@ -154,7 +154,6 @@ impl BalancerBuilder {
             .map_max_entries(maps::MAGLEV, cells as u32)
             .map_max_entries(maps::BACKENDS, self.max_backends)
             .map_max_entries(maps::FLOWS, self.max_flows)
-            .map_max_entries(maps::SERVICE_STATS, self.max_services)
             .map_max_entries(maps::BACKEND_STATS, self.max_backends)
             .load(OBJECT)
             .map_err(|e| BalancerError::Load(Box::new(e)))?;
@@ -172,7 +171,6 @@ impl BalancerBuilder {
             backends: typed(&mut ebpf, maps::BACKENDS)?,
             egress: typed(&mut ebpf, maps::EGRESS)?,
             global_stats: typed(&mut ebpf, maps::GLOBAL_STATS)?,
-            service_stats: typed(&mut ebpf, maps::SERVICE_STATS)?,
             backend_stats: typed(&mut ebpf, maps::BACKEND_STATS)?,
             flows: take(&mut ebpf, maps::FLOWS)?,
         };
@@ -244,7 +242,6 @@ struct Maps {
     backends: Array<MapData, BackendValue>,
     egress: DevMapHash<MapData>,
     global_stats: PerCpuArray<MapData, GlobalCounters>,
-    service_stats: PerCpuArray<MapData, TrafficCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     flows: Map,
 }
@@ -274,6 +271,8 @@ struct ServiceState {
     slot: u32,
     scheduler: Scheduler,
     destinations: BTreeMap<Ipv4Addr, DestState>,
+    /// Traffic of destinations since removed: the data plane counts per backend only.
+    retired: Traffic,
 }
 
 /// A destination as [`Balancer::services`] reports it.
@@ -433,11 +432,6 @@ impl Balancer {
                 max: self.limits.max_services,
             })?;
         self.rings.clear(slot);
-        let zero = per_cpu(TrafficCounters::default())?;
-        self.maps
-            .service_stats
-            .set(slot, zero, 0)
-            .map_err(BalancerError::map(maps::SERVICE_STATS, "reset"))?;
         let key = service_key(&id);
         let value = ServiceValue {
             slot,
@@ -455,6 +449,7 @@ impl Balancer {
                 slot,
                 scheduler: service.scheduler,
                 destinations: BTreeMap::new(),
+                retired: Traffic::default(),
             },
         );
         Ok(())
@@ -503,7 +498,10 @@ impl Balancer {
         let mut out = Vec::with_capacity(self.services.len());
         for (id, state) in &self.services {
             let mut destinations = Vec::with_capacity(state.destinations.len());
+            let mut traffic = state.retired;
             for (address, d) in &state.destinations {
+                let counted = sum_traffic(&self.maps.backend_stats, d.backend)?;
+                traffic = traffic + counted;
                 destinations.push(DestinationInfo {
                     destination: Destination {
                         address: *address,
@@ -511,7 +509,7 @@ impl Balancer {
                     },
                     drained: d.drained,
                     next_hop: d.neighbour,
-                    traffic: sum_traffic(&self.maps.backend_stats, d.backend)?,
+                    traffic: counted,
                 });
             }
             out.push(ServiceInfo {
@@ -520,7 +518,7 @@ impl Balancer {
                     scheduler: state.scheduler,
                 },
                 destinations,
-                traffic: sum_traffic(&self.maps.service_stats, state.slot)?,
+                traffic,
             });
         }
         Ok(out)
@@ -569,7 +567,7 @@ impl Balancer {
             .ok_or(BalancerError::NoDestination { id: *id, address })?;
         // Out of the table first, so no new flow can be given the slot being freed.
         self.rebuild(id)?;
-        self.free_backend(dest.backend)?;
+        self.retire(id, dest.backend)?;
         info!(service = %id, backend = %address, "destination removed");
         Ok(())
     }
@@ -627,7 +625,7 @@ impl Balancer {
         }
         self.rebuild(id)?;
         for backend in removed {
-            self.free_backend(backend)?;
+            self.retire(id, backend)?;
         }
         Ok(())
     }
@@ -861,6 +859,15 @@ impl Balancer {
             .map_err(BalancerError::map(maps::BACKENDS, "write"))
     }
 
+    /// Keeps a departing destination's traffic in its service's total, then frees its slot.
+    fn retire(&mut self, id: &ServiceId, backend: u32) -> Result<(), BalancerError> {
+        let counted = sum_traffic(&self.maps.backend_stats, backend)?;
+        if let Some(state) = self.services.get_mut(id) {
+            state.retired = state.retired + counted;
+        }
+        self.free_backend(backend)
+    }
+
     /// Invalidates a backend slot (flows pinned to it miss from now on) and queues it for reuse.
     fn free_backend(&mut self, backend: u32) -> Result<(), BalancerError> {
         if let Some(g) = self.generations.get_mut(backend as usize) {
@@ -975,10 +982,12 @@ fn sum_traffic(
     let values = map
         .get(&index, 0)
         .map_err(BalancerError::map("traffic counters", "read"))?;
-    Ok(values.iter().fold(Traffic::default(), |t, c| Traffic {
-        packets: t.packets + c.packets,
-        bytes: t.bytes + c.bytes,
-        new_flows: t.new_flows + c.new_flows,
+    Ok(values.iter().fold(Traffic::default(), |t, c| {
+        t + Traffic {
+            packets: c.packets,
+            bytes: c.bytes,
+            new_flows: c.new_flows,
+        }
     }))
 }
 
