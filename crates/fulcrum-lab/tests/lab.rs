@@ -222,7 +222,7 @@ fn established_connections_keep_their_backend_while_backends_change() {
     let old_members = members(&old);
     let old_table = maglev::build(&old_members, maglev::DEFAULT_SIZE).expect("table");
     let mut conns = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..48 {
         let mut conn =
             HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, HTTP))).expect("connect");
         let answer = conn.get().expect("first request");
