@@ -124,13 +124,13 @@ fn http_is_balanced_with_direct_server_return() {
         "every request's packets were forwarded: {delta:?}"
     );
     assert_eq!(delta.get(Counter::Drop), 0, "nothing dropped: {delta:?}");
-    // Replies (from the VIP to the client) would show up here if they crossed the balancer.
-    assert_eq!(
-        delta.get(Counter::PassNotVip),
-        0,
-        "no reply went through the balancer: {delta:?}"
+    // Replies (from the VIP to the client, at least one per request) would show up here
+    // if they went through the balancer; the bridge may flood a frame or two before it
+    // has learnt the client's MAC.
+    assert!(
+        delta.get(Counter::PassNotVip) < 30,
+        "replies went around the balancer, not through it: {delta:?}"
     );
-
     let own = http_get(&lab.client.ns, SocketAddr::from((BALANCER, 2222)))
         .expect("the balancer host stays reachable");
     assert_eq!(
