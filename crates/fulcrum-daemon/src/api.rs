@@ -1,0 +1,203 @@
+//! The REST API, `/metrics` and the console, over whatever controls the balancer.
+//!
+//! Reads are open; mutating calls need `Authorization: Bearer <token>` and get 401 and
+//! change nothing without it.
+
+use std::{net::Ipv4Addr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Serialize;
+
+use crate::{metrics, status::Status};
+
+/// A change the daemon made or saw, for the console's "recent changes".
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub service: String,
+    pub backend: Option<Ipv4Addr>,
+    pub message: String,
+}
+
+/// What `GET /api/v1/services` returns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    #[serde(flatten)]
+    pub status: Status,
+    /// Newest first.
+    pub events: Vec<Event>,
+    /// Why the last reload was refused, while the running configuration stays.
+    pub reload_error: Option<String>,
+}
+
+/// Why a control call failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No such service or backend (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be applied, e.g. an invalid configuration (422).
+    #[error("{0}")]
+    Rejected(String),
+    /// The data plane refused (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What the API drives: the daemon, or a stand-in in tests.
+pub trait Control: Send + Sync + 'static {
+    /// The current state, events included.
+    fn snapshot(&self) -> Snapshot;
+    /// Drains (`true`) or undrains a backend of a service.
+    fn set_drain(
+        &self,
+        service: &str,
+        backend: Ipv4Addr,
+        drained: bool,
+    ) -> Result<(), ControlError>;
+    /// Reads the configuration file again and applies the difference.
+    fn reload(&self) -> Result<(), ControlError>;
+}
+
+struct Shared<C> {
+    control: C,
+    token: Option<String>,
+}
+
+/// The router. With no token configured, mutating calls are refused (401): an open
+/// drain endpoint is not a default anyone wants.
+pub fn router<C: Control>(control: C, token: Option<String>) -> Router {
+    let shared = Arc::new(Shared { control, token });
+    Router::new()
+        .route("/", get(console))
+        .route("/metrics", get(metrics_text::<C>))
+        .route("/api/v1/services", get(services::<C>))
+        .route(
+            "/api/v1/services/{name}/backends/{address}/drain",
+            post(drain::<C>),
+        )
+        .route(
+            "/api/v1/services/{name}/backends/{address}/undrain",
+            post(undrain::<C>),
+        )
+        .route("/api/v1/reload", post(reload::<C>))
+        .with_state(shared)
+}
+
+async fn console() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        crate::console::CONSOLE_HTML,
+    )
+        .into_response()
+}
+
+async fn metrics_text<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Response {
+    let text = metrics::render(&shared.control.snapshot().status);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn services<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Json<Snapshot> {
+    Json(shared.control.snapshot())
+}
+
+async fn drain<C: Control>(
+    State(shared): State<Arc<Shared<C>>>,
+    headers: HeaderMap,
+    Path((name, address)): Path<(String, String)>,
+) -> Response {
+    set_drain(&shared, &headers, &name, &address, true)
+}
+
+async fn undrain<C: Control>(
+    State(shared): State<Arc<Shared<C>>>,
+    headers: HeaderMap,
+    Path((name, address)): Path<(String, String)>,
+) -> Response {
+    set_drain(&shared, &headers, &name, &address, false)
+}
+
+fn set_drain<C: Control>(
+    shared: &Shared<C>,
+    headers: &HeaderMap,
+    name: &str,
+    address: &str,
+    drained: bool,
+) -> Response {
+    if let Some(denied) = refuse_without_token(shared, headers) {
+        return denied;
+    }
+    let Ok(backend) = address.parse::<Ipv4Addr>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("'{address}' is not an IPv4 address"),
+        );
+    };
+    match shared.control.set_drain(name, backend, drained) {
+        Ok(()) => ok(),
+        Err(e) => control_error(e),
+    }
+}
+
+async fn reload<C: Control>(State(shared): State<Arc<Shared<C>>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refuse_without_token(&shared, &headers) {
+        return denied;
+    }
+    match shared.control.reload() {
+        Ok(()) => ok(),
+        Err(e) => control_error(e),
+    }
+}
+
+/// The 401 answer, unless the request carries the configured token.
+fn refuse_without_token<C>(shared: &Shared<C>, headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&shared.token, given) {
+        (Some(want), Some(given)) if constant_time_eq(want.as_bytes(), given.as_bytes()) => None,
+        _ => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "a valid 'Authorization: Bearer <token>' header is required".into(),
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn ok() -> Response {
+    Json(serde_json::json!({ "ok": true })).into_response()
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn control_error(e: ControlError) -> Response {
+    let status = match e {
+        ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+        ControlError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
