@@ -1,6 +1,7 @@
 //! The `fulcrum` command.
 
 mod balance;
+mod run;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Balance one service across backends until Ctrl-C (L2 DSR).
     Balance(balance::Args),
+    /// Run the daemon: configuration file, health checks, API, metrics, console.
+    Run(run::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Balance(args) => balance::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

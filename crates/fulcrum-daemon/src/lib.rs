@@ -1,6 +1,7 @@
-//! `fulcrum run`: the daemon around the data plane. This crate holds what it shows: the
-//! status model and the Prometheus exposition.
+//! `fulcrum run`: the daemon around the data plane: configuration, health checks, the
+//! REST API, Prometheus metrics and the web console.
 pub mod api;
 pub mod console;
+pub mod daemon;
 pub mod metrics;
 pub mod status;

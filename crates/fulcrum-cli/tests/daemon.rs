@@ -1,0 +1,329 @@
+//! `fulcrum run` in the DSR lab, with real HTTP backends: health checks take a dead
+//! backend out and bring it back, reload adds a backend without moving an open
+//! connection, broken configurations change nothing, the API wants its token, and
+//! `/metrics` passes promtool.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fulcrum_lab::{
+    dsr::{DsrLab, VIP, backend_addr},
+    netns::NetNs,
+    traffic::{HttpConnection, Server, http_get, http_server},
+};
+
+const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
+const TOKEN: &str = "lab-token-0123";
+const API: &str = "127.0.0.1:9180";
+
+fn config(dir: &Path, backends: &[u8], vip_text: &str) -> String {
+    let list: String = backends
+        .iter()
+        .map(|n| format!("      - address: {}\n", backend_addr(*n)))
+        .collect();
+    format!(
+        "interfaces: [eth0]\napi:\n  listen: {API}\n  token_file: {}\nservices:\n  - name: web\n    vip: {vip_text}\n    port: 80\n    protocol: tcp\n    health:\n      - type: http\n        path: /\n        expect_status: 200\n        interval: 200ms\n        timeout: 150ms\n        rise: 2\n        fall: 2\n    backends:\n{list}",
+        dir.join("token").display()
+    )
+}
+
+/// The daemon in the balancer's namespace, stopped (SIGTERM) on drop.
+struct Daemon(Child);
+
+impl Daemon {
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP request to the daemon's API from inside the balancer's namespace.
+fn api(ns: &NetNs, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let addr: SocketAddr = API.parse().expect("api address");
+    let mut stream = ns
+        .run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        .expect("enter netns")
+        .expect("connect to the API");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n{auth}\r\n")
+        .expect("send");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Which backends answered `n` fresh connections; every one must succeed.
+fn spread(lab: &DsrLab, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            http_get(&lab.client.ns, SocketAddr::from((VIP, 80)))
+                .unwrap_or_else(|e| panic!("request {i} failed: {e:#}"))
+                .server
+        })
+        .collect()
+}
+
+fn servers(lab: &DsrLab) -> Vec<Server> {
+    lab.backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            http_server(
+                &b.ns,
+                &format!("backend-{}", i + 1),
+                SocketAddr::from(([0, 0, 0, 0], 80)),
+            )
+            .expect("server")
+        })
+        .collect()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fulcrum-daemon-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn health_checks_reload_api_and_metrics_in_the_lab() {
+    let mut lab = DsrLab::new("d", 3).expect("lab");
+    let mut servers = servers(&lab);
+    let dir = temp_dir("lab");
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+    let config_path = dir.join("fulcrum.yaml");
+    std::fs::write(&config_path, config(&dir, &[1, 2, 3], &VIP.to_string())).expect("config");
+
+    let daemon = Daemon(
+        lab.balancer
+            .ns
+            .command(FULCRUM)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start fulcrum run"),
+    );
+    wait_until(
+        "the API and three healthy backends",
+        Duration::from_secs(15),
+        || {
+            let Ok(addr) = API.parse::<SocketAddr>() else {
+                return false;
+            };
+            let up = lab
+                .balancer
+                .ns
+                .run_in(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+                .unwrap_or(false);
+            up && api(&lab.balancer.ns, "GET", "/api/v1/services", None)
+                .1
+                .matches("\"health\":\"up\"")
+                .count()
+                == 3
+        },
+    );
+    let answered = spread(&lab, 30);
+    assert!(
+        (1..=3).all(|n| answered.contains(&format!("backend-{n}"))),
+        "all three take traffic: {answered:?}"
+    );
+
+    // Kill backend-2's server: after `fall` failed checks it takes no new connections.
+    drop(servers.remove(1));
+    wait_until(
+        "backend-2 to be marked down",
+        Duration::from_secs(5),
+        || {
+            api(&lab.balancer.ns, "GET", "/api/v1/services", None)
+                .1
+                .contains("\"health\":\"down\"")
+        },
+    );
+    let answered = spread(&lab, 30);
+    assert!(
+        !answered.contains(&"backend-2".to_string()),
+        "no request reaches the dead backend: {answered:?}"
+    );
+
+    // Restart it: after `rise` passed checks it gets traffic again.
+    servers.insert(
+        1,
+        http_server(
+            &lab.backends[1].ns,
+            "backend-2",
+            SocketAddr::from(([0, 0, 0, 0], 80)),
+        )
+        .expect("restart"),
+    );
+    wait_until("backend-2 to be back", Duration::from_secs(5), || {
+        api(&lab.balancer.ns, "GET", "/api/v1/services", None)
+            .1
+            .matches("\"health\":\"up\"")
+            .count()
+            == 3
+    });
+    assert!(
+        spread(&lab, 40).contains(&"backend-2".to_string()),
+        "the recovered backend takes traffic again"
+    );
+
+    // API: mutating calls need the token and change nothing without it.
+    assert_eq!(api(&lab.balancer.ns, "POST", "/api/v1/reload", None).0, 401);
+    assert_eq!(
+        api(
+            &lab.balancer.ns,
+            "POST",
+            "/api/v1/services/web/backends/10.77.0.11/drain",
+            Some("nope")
+        )
+        .0,
+        401
+    );
+
+    // /metrics passes promtool.
+    let (code, metrics) = api(&lab.balancer.ns, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("fulcrum_backend_up{service=\"web\",backend=\"10.77.0.12\"} 1"),
+        "{metrics}"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Reload adding backend-4: an open connection stays on its backend and keeps working,
+    // new connections reach the new backend.
+    let mut open =
+        HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, 80))).expect("connect");
+    let first = open.get().expect("first request").server;
+    let b4 = lab.add_backend(4).expect("backend 4");
+    servers.push(
+        http_server(&b4.ns, "backend-4", SocketAddr::from(([0, 0, 0, 0], 80))).expect("server 4"),
+    );
+    std::fs::write(&config_path, config(&dir, &[1, 2, 3, 4], &VIP.to_string())).expect("config");
+    daemon.signal(libc::SIGHUP);
+    wait_until("backend-4 to be healthy", Duration::from_secs(5), || {
+        api(&lab.balancer.ns, "GET", "/api/v1/services", None)
+            .1
+            .matches("\"health\":\"up\"")
+            .count()
+            == 4
+    });
+    for _ in 0..5 {
+        assert_eq!(
+            open.get().expect("the open connection still works").server,
+            first,
+            "it stayed on its backend"
+        );
+    }
+    assert!(
+        spread(&lab, 40).contains(&"backend-4".to_string()),
+        "new connections reach the added backend"
+    );
+
+    // A broken configuration at reload: reported, and nothing changes.
+    std::fs::write(&config_path, config(&dir, &[1, 2, 3, 4], "10.77.99.300")).expect("config");
+    let (code, body) = api(&lab.balancer.ns, "POST", "/api/v1/reload", Some(TOKEN));
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("services[0].vip") && body.contains("fulcrum.yaml:"),
+        "the error names file, line and field: {body}"
+    );
+    let (_, status) = api(&lab.balancer.ns, "GET", "/api/v1/services", None);
+    assert!(
+        status.contains("\"reload_error\":\"") && status.contains("services[0].vip"),
+        "{status}"
+    );
+    let answered = spread(&lab, 40);
+    assert!(
+        (1..=4).all(|n| answered.contains(&format!("backend-{n}"))),
+        "the running configuration stays: {answered:?}"
+    );
+
+    drop(daemon);
+    assert!(
+        !lab.balancer_has_xdp().expect("ip link"),
+        "no XDP program left after shutdown"
+    );
+    drop(servers);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_broken_configuration_at_start_is_one_clear_line() {
+    let dir = temp_dir("bad");
+    let path = dir.join("fulcrum.yaml");
+    std::fs::write(&path, config(&dir, &[1], "10.77.99.300")).expect("config");
+    let out = Command::new(FULCRUM)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line = format!(
+        "fulcrum: {}:7:10: services[0].vip: '10.77.99.300' is not an IPv4 address",
+        path.display()
+    );
+    assert!(
+        stderr.trim().starts_with(&line),
+        "want {line:?}, got {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
