@@ -1,6 +1,7 @@
 //! The `fulcrum` command.
 
 mod balance;
+mod client;
 mod run;
 
 use std::process::ExitCode;
@@ -20,14 +21,27 @@ enum Command {
     Balance(balance::Args),
     /// Run the daemon: configuration file, health checks, API, metrics, console.
     Run(run::Args),
+    /// Show the services and backends of a running daemon: health, drain, rates.
+    Status(client::StatusArgs),
+    /// Drain a backend: it takes no new flows; its flows continue.
+    Drain(client::BackendArgs),
+    /// Undrain a backend: it takes new flows again while healthy.
+    Undrain(client::BackendArgs),
+    /// Make a running daemon read its configuration file again and apply the difference.
+    Reload(client::ReloadArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon tells its story at info; one-shot commands only warn.
+    let default_filter = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
@@ -35,6 +49,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Balance(args) => balance::run(args),
         Command::Run(args) => run::run(args),
+        Command::Status(args) => client::status(args),
+        Command::Drain(args) => client::drain(args, true),
+        Command::Undrain(args) => client::drain(args, false),
+        Command::Reload(args) => client::reload(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
