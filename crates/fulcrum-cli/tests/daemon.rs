@@ -276,6 +276,44 @@ fn health_checks_reload_api_and_metrics_in_the_lab() {
         "new connections reach the added backend"
     );
 
+    // Drain through the API: the open connection stays, new ones go elsewhere; undrain.
+    let mut kept =
+        HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, 80))).expect("connect");
+    let on = kept.get().expect("request").server;
+    let address = backend_addr(
+        on.trim_start_matches("backend-")
+            .parse()
+            .expect("backend number"),
+    );
+    let path = |verb: &str| format!("/api/v1/services/web/backends/{address}/{verb}");
+    assert_eq!(
+        api(&lab.balancer.ns, "POST", &path("drain"), Some(TOKEN)).0,
+        200
+    );
+    assert_eq!(
+        kept.get()
+            .expect("the drained backend's connection works")
+            .server,
+        on
+    );
+    assert!(
+        !spread(&lab, 40).contains(&on),
+        "no new connection reaches drained {on}"
+    );
+    assert!(
+        api(&lab.balancer.ns, "GET", "/api/v1/services", None)
+            .1
+            .contains("\"drained\":true")
+    );
+    assert_eq!(
+        api(&lab.balancer.ns, "POST", &path("undrain"), Some(TOKEN)).0,
+        200
+    );
+    assert!(
+        spread(&lab, 60).contains(&on),
+        "undrained {on} takes new connections again"
+    );
+
     // A broken configuration at reload: reported, and nothing changes.
     std::fs::write(&config_path, config(&dir, &[1, 2, 3, 4], "10.77.99.300")).expect("config");
     let (code, body) = api(&lab.balancer.ns, "POST", "/api/v1/reload", Some(TOKEN));
