@@ -94,6 +94,30 @@ pub fn render(status: &Status) -> String {
             }
         }
     }
+    let name = "fulcrum_backend_health_info";
+    out.family(
+        name,
+        "gauge",
+        "Always 1: the backend's health in words and its last health-check error, as labels.",
+    );
+    for s in &status.services {
+        for b in &s.backends {
+            let addr = b.address.to_string();
+            let health = match b.health {
+                Health::Up => "up",
+                Health::Down => "down",
+                Health::Unknown => "unknown",
+            };
+            let error = b.last_error.as_deref().unwrap_or("");
+            let labels = [
+                ("service", s.name.as_str()),
+                ("backend", &addr),
+                ("health", health),
+                ("last_error", error),
+            ];
+            out.sample(name, &labels, 1.0);
+        }
+    }
     let name = "fulcrum_health_check_duration_seconds";
     out.family(
         name,
@@ -174,7 +198,7 @@ mod tests {
             weight: 1,
             drained: last == 12,
             health,
-            last_error: None,
+            last_error: (health == Health::Down).then(|| "connect refused".to_string()),
             checks: vec![CheckStatus {
                 kind: "http".into(),
                 up: health == Health::Up,
@@ -210,6 +234,7 @@ mod tests {
             "fulcrum_backend_up{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\"} 0",
             "fulcrum_backend_drained{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\"} 1",
             "fulcrum_service_bytes_total{service=\"web \\\"main\\\"\"} 1500",
+            "fulcrum_backend_health_info{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\",health=\"down\",last_error=\"connect refused\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
