@@ -231,8 +231,9 @@ pub fn http_get(ns: &NetNs, addr: SocketAddr) -> anyhow::Result<Answer> {
     HttpConnection::open(ns, addr)?.get()
 }
 
-/// One datagram from a fresh socket (so a fresh source port) and its answer.
-pub fn udp_ask(ns: &NetNs, addr: SocketAddr) -> anyhow::Result<Answer> {
+/// One datagram from a fresh socket and its answer, with the socket's source port (the
+/// kernel may hand out a port again once its socket is closed).
+pub fn udp_ask(ns: &NetNs, addr: SocketAddr) -> anyhow::Result<(Answer, u16)> {
     let socket = ns
         .run_in(|| UdpSocket::bind("0.0.0.0:0"))?
         .context("binding a client UDP socket")?;
@@ -243,5 +244,6 @@ pub fn udp_ask(ns: &NetNs, addr: SocketAddr) -> anyhow::Result<Answer> {
     let n = socket
         .recv(&mut buf)
         .with_context(|| format!("no UDP answer from {addr}"))?;
-    Answer::parse(&String::from_utf8_lossy(&buf[..n]))
+    let port = socket.local_addr()?.port();
+    Ok((Answer::parse(&String::from_utf8_lossy(&buf[..n]))?, port))
 }
