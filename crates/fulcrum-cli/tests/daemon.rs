@@ -14,7 +14,7 @@ use std::{
 use fulcrum_lab::{
     dsr::{DsrLab, VIP, backend_addr},
     netns::NetNs,
-    traffic::{HttpConnection, Server, http_get, http_server},
+    traffic::{HttpConnection, http_get, http_server},
 };
 
 const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
@@ -101,21 +101,6 @@ fn spread(lab: &DsrLab, n: usize) -> Vec<String> {
         .collect()
 }
 
-fn servers(lab: &DsrLab) -> Vec<Server> {
-    lab.backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            http_server(
-                &b.ns,
-                &format!("backend-{}", i + 1),
-                SocketAddr::from(([0, 0, 0, 0], 80)),
-            )
-            .expect("server")
-        })
-        .collect()
-}
-
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fulcrum-daemon-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -125,7 +110,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 #[test]
 fn health_checks_reload_api_and_metrics_in_the_lab() {
     let mut lab = DsrLab::new("d", 3).expect("lab");
-    let mut servers = servers(&lab);
+    let mut servers = lab.http_servers().expect("HTTP servers");
     let dir = temp_dir("lab");
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
     let config_path = dir.join("fulcrum.yaml");

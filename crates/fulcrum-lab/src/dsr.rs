@@ -8,12 +8,15 @@
 //! ```
 //! The client routes the VIP's subnet to the balancer; backends answer the client directly.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::Context as _;
 use fulcrum::PassProgram;
 
-use crate::netns::{NetNs, unique_prefix};
+use crate::{
+    netns::{NetNs, unique_prefix},
+    traffic::{Server, http_server},
+};
 
 /// Address of the client.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -133,6 +136,21 @@ impl DsrLab {
         // XDP frames lose checksum offload state: hosts must compute checksums themselves.
         ns.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
         Ok(Host { ns, addr })
+    }
+
+    /// An HTTP server on port 80 of every backend, named `backend-N` after its host.
+    pub fn http_servers(&self) -> anyhow::Result<Vec<Server>> {
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                http_server(
+                    &b.ns,
+                    &format!("backend-{}", i + 1),
+                    SocketAddr::from(([0, 0, 0, 0], 80)),
+                )
+            })
+            .collect()
     }
 
     /// Whether any XDP program is attached to the balancer's interface.

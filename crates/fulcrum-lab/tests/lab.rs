@@ -69,25 +69,10 @@ fn wait_resolved(lb: &mut Balancer) {
     );
 }
 
-fn http_servers(lab: &DsrLab) -> Vec<Server> {
-    lab.backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            http_server(
-                &b.ns,
-                &format!("backend-{}", i + 1),
-                SocketAddr::from(([0, 0, 0, 0], HTTP)),
-            )
-            .expect("start HTTP server")
-        })
-        .collect()
-}
-
 #[test]
 fn http_is_balanced_with_direct_server_return() {
     let lab = DsrLab::new("h", 3).expect("build the lab");
-    let _servers = http_servers(&lab);
+    let _servers = lab.http_servers().expect("HTTP servers");
     let host_server = http_server(
         &lab.balancer.ns,
         "balancer",
@@ -217,7 +202,7 @@ fn members(addrs: &[Ipv4Addr]) -> Vec<Member> {
 #[test]
 fn established_connections_keep_their_backend_while_backends_change() {
     let mut lab = DsrLab::new("e", 3).expect("build the lab");
-    let mut servers = http_servers(&lab);
+    let mut servers = lab.http_servers().expect("HTTP servers");
     let mut lb = start_balancer(&lab, web());
 
     let old: Vec<Ipv4Addr> = (1..=3).map(backend_addr).collect();

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use fulcrum_lab::{
     dsr::{BALANCER, CLIENT, DsrLab, LB_IFACE, VIP, backend_addr},
-    traffic::{http_get, http_server},
+    traffic::http_get,
 };
 
 const BACKENDS: u8 = 3;
@@ -34,15 +34,7 @@ fn main() -> anyhow::Result<()> {
     }
     let lab = DsrLab::with_prefix("fulcrum-demo", BACKENDS)?;
     let vip_http = SocketAddr::from((VIP, 80));
-    let mut servers = Vec::new();
-    for (i, host) in lab.backends.iter().enumerate() {
-        let name = format!("backend-{}", i + 1);
-        servers.push(http_server(
-            &host.ns,
-            &name,
-            SocketAddr::from(([0, 0, 0, 0], 80)),
-        )?);
-    }
+    let servers = lab.http_servers()?;
 
     let backends: Vec<String> = (1..=BACKENDS)
         .map(|n| backend_addr(n).to_string())
