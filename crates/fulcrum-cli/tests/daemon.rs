@@ -4,7 +4,7 @@
 //! `/metrics` passes promtool.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -14,7 +14,7 @@ use std::{
 use fulcrum_lab::{
     dsr::{DsrLab, VIP, backend_addr},
     netns::NetNs,
-    traffic::{HttpConnection, http_get, http_server},
+    traffic::{HttpConnection, http_call, http_get, http_server},
 };
 
 const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
@@ -60,23 +60,11 @@ impl Drop for Daemon {
 /// One HTTP request to the daemon's API from inside the balancer's namespace.
 fn api(ns: &NetNs, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let addr: SocketAddr = API.parse().expect("api address");
-    let mut stream = ns
+    let stream = ns
         .run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
         .expect("enter netns")
         .expect("connect to the API");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n{auth}\r\n")
-        .expect("send");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read");
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    http_call(stream, method, path, token).expect("API call")
 }
 
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::status::{Health, Status};
+use crate::status::{BackendStatus, Health, ServiceStatus, Status};
 
 /// Global counters that are actions; every other global counter is a reason.
 const ACTIONS: [&str; 4] = ["tx", "redirect", "pass", "drop"];
@@ -60,15 +60,12 @@ pub fn render(status: &Status) -> String {
         }
         let name = format!("fulcrum_backend_{suffix}");
         out.family(&name, "counter", &format!("{help} to a backend."));
-        for s in &status.services {
-            for b in &s.backends {
-                let addr = b.address.to_string();
-                out.sample(
-                    &name,
-                    &[("service", &s.name), ("backend", &addr)],
-                    pick(&b.traffic),
-                );
-            }
+        for (s, b, addr) in backends(status) {
+            out.sample(
+                &name,
+                &[("service", &s.name), ("backend", &addr)],
+                pick(&b.traffic),
+            );
         }
     }
 
@@ -87,11 +84,8 @@ pub fn render(status: &Status) -> String {
     ];
     for (name, help, pick) in gauges {
         out.family(name, "gauge", help);
-        for s in &status.services {
-            for b in &s.backends {
-                let addr = b.address.to_string();
-                out.sample(name, &[("service", &s.name), ("backend", &addr)], pick(b));
-            }
+        for (s, b, addr) in backends(status) {
+            out.sample(name, &[("service", &s.name), ("backend", &addr)], pick(b));
         }
     }
     let name = "fulcrum_backend_health_info";
@@ -100,23 +94,20 @@ pub fn render(status: &Status) -> String {
         "gauge",
         "Always 1: the backend's health in words and its last health-check error, as labels.",
     );
-    for s in &status.services {
-        for b in &s.backends {
-            let addr = b.address.to_string();
-            let health = match b.health {
-                Health::Up => "up",
-                Health::Down => "down",
-                Health::Unknown => "unknown",
-            };
-            let error = b.last_error.as_deref().unwrap_or("");
-            let labels = [
-                ("service", s.name.as_str()),
-                ("backend", &addr),
-                ("health", health),
-                ("last_error", error),
-            ];
-            out.sample(name, &labels, 1.0);
-        }
+    for (s, b, addr) in backends(status) {
+        let health = match b.health {
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Unknown => "unknown",
+        };
+        let error = b.last_error.as_deref().unwrap_or("");
+        let labels = [
+            ("service", s.name.as_str()),
+            ("backend", &addr),
+            ("health", health),
+            ("last_error", error),
+        ];
+        out.sample(name, &labels, 1.0);
     }
     let name = "fulcrum_health_check_duration_seconds";
     out.family(
@@ -124,24 +115,30 @@ pub fn render(status: &Status) -> String {
         "gauge",
         "How long a backend's last health check took.",
     );
-    for s in &status.services {
-        for b in &s.backends {
-            let addr = b.address.to_string();
-            for (i, c) in b.checks.iter().enumerate() {
-                if let Some(latency) = c.latency_seconds {
-                    let index = i.to_string();
-                    let labels = [
-                        ("service", s.name.as_str()),
-                        ("backend", &addr),
-                        ("check", &index),
-                        ("type", &c.kind),
-                    ];
-                    out.sample(name, &labels, latency);
-                }
+    for (s, b, addr) in backends(status) {
+        for (i, c) in b.checks.iter().enumerate() {
+            if let Some(latency) = c.latency_seconds {
+                let index = i.to_string();
+                let labels = [
+                    ("service", s.name.as_str()),
+                    ("backend", &addr),
+                    ("check", &index),
+                    ("type", &c.kind),
+                ];
+                out.sample(name, &labels, latency);
             }
         }
     }
     out.finish()
+}
+
+/// Every backend with its service and its address as a label value.
+fn backends(status: &Status) -> impl Iterator<Item = (&ServiceStatus, &BackendStatus, String)> {
+    status.services.iter().flat_map(|s| {
+        s.backends
+            .iter()
+            .map(move |b| (s, b, b.address.to_string()))
+    })
 }
 
 /// The text being built; every family's samples follow its own HELP and TYPE.

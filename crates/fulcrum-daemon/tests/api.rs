@@ -2,12 +2,12 @@
 //! daemon that records what it was asked to do.
 
 use std::{
-    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     sync::{Arc, Mutex},
 };
 
 use fulcrum_daemon::api::{Control, ControlError, Snapshot, router};
+use fulcrum_lab::traffic::http_call;
 
 #[derive(Clone, Default)]
 struct Recorder {
@@ -64,19 +64,8 @@ fn serve(control: Recorder) -> SocketAddr {
 
 /// Status code and body of one request.
 fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n{auth}\r\n").expect("send");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read");
-    let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    let stream = TcpStream::connect(addr).expect("connect");
+    http_call(stream, method, path, token).expect("API call")
 }
 
 #[test]

@@ -247,3 +247,34 @@ pub fn udp_ask(ns: &NetNs, addr: SocketAddr) -> anyhow::Result<(Answer, u16)> {
     let port = socket.local_addr()?.port();
     Ok((Answer::parse(&String::from_utf8_lossy(&buf[..n]))?, port))
 }
+
+/// One HTTP/1.1 request with an empty body on a fresh connection (`Connection: close`),
+/// optionally with a bearer token: the status code and the body.
+pub fn http_call(
+    mut stream: TcpStream,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .context("sending the request")?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .context("reading the answer")?;
+    let code = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
