@@ -300,16 +300,8 @@ impl Inner {
             .collect();
         let dests: Vec<Destination> = wanted.iter().map(|(d, _)| *d).collect();
         self.lb.set_destinations(&id, &dests)?;
-        let current: BTreeMap<Ipv4Addr, bool> = self
-            .lb
-            .services()?
-            .into_iter()
-            .filter(|s| s.service.id == id)
-            .flat_map(|s| s.destinations)
-            .map(|d| (d.destination.address, d.drained))
-            .collect();
         for (dest, drained) in wanted {
-            if current.get(&dest.address) != Some(&drained) {
+            if self.lb.is_drained(&id, dest.address)? != drained {
                 if drained {
                     self.lb.drain(&id, dest.address)?;
                 } else {

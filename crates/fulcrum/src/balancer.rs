@@ -637,6 +637,15 @@ impl Balancer {
         self.rebuild(id)
     }
 
+    /// Whether a destination is drained, without reading any counters.
+    pub fn is_drained(&self, id: &ServiceId, address: Ipv4Addr) -> Result<bool, BalancerError> {
+        self.state(id)?
+            .destinations
+            .get(&address)
+            .map(|d| d.drained)
+            .ok_or(BalancerError::NoDestination { id: *id, address })
+    }
+
     /// Lets a drained destination take new flows again.
     pub fn undrain(&mut self, id: &ServiceId, address: Ipv4Addr) -> Result<(), BalancerError> {
         self.dest_mut(id, address)?.drained = false;
