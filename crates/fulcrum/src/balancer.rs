@@ -21,10 +21,14 @@ use tracing::{debug, info, info_span, warn};
 use crate::{
     BalancerError, Destination, Scheduler, Service, ServiceId,
     maglev::{self, Member},
-    netlink::{Netlink, RouteKind},
+    netlink::Netlink,
     ring::Rings,
     stats::{GlobalStats, Traffic},
 };
+
+mod destinations;
+
+pub use destinations::{DesiredDestination, Unresolved};
 
 /// The compiled XDP object, embedded at build time.
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fulcrum"));
@@ -524,135 +528,6 @@ impl Balancer {
         Ok(out)
     }
 
-    /// Adds one destination. Its MAC is looked up in the kernel; if unknown, the kernel is
-    /// asked to resolve it and the destination takes flows once it is resolved.
-    pub fn add_destination(
-        &mut self,
-        id: &ServiceId,
-        dest: Destination,
-    ) -> Result<(), BalancerError> {
-        if self.state(id)?.destinations.contains_key(&dest.address) {
-            return Err(BalancerError::DestinationExists {
-                id: *id,
-                address: dest.address,
-            });
-        }
-        self.insert_destination(id, dest)?;
-        self.rebuild(id)
-    }
-
-    /// Changes a destination's weight; flows already pinned to it stay.
-    pub fn update_destination(
-        &mut self,
-        id: &ServiceId,
-        dest: Destination,
-    ) -> Result<(), BalancerError> {
-        self.dest_mut(id, dest.address)?.weight = dest.weight;
-        self.rebuild(id)
-    }
-
-    /// Removes a destination: no new flows reach it, and its pinned flows are chosen anew.
-    pub fn remove_destination(
-        &mut self,
-        id: &ServiceId,
-        address: Ipv4Addr,
-    ) -> Result<(), BalancerError> {
-        let state = self
-            .services
-            .get_mut(id)
-            .ok_or(BalancerError::NoService(*id))?;
-        let dest = state
-            .destinations
-            .remove(&address)
-            .ok_or(BalancerError::NoDestination { id: *id, address })?;
-        // Out of the table first, so no new flow can be given the slot being freed.
-        self.rebuild(id)?;
-        self.retire(id, dest.backend)?;
-        info!(service = %id, backend = %address, "destination removed");
-        Ok(())
-    }
-
-    /// Makes the service's destinations exactly `dests`: adds, reweighs and removes as
-    /// needed, and rebuilds the table once. Drain state of kept destinations is kept.
-    pub fn set_destinations(
-        &mut self,
-        id: &ServiceId,
-        dests: &[Destination],
-    ) -> Result<(), BalancerError> {
-        let mut wanted = BTreeMap::new();
-        for d in dests {
-            if wanted.insert(d.address, d.weight).is_some() {
-                return Err(BalancerError::DestinationExists {
-                    id: *id,
-                    address: d.address,
-                });
-            }
-        }
-        // Resolve every new destination and check capacity before changing anything, so a
-        // bad destination leaves the service as it was.
-        let state = self.state(id)?;
-        let current: Vec<Ipv4Addr> = state.destinations.keys().copied().collect();
-        let added: Vec<Destination> = dests
-            .iter()
-            .filter(|d| !state.destinations.contains_key(&d.address))
-            .copied()
-            .collect();
-        if let Some(d) = added.get(self.free_backends.len()) {
-            return Err(self.too_many_backends(id, d.address));
-        }
-        let mut resolved = Vec::with_capacity(added.len());
-        for d in added {
-            resolved.push((d, self.resolve(d.address)?));
-        }
-
-        let mut removed = Vec::new();
-        for address in current {
-            match wanted.get(&address) {
-                Some(weight) => self.dest_mut(id, address)?.weight = *weight,
-                None => {
-                    if let Some(d) = self
-                        .services
-                        .get_mut(id)
-                        .and_then(|s| s.destinations.remove(&address))
-                    {
-                        removed.push(d.backend);
-                    }
-                }
-            }
-        }
-        for (d, (egress, neighbour)) in resolved {
-            self.record_destination(id, d, egress, neighbour)?;
-        }
-        self.rebuild(id)?;
-        for backend in removed {
-            self.retire(id, backend)?;
-        }
-        Ok(())
-    }
-
-    /// Stops new flows to a destination; its established flows continue.
-    pub fn drain(&mut self, id: &ServiceId, address: Ipv4Addr) -> Result<(), BalancerError> {
-        self.dest_mut(id, address)?.drained = true;
-        info!(service = %id, backend = %address, "draining");
-        self.rebuild(id)
-    }
-
-    /// Whether a destination is drained, without reading any counters.
-    pub fn is_drained(&self, id: &ServiceId, address: Ipv4Addr) -> Result<bool, BalancerError> {
-        self.state(id)?
-            .destinations
-            .get(&address)
-            .map(|d| d.drained)
-            .ok_or(BalancerError::NoDestination { id: *id, address })
-    }
-
-    /// Lets a drained destination take new flows again.
-    pub fn undrain(&mut self, id: &ServiceId, address: Ipv4Addr) -> Result<(), BalancerError> {
-        self.dest_mut(id, address)?.drained = false;
-        info!(service = %id, backend = %address, "undrained");
-        self.rebuild(id)
-    }
-
     /// Global counters, summed over CPUs.
     pub fn stats(&self) -> Result<GlobalStats, BalancerError> {
         let values = self
@@ -706,41 +581,6 @@ impl Balancer {
         self.services.get(id).ok_or(BalancerError::NoService(*id))
     }
 
-    fn dest_mut(
-        &mut self,
-        id: &ServiceId,
-        address: Ipv4Addr,
-    ) -> Result<&mut DestState, BalancerError> {
-        self.services
-            .get_mut(id)
-            .ok_or(BalancerError::NoService(*id))?
-            .destinations
-            .get_mut(&address)
-            .ok_or(BalancerError::NoDestination { id: *id, address })
-    }
-
-    /// Resolves, allocates a backend slot and records the destination, without touching
-    /// the Maglev table.
-    fn insert_destination(
-        &mut self,
-        id: &ServiceId,
-        dest: Destination,
-    ) -> Result<(), BalancerError> {
-        if self.free_backends.is_empty() {
-            return Err(self.too_many_backends(id, dest.address));
-        }
-        let (egress, neighbour) = self.resolve(dest.address)?;
-        self.record_destination(id, dest, egress, neighbour)
-    }
-
-    fn too_many_backends(&self, id: &ServiceId, address: Ipv4Addr) -> BalancerError {
-        BalancerError::TooManyBackends {
-            id: *id,
-            address,
-            max: self.limits.max_backends,
-        }
-    }
-
     /// Gives a resolved destination a backend slot and records it, without touching the
     /// Maglev table.
     fn record_destination(
@@ -779,45 +619,6 @@ impl Balancer {
             },
         );
         Ok(())
-    }
-
-    /// Egress interface and, if the kernel knows it, the MAC of a backend.
-    fn resolve(&mut self, address: Ipv4Addr) -> Result<(u32, Option<NextHop>), BalancerError> {
-        let route = self.netlink()?.route_get(address).map_err(|e| match e {
-            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a),
-            other => other.into(),
-        })?;
-        if route.kind == RouteKind::Local {
-            return Err(BalancerError::LocalBackend(address));
-        }
-        if let Some(gateway) = route.gateway {
-            return Err(BalancerError::NotDirectlyConnected { address, gateway });
-        }
-        if !self.interfaces.contains_key(&route.oif) {
-            let iface = self
-                .netlink()?
-                .link(route.oif)
-                .map(|l| l.name)
-                .unwrap_or_else(|_| format!("ifindex {}", route.oif));
-            return Err(BalancerError::EgressNotAttached { address, iface });
-        }
-        let netlink = self.netlink()?;
-        let known = netlink
-            .neighbour(route.oif, address)?
-            .filter(|n| n.usable())
-            .and_then(|n| n.mac);
-        if let Some(mac) = known {
-            return Ok((
-                route.oif,
-                Some(NextHop {
-                    ifindex: route.oif,
-                    mac,
-                }),
-            ));
-        }
-        netlink.request_resolution(route.oif, address)?;
-        self.resolution_requests.insert((route.oif, address));
-        Ok((route.oif, None))
     }
 
     fn claim_backend(

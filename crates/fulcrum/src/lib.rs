@@ -14,7 +14,10 @@ mod ring;
 mod service;
 mod stats;
 
-pub use balancer::{AttachMode, Balancer, BalancerBuilder, DestinationInfo, NextHop, ServiceInfo};
+pub use balancer::{
+    AttachMode, Balancer, BalancerBuilder, DesiredDestination, DestinationInfo, NextHop,
+    ServiceInfo, Unresolved,
+};
 pub use error::BalancerError;
 pub use fulcrum_common::Counter;
 pub use pass::PassProgram;
