@@ -24,6 +24,7 @@
 mod diff;
 mod error;
 mod model;
+mod place;
 mod validate;
 
 #[cfg(test)]
@@ -41,6 +42,7 @@ pub use model::{
     Api, Backend, CheckKind, Config, DnsCheck, DnsType, HealthCheck, HealthRule, HttpCheck,
     Protocol, Rcode, Scheduler, Service, XdpMode,
 };
+pub use place::Places;
 
 /// Reads and checks the configuration file at `path`; problems name the file as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

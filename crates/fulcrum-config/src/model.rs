@@ -21,6 +21,8 @@ pub struct Config {
     pub api: Api,
     /// `services` (none): the virtual services, with their backends and health checks.
     pub services: Vec<Service>,
+    /// Where services and backends are written, for problems found while applying.
+    pub places: crate::place::Places,
 }
 
 /// How XDP is attached; native is the fast path, generic works on any driver.
@@ -84,6 +86,13 @@ pub struct Service {
     pub health_rule: HealthRule,
     /// `backends`: where flows go; each address appears once.
     pub backends: Vec<Backend>,
+    /// `allow_local_vip` (`false`): the VIP may be an address of this host. Refused by
+    /// default, since a service on the host's own address (port 0 or 22) cuts off SSH to
+    /// it; set it for a VIP that a VRRP daemon moves onto this host.
+    pub allow_local_vip: bool,
+    /// `drain_period` (`0s`): how long a backend removed from the file keeps its flows
+    /// (drained: no new ones) before it leaves; 0 removes it at once.
+    pub drain_period: Duration,
 }
 
 /// Transport protocol of a service.

@@ -104,7 +104,10 @@ fn the_issue_example_parses_to_the_expected_model() {
                 backend("10.66.0.12", 2),
                 backend("10.66.0.13", 1),
             ],
+            allow_local_vip: false,
+            drain_period: Duration::ZERO,
         }],
+        places: Default::default(),
     };
     assert_eq!(valid(EXAMPLE), expected);
 }

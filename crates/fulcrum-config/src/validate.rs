@@ -15,6 +15,7 @@ use crate::model::{
     Api, Backend, CheckKind, Config, DnsCheck, DnsType, HealthCheck, HealthRule, HttpCheck,
     Protocol, Rcode, Scheduler, Service, XdpMode,
 };
+use crate::place::{Places, ServicePlaces};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +48,9 @@ struct RawService {
     health: Option<Vec<Spanned<RawCheck>>>,
     health_rule: Option<Spanned<String>>,
     backends: Option<Vec<Spanned<RawBackend>>>,
+    #[serde(default)]
+    allow_local_vip: bool,
+    drain_period: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +205,7 @@ impl Checker<'_> {
             xdp_mode: c.xdp_mode,
             api: api?,
             services: services.into_iter().collect::<Option<_>>()?,
+            places: places(c, self.origin),
         })
     }
 
@@ -309,6 +314,7 @@ impl Checker<'_> {
                 "backends: [{address: 10.66.0.11}]",
             )
             .and_then(|backends| self.backends(backends, path));
+        let drain_period = self.drain_period(path, &s.drain_period);
         Some(Service {
             name: name?,
             vip: vip?,
@@ -318,7 +324,28 @@ impl Checker<'_> {
             health: health.into_iter().collect::<Option<_>>()?,
             health_rule: health_rule?,
             backends: backends?,
+            allow_local_vip: s.allow_local_vip,
+            drain_period: drain_period?,
         })
+    }
+
+    /// `drain_period`: a duration, where 0 (the default) removes a backend at once.
+    fn drain_period(&mut self, path: &str, raw: &Option<Spanned<String>>) -> Option<Duration> {
+        let Some(text) = raw else {
+            return Some(Duration::ZERO);
+        };
+        match humantime::parse_duration(text.value.trim()) {
+            Ok(d) => Some(d),
+            Err(_) => self.report(
+                &text.referenced,
+                format_args!("{path}.drain_period"),
+                format!(
+                    "{} is not a duration; write a number and a unit, like 30s or 2m (0s \
+                     removes a backend at once)",
+                    quote(&text.value)
+                ),
+            ),
+        }
     }
 
     fn name(&mut self, name: &Spanned<String>, path: &str) -> Option<String> {
@@ -654,6 +681,33 @@ impl Checker<'_> {
                 "0 is too few; it counts consecutive probes, so use 1 or more".to_owned(),
             ),
         }
+    }
+}
+
+/// Where each service's VIP and each backend's address are written.
+fn places(c: &RawConfig, origin: &str) -> Places {
+    let services = (c.services.iter().flatten())
+        .map(|s| ServicePlaces {
+            vip: s
+                .value
+                .vip
+                .as_ref()
+                .and_then(|v| Position::of(&v.referenced)),
+            backends: (s.value.backends.iter().flatten())
+                .map(|b| {
+                    let at = b
+                        .value
+                        .address
+                        .as_ref()
+                        .map_or(&b.referenced, |a| &a.referenced);
+                    Position::of(at)
+                })
+                .collect(),
+        })
+        .collect();
+    Places {
+        origin: origin.to_owned(),
+        services,
     }
 }
 
