@@ -1,9 +1,15 @@
-//! `fulcrum run --config FILE`: the daemon, until SIGINT or SIGTERM.
+//! `fulcrum run --config FILE`: the daemon, until SIGINT or SIGTERM (stop: detach and
+//! remove) or SIGUSR2 (handover: exit with status 75 leaving the data plane for the next
+//! daemon).
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use fulcrum_daemon::Shutdown;
 use tokio::signal::unix::{SignalKind, signal};
+
+/// Exit status after a handover (EX_TEMPFAIL).
+const HANDED_OVER: i32 = 75;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,19 +28,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
+    let how = runtime.block_on(async {
         let mut interrupt =
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut terminate =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut handover =
+            signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
         let shutdown = async move {
             tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
+                _ = interrupt.recv() => Shutdown::Stop,
+                _ = terminate.recv() => Shutdown::Stop,
+                _ = handover.recv() => Shutdown::Handover,
             }
         };
-        fulcrum_daemon::daemon::serve(args.config, shutdown)
+        fulcrum_daemon::serve(args.config, shutdown)
             .await
             .map_err(anyhow::Error::from)
-    })
+    })?;
+    if how == Shutdown::Handover {
+        // EX_TEMPFAIL: the data plane was left for the next daemon; systemd restarts us.
+        std::process::exit(HANDED_OVER);
+    }
+    Ok(())
 }

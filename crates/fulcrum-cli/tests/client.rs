@@ -484,6 +484,8 @@ mod real_api {
                 last_error: (health == Health::Down).then(|| "tcp: timed out".to_string()),
                 checks: vec![],
                 traffic: TrafficStatus::default(),
+                data_plane_error: None,
+                leaving: false,
             };
             Snapshot {
                 status: Status {
@@ -499,6 +501,7 @@ mod real_api {
                         ],
                     }],
                     counters: vec![("tx".into(), 1)],
+                    reloading: false,
                 },
                 events: vec![],
                 reload_error: None,

@@ -3,5 +3,14 @@
 pub mod api;
 pub mod console;
 pub mod daemon;
+mod handle;
+mod host;
 pub mod metrics;
+mod owner;
+mod reload;
 pub mod status;
+mod targets;
+mod view;
+
+pub use daemon::{Shutdown, serve};
+pub use handle::DaemonHandle;

@@ -70,7 +70,7 @@ pub fn render(status: &Status) -> String {
     }
 
     type Gauge = fn(&crate::status::BackendStatus) -> f64;
-    let gauges: [(&str, &str, Gauge); 2] = [
+    let gauges: [(&str, &str, Gauge); 4] = [
         (
             "fulcrum_backend_up",
             "1 when the backend's health checks pass, else 0.",
@@ -80,6 +80,16 @@ pub fn render(status: &Status) -> String {
             "fulcrum_backend_drained",
             "1 when the backend is drained, else 0.",
             |b| f64::from(u8::from(b.drained)),
+        ),
+        (
+            "fulcrum_backend_unresolved",
+            "1 when the data plane cannot reach the backend (see the API's data_plane_error), else 0.",
+            |b| f64::from(u8::from(b.data_plane_error.is_some())),
+        ),
+        (
+            "fulcrum_backend_leaving",
+            "1 while a backend removed from the configuration drains before it leaves, else 0.",
+            |b| f64::from(u8::from(b.leaving)),
         ),
     ];
     for (name, help, pick) in gauges {
@@ -203,6 +213,8 @@ mod tests {
                 last_error: None,
             }],
             traffic,
+            data_plane_error: (last == 12).then(|| "backend 10.66.0.12: no route to it".into()),
+            leaving: false,
         };
         Status {
             services: vec![ServiceStatus {
@@ -218,6 +230,7 @@ mod tests {
                 ("pass".into(), 3),
                 ("pass_not_vip".into(), 3),
             ],
+            reloading: false,
         }
     }
 
@@ -230,6 +243,7 @@ mod tests {
             "fulcrum_backend_up{service=\"web \\\"main\\\"\",backend=\"10.66.0.11\"} 1",
             "fulcrum_backend_up{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\"} 0",
             "fulcrum_backend_drained{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\"} 1",
+            "fulcrum_backend_unresolved{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\"} 1",
             "fulcrum_service_bytes_total{service=\"web \\\"main\\\"\"} 1500",
             "fulcrum_backend_health_info{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\",health=\"down\",last_error=\"connect refused\"} 1",
         ] {

@@ -13,6 +13,8 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Global data plane counters by label (`tx`, `pass_not_vip`, ...).
     pub counters: Vec<(String, u64)>,
+    /// A reload is being applied; this view is the configuration before it.
+    pub reloading: bool,
 }
 
 /// One service and its backends.
@@ -41,6 +43,12 @@ pub struct BackendStatus {
     /// Each health check's last result.
     pub checks: Vec<CheckStatus>,
     pub traffic: TrafficStatus,
+    /// Why the data plane cannot serve it although it is wanted (no route, behind a
+    /// gateway, egress not attached): it is left out while the rest of its service works.
+    pub data_plane_error: Option<String>,
+    /// Removed from the configuration and draining for its service's `drain_period`: it
+    /// keeps its flows, takes no new ones, then leaves.
+    pub leaving: bool,
 }
 
 /// A backend's health as the checks decided it.

@@ -78,6 +78,8 @@ fn backend(
             }],
         },
         traffic: traffic(if up { 1234.0 } else { 0.0 }, 4321),
+        data_plane_error: None,
+        leaving: false,
     }
 }
 
@@ -116,6 +118,7 @@ fn fixture(generation: usize, reload_refused: bool) -> String {
             },
         ],
         counters: vec![("tx".into(), 123_456), ("pass_not_vip".into(), 7)],
+        reloading: false,
     };
     let event = |time: &str, service: &str, backend: Option<[u8; 4]>, message: &str| Event {
         time: time.into(),

@@ -1,0 +1,76 @@
+//! What the API holds: a sender of commands to the owner and the latest published
+//! snapshot. Reads never wait for the owner; mutating calls wait for their own answer.
+
+use std::{
+    net::Ipv4Addr,
+    sync::{Arc, mpsc},
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    api::{Control, ControlError, Snapshot},
+    owner::{Command, Reply},
+};
+
+/// The daemon as the API sees it.
+#[derive(Clone)]
+pub struct DaemonHandle {
+    commands: mpsc::Sender<Command>,
+    view: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl DaemonHandle {
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        view: watch::Receiver<Arc<Snapshot>>,
+    ) -> Self {
+        Self { commands, view }
+    }
+
+    /// The latest published snapshot, shared.
+    pub fn view(&self) -> Arc<Snapshot> {
+        self.view.borrow().clone()
+    }
+
+    fn call(&self, command: impl FnOnce(Reply) -> Command) -> Result<(), ControlError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let stopping = || ControlError::Internal("the daemon is stopping".into());
+        self.commands.send(command(reply)).map_err(|_| stopping())?;
+        wait(|| answer.recv()).map_err(|_| stopping())?
+    }
+}
+
+/// Runs a blocking wait without holding up the other tasks of a multi-threaded runtime.
+fn wait<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl Control for DaemonHandle {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::clone(&self.view())
+    }
+
+    fn set_drain(
+        &self,
+        service: &str,
+        backend: Ipv4Addr,
+        drained: bool,
+    ) -> Result<(), ControlError> {
+        self.call(|reply| Command::Drain {
+            service: service.to_string(),
+            backend,
+            drained,
+            reply,
+        })
+    }
+
+    fn reload(&self) -> Result<(), ControlError> {
+        self.call(|reply| Command::Reload { reply: Some(reply) })
+    }
+}

@@ -1,0 +1,434 @@
+//! The one owner of the data plane. A dedicated thread (Balancer calls are blocking
+//! syscalls) holds the [`Balancer`] and applies [`Command`]s in the order they come: health
+//! changes, reloads, drains, ticks. After every command it publishes an immutable
+//! [`Snapshot`] that the API, `/metrics` and the console read without waiting for it.
+//!
+//! A backend is in the data plane when it is configured and healthy (or leaving during
+//! its drain period); drained, by the configuration or the API, it keeps its flows and
+//! takes no new ones. Every change ends in [`Owner::sync`] of the services it touched.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    sync::{Arc, mpsc},
+    time::{Instant, SystemTime},
+};
+
+use fulcrum::{AttachMode, Balancer, DesiredDestination, Destination, ServiceId};
+use fulcrum_config::Config;
+use fulcrum_health::{Checker, CheckerConfig, HealthEvent};
+use tokio::sync::{mpsc::UnboundedReceiver, watch};
+use tracing::{error, info, info_span, warn};
+
+use crate::{
+    api::{ControlError, Event, Snapshot},
+    daemon::{DaemonError, Shutdown, chain},
+    status::TrafficStatus,
+    targets::{self, service_id},
+};
+
+/// How many recent changes the console shows.
+const EVENTS_KEPT: usize = 50;
+
+/// A service's backend, by names the configuration uses.
+pub(crate) type BackendKey = (String, Ipv4Addr);
+
+/// Where a command's answer goes: a channel of one.
+pub(crate) type Reply = mpsc::SyncSender<Result<(), ControlError>>;
+
+/// What the owner is asked to do, in order.
+pub(crate) enum Command {
+    /// A backend's health verdict changed.
+    Health(HealthEvent),
+    /// Drain (`true`) or undrain a backend through the API.
+    Drain {
+        service: String,
+        backend: Ipv4Addr,
+        drained: bool,
+        reply: Reply,
+    },
+    /// Read the configuration file again; SIGHUP asks without waiting for the answer.
+    Reload { reply: Option<Reply> },
+    /// Periodic upkeep: neighbours, rates, drain periods, unresolved backends.
+    Tick,
+    /// Stop the thread, detaching or leaving the data plane for the next daemon.
+    Stop(Shutdown),
+}
+
+/// A backend removed from the configuration that keeps its flows until `until`.
+pub(crate) struct Leaving {
+    pub(crate) backend: fulcrum_config::Backend,
+    pub(crate) until: Instant,
+}
+
+/// The last counters sampled, when, and the rates (packets/s, bits/s) they gave.
+type Rate = (fulcrum::Traffic, Instant, f64, f64);
+
+/// A service (`None`) or one of its backends.
+pub(crate) type RateKey = (String, Option<Ipv4Addr>);
+
+/// The data plane and everything the daemon knows about it.
+pub(crate) struct Owner {
+    pub(crate) lb: Balancer,
+    pub(crate) checker: Checker,
+    pub(crate) config: Config,
+    pub(crate) config_path: PathBuf,
+    /// Service name to its index in `config.services`.
+    pub(crate) by_name: HashMap<String, usize>,
+    /// Data plane id to service name.
+    pub(crate) by_id: HashMap<ServiceId, String>,
+    pub(crate) healthy: HashMap<BackendKey, bool>,
+    pub(crate) drained_by_api: HashSet<BackendKey>,
+    /// Backends wanted in the data plane that it cannot serve, with the reason, by service.
+    pub(crate) unresolved: HashMap<String, BTreeMap<Ipv4Addr, String>>,
+    /// Backends removed from the configuration, draining, by service.
+    pub(crate) leaving: HashMap<String, BTreeMap<Ipv4Addr, Leaving>>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) rates: HashMap<RateKey, Rate>,
+    pub(crate) reload_error: Option<String>,
+    pub(crate) view: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Owner {
+    /// Loads the configuration, the data plane and the checks, and applies every service.
+    /// Must run inside a tokio runtime (the checker's probes run on it); the receiver
+    /// carries health changes, to be sent back as [`Command::Health`].
+    pub(crate) fn start(
+        config_path: &Path,
+        view: watch::Sender<Arc<Snapshot>>,
+    ) -> Result<(Self, UnboundedReceiver<HealthEvent>), DaemonError> {
+        let config = fulcrum_config::load(config_path)?;
+        let refused = crate::host::local_vip_problems(&config);
+        if !refused.is_empty() {
+            return Err(DaemonError::Refused(refused.join("\n")));
+        }
+        let mode = match config.xdp_mode {
+            fulcrum_config::XdpMode::Native => AttachMode::Native,
+            fulcrum_config::XdpMode::Generic => AttachMode::Generic,
+        };
+        let mut lb = Balancer::builder()
+            .max_services(
+                u32::try_from(config.services.len())
+                    .unwrap_or(u32::MAX)
+                    .max(16)
+                    * 2,
+            )
+            .build()?;
+        for iface in &config.interfaces {
+            lb.attach(iface, mode)?;
+        }
+        let (checker, events) = Checker::new(CheckerConfig { source: None })?;
+        checker.set_targets(targets::targets(&config))?;
+        let mut owner = Self {
+            lb,
+            checker,
+            config,
+            config_path: config_path.to_path_buf(),
+            by_name: HashMap::new(),
+            by_id: HashMap::new(),
+            healthy: HashMap::new(),
+            drained_by_api: HashSet::new(),
+            unresolved: HashMap::new(),
+            leaving: HashMap::new(),
+            events: VecDeque::new(),
+            rates: HashMap::new(),
+            reload_error: None,
+            view,
+        };
+        owner.reindex();
+        owner.read_health();
+        for service in owner.config.services.clone() {
+            owner.lb.add_service(targets::service(&service))?;
+            owner.sync(&service.name)?;
+        }
+        info!(
+            services = owner.config.services.len(),
+            "configuration applied"
+        );
+        owner.publish();
+        Ok((owner, events))
+    }
+
+    /// Applies commands until [`Command::Stop`] or until every sender is gone.
+    pub(crate) fn run(mut self, commands: mpsc::Receiver<Command>) -> Shutdown {
+        let mut how = Shutdown::Stop;
+        while let Ok(command) = commands.recv() {
+            match command {
+                Command::Health(event) => self.on_health(event),
+                Command::Drain {
+                    service,
+                    backend,
+                    drained,
+                    reply,
+                } => {
+                    let result = self.set_drain(&service, backend, drained);
+                    self.publish();
+                    let _ = reply.send(result);
+                }
+                Command::Reload { reply } => {
+                    self.publish_reloading();
+                    let result = self.reload();
+                    self.publish();
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
+                }
+                Command::Tick => self.tick(),
+                Command::Stop(asked) => {
+                    how = asked;
+                    break;
+                }
+            }
+        }
+        self.checker.stop();
+        self.finish(how);
+        how
+    }
+
+    fn finish(self, how: Shutdown) {
+        match how {
+            Shutdown::Stop => info!("shutting down; detaching"),
+            Shutdown::Handover => warn!(
+                "handover asked, but this build cannot leave the data plane pinned; detaching"
+            ),
+        }
+        drop(self.lb);
+    }
+
+    /// Indexes the configuration in force by name and by data plane id.
+    pub(crate) fn reindex(&mut self) {
+        self.by_name = (self.config.services.iter().enumerate())
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        self.by_id = (self.config.services.iter())
+            .map(|s| (service_id(s), s.name.clone()))
+            .collect();
+    }
+
+    pub(crate) fn service(&self, name: &str) -> Option<&fulcrum_config::Service> {
+        self.by_name
+            .get(name)
+            .and_then(|i| self.config.services.get(*i))
+    }
+
+    fn on_health(&mut self, event: HealthEvent) {
+        let IpAddr::V4(address) = event.backend.address else {
+            return;
+        };
+        let service = event.backend.service.clone();
+        self.healthy
+            .insert((service.clone(), address), event.healthy);
+        let word = if event.healthy {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        self.event(
+            &service,
+            Some(address),
+            format!("became {word}: {}", event.reason),
+        );
+        if let Err(e) = self.sync(&service) {
+            error!(%service, error = %chain(&e), "applying a health change failed");
+        }
+        self.publish();
+    }
+
+    fn set_drain(
+        &mut self,
+        service: &str,
+        backend: Ipv4Addr,
+        drained: bool,
+    ) -> Result<(), ControlError> {
+        let known = self
+            .service(service)
+            .ok_or_else(|| ControlError::NotFound(format!("no service '{service}'")))?
+            .backends
+            .iter()
+            .any(|b| b.address == backend);
+        if !known {
+            return Err(ControlError::NotFound(format!(
+                "service '{service}' has no backend {backend}"
+            )));
+        }
+        let key = (service.to_string(), backend);
+        if drained {
+            self.drained_by_api.insert(key);
+        } else {
+            self.drained_by_api.remove(&key);
+        }
+        let word = if drained { "drained" } else { "undrained" };
+        self.event(service, Some(backend), format!("{word} through the API"));
+        self.sync(service)
+            .map_err(|e| ControlError::Internal(chain(&e)))
+    }
+
+    fn tick(&mut self) {
+        if let Err(e) = self.lb.refresh_neighbours() {
+            warn!(error = %chain(&e), "neighbour refresh failed");
+        }
+        let now = Instant::now();
+        let mut due: Vec<String> = Vec::new();
+        for (service, leaving) in &mut self.leaving {
+            let before = leaving.len();
+            leaving.retain(|_, l| l.until > now);
+            if leaving.len() != before {
+                due.push(service.clone());
+            }
+        }
+        self.leaving.retain(|_, l| !l.is_empty());
+        for service in &due {
+            self.event(
+                service,
+                None,
+                "drain period over; removed backends left".into(),
+            );
+        }
+        // Unresolved backends are tried again: a route may have appeared.
+        due.extend(
+            (self.unresolved.iter())
+                .filter(|(_, u)| !u.is_empty())
+                .map(|(s, _)| s.clone()),
+        );
+        due.sort();
+        due.dedup();
+        for service in due {
+            if let Err(e) = self.sync(&service) {
+                error!(%service, error = %chain(&e), "applying the service failed");
+            }
+        }
+        self.sample_rates();
+        self.publish();
+    }
+
+    /// Makes one service's destinations in the data plane match its configuration, health,
+    /// drain state and leaving backends, in one declarative call. Backends the data plane
+    /// cannot serve are left out and remembered with their reason.
+    pub(crate) fn sync(&mut self, name: &str) -> Result<(), fulcrum::BalancerError> {
+        let Some(service) = self.service(name) else {
+            return Ok(());
+        };
+        let span = info_span!("service", service = name);
+        let _enter = span.enter();
+        let id = service_id(service);
+        let key = |a: Ipv4Addr| (name.to_string(), a);
+        let mut wanted: Vec<DesiredDestination> = service
+            .backends
+            .iter()
+            .filter(|b| *self.healthy.get(&key(b.address)).unwrap_or(&false))
+            .map(|b| {
+                let drained = b.drain || self.drained_by_api.contains(&key(b.address));
+                DesiredDestination::new(Destination::new(b.address).with_weight(b.weight), drained)
+            })
+            .collect();
+        let configured: HashSet<Ipv4Addr> = service.backends.iter().map(|b| b.address).collect();
+        for (address, l) in self.leaving.get(name).into_iter().flatten() {
+            if !configured.contains(address) {
+                wanted.push(DesiredDestination::new(
+                    Destination::new(*address).with_weight(l.backend.weight),
+                    true,
+                ));
+            }
+        }
+        let left_out: BTreeMap<Ipv4Addr, String> = self
+            .lb
+            .set_desired(&id, &wanted)?
+            .into_iter()
+            .map(|u| (u.address, chain(&u.error)))
+            .collect();
+        let before = self.unresolved.remove(name).unwrap_or_default();
+        for (address, why) in &left_out {
+            if before.get(address) != Some(why) {
+                warn!(backend = %address, reason = %why, "backend left out of the data plane");
+                self.event(name, Some(*address), format!("left out: {why}"));
+            }
+        }
+        for address in before.keys().filter(|a| !left_out.contains_key(a)) {
+            if configured.contains(address)
+                && wanted.iter().any(|d| d.destination.address == *address)
+            {
+                self.event(name, Some(*address), "now in the data plane".into());
+            }
+        }
+        if !left_out.is_empty() {
+            self.unresolved.insert(name.to_string(), left_out);
+        }
+        Ok(())
+    }
+
+    /// Takes every backend's verdict from the checker (after a start or a reload).
+    pub(crate) fn read_health(&mut self) {
+        self.healthy = self
+            .checker
+            .snapshot()
+            .into_iter()
+            .filter_map(|b| match b.backend.address {
+                IpAddr::V4(a) => Some(((b.backend.service, a), b.healthy)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+    }
+
+    pub(crate) fn event(&mut self, service: &str, backend: Option<Ipv4Addr>, message: String) {
+        self.events.push_front(Event {
+            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            service: service.to_string(),
+            backend,
+            message,
+        });
+        self.events.truncate(EVENTS_KEPT);
+    }
+
+    fn sample_rates(&mut self) {
+        let Ok(services) = self.lb.services() else {
+            return;
+        };
+        let now = Instant::now();
+        for s in services {
+            let Some(name) = self.by_id.get(&s.service.id) else {
+                continue;
+            };
+            let mut samples = vec![((name.clone(), None), s.traffic)];
+            for d in &s.destinations {
+                samples.push(((name.clone(), Some(d.destination.address)), d.traffic));
+            }
+            for (key, traffic) in samples {
+                let entry = self.rates.entry(key).or_insert((traffic, now, 0.0, 0.0));
+                let dt = now.duration_since(entry.1).as_secs_f64();
+                if dt >= 0.5 {
+                    let rate = TrafficStatus::sample(traffic, Some(entry.0), dt);
+                    *entry = (traffic, now, rate.packets_per_second, rate.bits_per_second);
+                }
+            }
+        }
+    }
+
+    /// The rates last computed for a service or backend, with `counted` traffic.
+    pub(crate) fn traffic(&self, key: RateKey, counted: fulcrum::Traffic) -> TrafficStatus {
+        let mut t = TrafficStatus::sample(counted, None, 0.0);
+        if let Some((_, _, pps, bps)) = self.rates.get(&key) {
+            t.packets_per_second = *pps;
+            t.bits_per_second = *bps;
+        }
+        t
+    }
+
+    /// Publishes the current state for every reader.
+    pub(crate) fn publish(&self) {
+        let snapshot = Snapshot {
+            status: self.status(),
+            events: self.events.iter().cloned().collect(),
+            reload_error: self.reload_error.clone(),
+        };
+        self.view.send_replace(Arc::new(snapshot));
+    }
+
+    /// Marks the published view as "a reload is being applied"; it stays the old
+    /// configuration's view until the reload is done.
+    fn publish_reloading(&self) {
+        let mut snapshot = Snapshot::clone(&self.view.borrow());
+        snapshot.status.reloading = true;
+        self.view.send_replace(Arc::new(snapshot));
+    }
+}

@@ -1,0 +1,79 @@
+//! The configuration in the terms of the library and the health checker: service ids,
+//! schedulers, check specs and targets.
+
+use std::net::IpAddr;
+
+use fulcrum::{Protocol, Scheduler, ServiceId};
+use fulcrum_config::{CheckKind, Config, HealthRule};
+use fulcrum_health::{BackendId, CheckSpec, HttpCheck, Probe, Rule, Target};
+
+/// The health targets of a configuration.
+pub(crate) fn targets(config: &Config) -> Vec<Target> {
+    config
+        .services
+        .iter()
+        .flat_map(|service| {
+            service.backends.iter().map(move |b| Target {
+                backend: BackendId {
+                    service: service.name.clone(),
+                    address: IpAddr::V4(b.address),
+                },
+                checks: service.health.iter().map(check_spec).collect(),
+                rule: match service.health_rule {
+                    HealthRule::All => Rule::All,
+                    HealthRule::AtLeast(n) => Rule::AtLeast(n),
+                },
+            })
+        })
+        .collect()
+}
+
+fn check_spec(check: &fulcrum_config::HealthCheck) -> CheckSpec {
+    let http = |h: &fulcrum_config::HttpCheck| HttpCheck {
+        path: h.path.clone(),
+        host: h.host.clone(),
+        expect_status: h.expect_status,
+        expect_body: h.expect_body.clone(),
+    };
+    let probe = match &check.kind {
+        CheckKind::Tcp => Probe::Tcp,
+        CheckKind::Http(h) => Probe::Http(http(h)),
+        CheckKind::Https { request, insecure } => Probe::Https {
+            http: http(request),
+            insecure: *insecure,
+        },
+        CheckKind::Dns(d) => Probe::Dns(fulcrum_health::DnsCheck {
+            query: d.query.clone(),
+            query_type: fulcrum_health::QueryType(d.query_type.code()),
+            expect_rcode: fulcrum_health::Rcode(d.expect_rcode.code()),
+        }),
+    };
+    CheckSpec {
+        probe,
+        port: check.port,
+        interval: check.interval,
+        timeout: check.timeout,
+        rise: check.rise,
+        fall: check.fall,
+    }
+}
+
+/// The data plane's identity of a configured service.
+pub(crate) fn service_id(service: &fulcrum_config::Service) -> ServiceId {
+    let protocol = match service.protocol {
+        fulcrum_config::Protocol::Tcp => Protocol::Tcp,
+        fulcrum_config::Protocol::Udp => Protocol::Udp,
+    };
+    ServiceId::new(service.vip, service.port, protocol)
+}
+
+/// The data plane's service, identity and scheduler.
+pub(crate) fn service(service: &fulcrum_config::Service) -> fulcrum::Service {
+    fulcrum::Service {
+        id: service_id(service),
+        scheduler: match service.scheduler {
+            fulcrum_config::Scheduler::FiveTuple => Scheduler::FiveTuple,
+            fulcrum_config::Scheduler::SourceIp => Scheduler::SourceIp,
+        },
+    }
+}
