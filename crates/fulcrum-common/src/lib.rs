@@ -32,6 +32,28 @@ pub mod maps {
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
     /// Per-CPU traffic counters per backend slot.
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// User space only: the sizes and version of the pinned layout (one [`crate::Layout`]).
+    pub const LAYOUT: &str = "LAYOUT";
+    /// User space only: per backend slot, who holds it ([`crate::BackendRecord`]).
+    pub const BACKEND_RECORDS: &str = "BACKEND_RECORDS";
+    /// User space only: per service slot, traffic of its departed backends.
+    pub const SERVICE_RECORDS: &str = "SERVICE_RECORDS";
+    /// Every map a pinned instance keeps, in the order they are pinned.
+    pub const PINNED: &[&str] = &[
+        VIPS,
+        VIP_FILTER,
+        SERVICES,
+        MAGLEV,
+        BACKENDS,
+        FLOWS,
+        FLOW_CACHE,
+        EGRESS,
+        GLOBAL_STATS,
+        BACKEND_STATS,
+        BACKEND_RECORDS,
+        SERVICE_RECORDS,
+        LAYOUT,
+    ];
 }
 
 /// Program names in the object.
@@ -304,6 +326,61 @@ pub const fn flow_hash(key: &FlowKey, sticky: bool) -> u32 {
     h
 }
 
+/// Version of the pinned layout: bumped whenever a pinned map's key, value, size rule or
+/// meaning changes, so a new binary never reads state it would misunderstand.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// `"FLCM"`: marks a [`Layout`] written by Fulcrum.
+pub const LAYOUT_MAGIC: u32 = u32::from_be_bytes(*b"FLCM");
+
+/// Value of [`LAYOUT`](maps::LAYOUT): what a restarted daemon must agree with before it
+/// adopts the pinned maps (their sizes are fixed when they are created).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub magic: u32,
+    pub version: u32,
+    pub ring_size: u32,
+    pub max_services: u32,
+    pub max_backends: u32,
+    pub max_flows: u32,
+    pub flow_cache: u32,
+    pub _pad: u32,
+}
+
+/// [`BackendRecord::flags`]: the destination takes no new flows.
+pub const BACKEND_F_DRAINED: u32 = 1 << 0;
+/// [`BackendRecord::flags`]: this balancer asked the kernel for the neighbour entry.
+pub const BACKEND_F_REQUESTED: u32 = 1 << 1;
+
+/// Value of [`BACKEND_RECORDS`](maps::BACKEND_RECORDS): the destination a backend slot
+/// serves, which the data plane does not need but a restarted daemon does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendRecord {
+    /// IPv4 address, network byte order.
+    pub address: u32,
+    /// Service slot + 1; 0 while the backend slot is free.
+    pub service: u32,
+    pub weight: u32,
+    /// Interface the backend is reached through.
+    pub egress: u32,
+    /// `BACKEND_F_*` bits.
+    pub flags: u32,
+}
+
+/// Value of [`SERVICE_RECORDS`](maps::SERVICE_RECORDS).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceRecord {
+    /// Traffic of the service's destinations since removed.
+    pub retired: TrafficCounters,
+}
+
+const _: () = assert!(size_of::<Layout>() == 32);
+const _: () = assert!(size_of::<BackendRecord>() == 20);
+const _: () = assert!(size_of::<ServiceRecord>() == 24);
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -317,4 +394,7 @@ mod pod {
     unsafe impl aya::Pod for CachedFlow {}
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for GlobalCounters {}
+    unsafe impl aya::Pod for Layout {}
+    unsafe impl aya::Pod for BackendRecord {}
+    unsafe impl aya::Pod for ServiceRecord {}
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use fulcrum_common::{
-    BackendValue, CachedFlow, FlowKey, FlowValue, GlobalCounters, ServiceKey, ServiceValue,
-    TrafficCounters, VIP_FILTER_SIZE, VipInfo,
+    BackendRecord, BackendValue, CachedFlow, FlowKey, FlowValue, GlobalCounters, Layout,
+    ServiceKey, ServiceRecord, ServiceValue, TrafficCounters, VIP_FILTER_SIZE, VipInfo,
 };
 
 /// Written by user space when a service is added or removed; read per packet: a zero
@@ -55,6 +55,18 @@ pub static GLOBAL_STATS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_ent
 /// Written here; summed by user space.
 #[map]
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written and read by user space only: the layout a pinned instance was created with.
+#[map]
+pub static LAYOUT: Array<Layout> = Array::with_max_entries(1, 0);
+
+/// Written and read by user space only: which destination holds each backend slot.
+#[map]
+pub static BACKEND_RECORDS: Array<BackendRecord> = Array::with_max_entries(1, 0);
+
+/// Written and read by user space only: each service's retired traffic.
+#[map]
+pub static SERVICE_RECORDS: Array<ServiceRecord> = Array::with_max_entries(1, 0);
 
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const BPF_F_MMAPABLE: u32 = 1 << 10;

@@ -4,6 +4,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     ffi::CString,
     net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
 };
 
 use aya::{
@@ -12,9 +13,9 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use fulcrum_common::{
-    BackendValue, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, FlowKey, FlowValue, GlobalCounters,
-    RING_SIZE_GLOBAL, SERVICE_F_STICKY, ServiceKey, ServiceValue, TrafficCounters, VipInfo, maps,
-    programs, vip_filter_bucket,
+    BackendRecord, BackendValue, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, FlowKey, FlowValue,
+    GlobalCounters, Layout, RING_SIZE_GLOBAL, SERVICE_F_STICKY, ServiceKey, ServiceRecord,
+    ServiceValue, TrafficCounters, VipInfo, maps, programs, vip_filter_bucket,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -22,11 +23,13 @@ use crate::{
     BalancerError, Destination, Scheduler, Service, ServiceId,
     maglev::{self, Member},
     netlink::Netlink,
+    pin,
     ring::Rings,
     stats::{GlobalStats, Traffic},
 };
 
 mod destinations;
+mod pinning;
 
 pub use destinations::{DesiredDestination, Unresolved};
 
@@ -72,6 +75,7 @@ pub struct BalancerBuilder {
     max_backends: u32,
     max_flows: u32,
     flow_cache: u32,
+    pin: Option<PathBuf>,
 }
 
 impl Default for BalancerBuilder {
@@ -82,6 +86,7 @@ impl Default for BalancerBuilder {
             max_backends: 4096,
             max_flows: 1 << 20,
             flow_cache: DEFAULT_FLOW_CACHE,
+            pin: None,
         }
     }
 }
@@ -119,8 +124,29 @@ impl BalancerBuilder {
         self
     }
 
-    /// Loads and verifies the program and creates its maps; nothing is attached yet.
-    pub fn build(self) -> Result<Balancer, BalancerError> {
+    /// Keeps the maps and XDP links pinned in `dir` (on bpffs, see
+    /// [`pin::instance_dir`](crate::pin::instance_dir)), so the data plane outlives the
+    /// process. If `dir` holds state, it is adopted: services, destinations, flows and
+    /// counters carry on, and the pinned sizes win over this builder's.
+    pub fn pin(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pin = Some(dir.into());
+        self
+    }
+
+    /// Loads and verifies the program and creates its maps (or opens the pinned ones);
+    /// nothing is attached yet.
+    pub fn build(mut self) -> Result<Balancer, BalancerError> {
+        let found = match &self.pin {
+            Some(dir) => pinning::prepare(dir)?,
+            None => None,
+        };
+        if let Some(layout) = &found {
+            self.ring_size = layout.ring_size;
+            self.max_services = layout.max_services;
+            self.max_backends = layout.max_backends;
+            self.max_flows = layout.max_flows;
+            self.flow_cache = layout.flow_cache;
+        }
         if !maglev::is_prime(self.ring_size) {
             return Err(BalancerError::Limit {
                 what: "ring size",
@@ -148,8 +174,25 @@ impl BalancerBuilder {
                 });
             }
         }
+        if !self.flow_cache.is_power_of_two() {
+            return Err(BalancerError::Limit {
+                what: "flow cache",
+                why: format!("{} is not a power of two", self.flow_cache),
+            });
+        }
         let cache_mask = self.flow_cache - 1;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<(&str, PathBuf)> = match &self.pin {
+            Some(dir) => maps::PINNED
+                .iter()
+                .map(|m| (*m, pin::map_path(dir, m)))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .override_global(RING_SIZE_GLOBAL, &self.ring_size, true)
             .override_global(FLOW_CACHE_MASK_GLOBAL, &cache_mask, true)
             .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
@@ -159,6 +202,8 @@ impl BalancerBuilder {
             .map_max_entries(maps::BACKENDS, self.max_backends)
             .map_max_entries(maps::FLOWS, self.max_flows)
             .map_max_entries(maps::BACKEND_STATS, self.max_backends)
+            .map_max_entries(maps::BACKEND_RECORDS, self.max_backends)
+            .map_max_entries(maps::SERVICE_RECORDS, self.max_services)
             .load(OBJECT)
             .map_err(|e| BalancerError::Load(Box::new(e)))?;
         load_xdp(&mut ebpf, programs::BALANCER)?;
@@ -177,8 +222,11 @@ impl BalancerBuilder {
             global_stats: typed(&mut ebpf, maps::GLOBAL_STATS)?,
             backend_stats: typed(&mut ebpf, maps::BACKEND_STATS)?,
             flows: take(&mut ebpf, maps::FLOWS)?,
+            backend_records: typed(&mut ebpf, maps::BACKEND_RECORDS)?,
+            service_records: typed(&mut ebpf, maps::SERVICE_RECORDS)?,
         };
-        Ok(Balancer {
+        let mut layout: Array<MapData, Layout> = typed(&mut ebpf, maps::LAYOUT)?;
+        let mut balancer = Balancer {
             ebpf,
             maps,
             rings,
@@ -190,7 +238,29 @@ impl BalancerBuilder {
             free_backends: (1..self.max_backends).collect(),
             generations: vec![0; self.max_backends as usize],
             resolution_requests: BTreeSet::new(),
-        })
+            pinned: self.pin.clone().map(|dir| pinning::Pinned {
+                unclaimed: pin::pinned_links(&dir).into_iter().collect(),
+                dir,
+                adopted: found.is_some(),
+                keep: false,
+            }),
+        };
+        if found.is_some() {
+            balancer.adopt()?;
+        } else if self.pin.is_some() {
+            // Written last: a directory without it is a start that did not finish.
+            let fresh = pin::layout(
+                self.ring_size,
+                self.max_services,
+                self.max_backends,
+                self.max_flows,
+                self.flow_cache,
+            );
+            layout
+                .set(0, fresh, 0)
+                .map_err(BalancerError::map(maps::LAYOUT, "write"))?;
+        }
+        Ok(balancer)
     }
 }
 
@@ -248,6 +318,8 @@ struct Maps {
     global_stats: PerCpuArray<MapData, GlobalCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     flows: Map,
+    backend_records: Array<MapData, BackendRecord>,
+    service_records: Array<MapData, ServiceRecord>,
 }
 
 struct Interface {
@@ -340,6 +412,8 @@ pub struct Balancer {
     generations: Vec<u32>,
     /// Neighbour entries this balancer asked the kernel to create, forgotten on drop.
     resolution_requests: BTreeSet<(u32, Ipv4Addr)>,
+    /// Set when the state lives on bpffs beyond this process.
+    pinned: Option<pinning::Pinned>,
 }
 
 impl Balancer {
@@ -397,19 +471,13 @@ impl Balancer {
             return Err(BalancerError::AlreadyAttached(iface.into()));
         }
         let mac = self.netlink()?.link(ifindex)?.mac.unwrap_or_default();
-        xdp_mut(&mut self.ebpf, programs::BALANCER)?
-            .attach_to_if_index(ifindex, mode.xdp())
-            .map_err(|e| BalancerError::Attach {
-                iface: iface.into(),
-                mode: mode.name(),
-                hint: match mode {
-                    AttachMode::Native => {
-                        " (the driver may not support native XDP: try generic mode)"
-                    }
-                    AttachMode::Generic => "",
-                },
-                source: Box::new(e),
-            })?;
+        if !self.adopt_link(iface, ifindex)? {
+            let program = xdp_mut(&mut self.ebpf, programs::BALANCER)?;
+            let link = program
+                .attach_to_if_index(ifindex, mode.xdp())
+                .map_err(|e| attach_error(iface, mode, e))?;
+            self.pin_link(iface, ifindex, link)?;
+        }
         self.maps
             .egress
             .insert(ifindex, ifindex, None, 0)
@@ -446,6 +514,7 @@ impl Balancer {
             return Err(BalancerError::map(maps::SERVICES, "insert")(e));
         }
         self.set_vip_refs(id.vip, 1)?;
+        self.write_retired(slot, Traffic::default())?;
         info!(service = %id, "service added");
         self.services.insert(
             id,
@@ -674,6 +743,8 @@ impl Balancer {
         let counted = sum_traffic(&self.maps.backend_stats, backend)?;
         if let Some(state) = self.services.get_mut(id) {
             state.retired = state.retired + counted;
+            let (slot, retired) = (state.slot, state.retired);
+            self.write_retired(slot, retired)?;
         }
         self.free_backend(backend)
     }
@@ -684,6 +755,7 @@ impl Balancer {
             *g = g.wrapping_add(1);
         }
         self.write_backend(backend, None)?;
+        self.clear_record(backend)?;
         self.free_backends.push_back(backend);
         Ok(())
     }
@@ -706,7 +778,7 @@ impl Balancer {
             .map_err(|source| BalancerError::Maglev { id: *id, source })?;
         let changed = self.rings.write(state.slot, &table);
         debug!(service = %id, members = members.len(), changed, "Maglev table written");
-        Ok(())
+        self.write_records(id)
     }
 
     /// Counts services per VIP; the VIP's filter bucket counts VIPs, so the data plane's
@@ -748,7 +820,14 @@ impl Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
-        // The program's links detach when `ebpf` drops; only kernel state made here remains.
+        // Links detach when `ebpf` drops, unless pinned: stopping removes the pins first.
+        if let Some(p) = &self.pinned {
+            if p.keep {
+                info!(dir = %p.dir.display(), "leaving the data plane pinned");
+                return;
+            }
+            pin::remove_all(&p.dir);
+        }
         let requests = std::mem::take(&mut self.resolution_requests);
         if let Some(netlink) = self.netlink.as_mut() {
             for (ifindex, address) in requests {
@@ -758,6 +837,35 @@ impl Drop for Balancer {
             }
         }
     }
+}
+
+fn attach_error(iface: &str, mode: AttachMode, e: aya::programs::ProgramError) -> BalancerError {
+    if busy(&e) {
+        return BalancerError::InterfaceBusy(iface.into());
+    }
+    BalancerError::Attach {
+        iface: iface.into(),
+        mode: mode.name(),
+        hint: match mode {
+            AttachMode::Native => " (the driver may not support native XDP: try generic mode)",
+            AttachMode::Generic => "",
+        },
+        source: Box::new(e),
+    }
+}
+
+/// The kernel's answer when another program already holds the interface's XDP hook.
+fn busy(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST))
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn service_key(id: &ServiceId) -> ServiceKey {

@@ -32,6 +32,18 @@ pub enum BalancerError {
         #[source]
         source: std::io::Error,
     },
+    /// The pinned state directory cannot be used as it is; the message says what to do.
+    #[error("pinned state in {}: {what}", dir.display())]
+    Pin {
+        dir: std::path::PathBuf,
+        what: String,
+    },
+    /// The interface already runs an XDP program this balancer did not pin.
+    #[error(
+        "'{0}' already has an XDP program attached (another Fulcrum instance or another \
+         tool: see `ip link show {0}`); stop it, or detach it with `ip link set {0} xdp off`"
+    )]
+    InterfaceBusy(String),
     /// No interface has this name in the balancer's network namespace.
     #[error("no interface named '{0}'")]
     UnknownInterface(String),

@@ -10,6 +10,7 @@ mod error;
 pub mod maglev;
 pub mod netlink;
 mod pass;
+pub mod pin;
 mod ring;
 mod service;
 mod stats;
