@@ -3,96 +3,30 @@
 //! connection, broken configurations change nothing, the API wants its token, and
 //! `/metrics` passes promtool.
 
+mod common;
+
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
 };
 
+use common::{
+    API, Daemon, FULCRUM, TOKEN, api, config_file, spread, temp_dir, wait_until, web_service,
+};
 use fulcrum_lab::{
     dsr::{DsrLab, VIP, backend_addr},
-    netns::NetNs,
-    traffic::{HttpConnection, http_call, http_get, http_server},
+    traffic::{HttpConnection, http_server},
 };
 
-const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
-const TOKEN: &str = "lab-token-0123";
-const API: &str = "127.0.0.1:9180";
-
 fn config(dir: &Path, backends: &[u8], vip_text: &str) -> String {
-    let list: String = backends
+    let addresses: Vec<String> = backends
         .iter()
-        .map(|n| format!("      - address: {}\n", backend_addr(*n)))
+        .map(|n| backend_addr(*n).to_string())
         .collect();
-    format!(
-        "interfaces: [eth0]\napi:\n  listen: {API}\n  token_file: {}\nservices:\n  - name: web\n    vip: {vip_text}\n    port: 80\n    protocol: tcp\n    health:\n      - type: http\n        path: /\n        expect_status: 200\n        interval: 200ms\n        timeout: 150ms\n        rise: 2\n        fall: 2\n    backends:\n{list}",
-        dir.join("token").display()
-    )
-}
-
-/// The daemon in the balancer's namespace, stopped (SIGTERM) on drop.
-struct Daemon(Child);
-
-impl Daemon {
-    fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP request to the daemon's API from inside the balancer's namespace.
-fn api(ns: &NetNs, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let addr: SocketAddr = API.parse().expect("api address");
-    let stream = ns
-        .run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
-        .expect("enter netns")
-        .expect("connect to the API");
-    http_call(stream, method, path, token).expect("API call")
-}
-
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
-}
-
-/// Which backends answered `n` fresh connections; every one must succeed.
-fn spread(lab: &DsrLab, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            http_get(&lab.client.ns, SocketAddr::from((VIP, 80)))
-                .unwrap_or_else(|e| panic!("request {i} failed: {e:#}"))
-                .server
-        })
-        .collect()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fulcrum-daemon-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    config_file(dir, &web_service(vip_text, "", &addresses))
 }
 
 #[test]
@@ -104,16 +38,7 @@ fn health_checks_reload_api_and_metrics_in_the_lab() {
     let config_path = dir.join("fulcrum.yaml");
     std::fs::write(&config_path, config(&dir, &[1, 2, 3], &VIP.to_string())).expect("config");
 
-    let daemon = Daemon(
-        lab.balancer
-            .ns
-            .command(FULCRUM)
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start fulcrum run"),
-    );
+    let daemon = Daemon::start(&lab, &config_path);
     wait_until(
         "the API and three healthy backends",
         Duration::from_secs(15),

@@ -1,0 +1,136 @@
+//! What the daemon lab tests share: the daemon as a child process in the balancer's
+//! namespace, calls to its API, and bounded waiting.
+#![allow(dead_code)] // Each test file uses its own part.
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use fulcrum_lab::{
+    dsr::{DsrLab, VIP},
+    netns::NetNs,
+    traffic::{http_call, http_get},
+};
+
+pub const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
+pub const TOKEN: &str = "lab-token-0123";
+pub const API: &str = "127.0.0.1:9180";
+
+/// The daemon in the balancer's namespace, stopped (SIGTERM) on drop.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// Starts `fulcrum run --config PATH` in the lab's balancer namespace.
+    pub fn start(lab: &DsrLab, config: &Path) -> Self {
+        Daemon(
+            lab.balancer
+                .ns
+                .command(FULCRUM)
+                .args(["run", "--config"])
+                .arg(config)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start fulcrum run"),
+        )
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP request to the daemon's API from inside the balancer's namespace.
+pub fn api(ns: &NetNs, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    try_api(ns, method, path, token).expect("API call")
+}
+
+/// Like [`api`], `None` while the API does not answer.
+pub fn try_api(ns: &NetNs, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let addr: SocketAddr = API.parse().expect("api address");
+    let stream = ns
+        .run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        .expect("enter netns")
+        .ok()?;
+    http_call(stream, method, path, token).ok()
+}
+
+/// The services JSON, once the API answers.
+pub fn services(ns: &NetNs) -> String {
+    api(ns, "GET", "/api/v1/services", None).1
+}
+
+pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Waits until the API answers with `n` backends whose health is up.
+pub fn wait_for_up(lab: &DsrLab, n: usize, limit: Duration) {
+    wait_until(&format!("the API and {n} healthy backends"), limit, || {
+        try_api(&lab.balancer.ns, "GET", "/api/v1/services", None)
+            .is_some_and(|(_, body)| body.matches("\"health\":\"up\"").count() == n)
+    });
+}
+
+/// Which backends answered `n` fresh connections; every one must succeed.
+pub fn spread(lab: &DsrLab, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            http_get(&lab.client.ns, SocketAddr::from((VIP, 80)))
+                .unwrap_or_else(|e| panic!("request {i} failed: {e:#}"))
+                .server
+        })
+        .collect()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fulcrum-daemon-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A whole configuration file: the API with the lab token in `dir`, then `services`.
+pub fn config_file(dir: &Path, services: &str) -> String {
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+    format!(
+        "interfaces: [eth0]\napi:\n  listen: {API}\n  token_file: {}\nservices:\n{services}",
+        dir.join("token").display()
+    )
+}
+
+/// One service on port 80 of `vip` with an HTTP check, `extra` lines (indented four
+/// spaces) and these backend addresses.
+pub fn web_service(vip: &str, extra: &str, backends: &[String]) -> String {
+    let list: String = backends
+        .iter()
+        .map(|a| format!("      - address: {a}\n"))
+        .collect();
+    format!(
+        "  - name: web\n    vip: {vip}\n    port: 80\n    protocol: tcp\n{extra}    health:\n      - type: http\n        path: /\n        expect_status: 200\n        interval: 200ms\n        timeout: 150ms\n        rise: 2\n        fall: 2\n    backends:\n{list}"
+    )
+}
