@@ -11,6 +11,8 @@ use crate::model::{Backend, Config, Service};
 /// and the two may claim the same (vip, port, protocol).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
+    /// `instance` changed: the pinned state moves, which only a restart can do.
+    pub instance_changed: bool,
     /// `interfaces` changed: the program must be attached to or detached from interfaces.
     pub interfaces_changed: bool,
     /// `xdp_mode` changed: every attachment must be redone.
@@ -94,6 +96,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     let kept =
         |a: &Service, b: &Service| (a.vip, a.port, a.protocol) == (b.vip, b.port, b.protocol);
     let mut d = ConfigDiff {
+        instance_changed: old.instance != new.instance,
         interfaces_changed: old.interfaces != new.interfaces,
         xdp_mode_changed: old.xdp_mode != new.xdp_mode,
         api_changed: old.api != new.api,

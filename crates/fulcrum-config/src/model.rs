@@ -12,6 +12,10 @@ use serde::Deserialize;
 /// it carries no meaning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// `instance` (`default`): names this daemon's pinned state,
+    /// `/sys/fs/bpf/fulcrum/INSTANCE/`, which a restarted daemon adopts. Lowercase letters,
+    /// digits, `_` and `-`; two daemons on one host need two instances.
+    pub instance: String,
     /// `interfaces`: the interfaces the XDP program is attached to (at least one, each
     /// named once). Clients' packets for the VIPs must arrive on them.
     pub interfaces: Vec<String>,

@@ -73,6 +73,7 @@ fn backend(address: &str, weight: u32) -> Backend {
 #[test]
 fn the_issue_example_parses_to_the_expected_model() {
     let expected = Config {
+        instance: "default".to_owned(),
         interfaces: vec!["eth0".to_owned()],
         xdp_mode: XdpMode::Native,
         api: Api {

@@ -20,6 +20,7 @@ use crate::place::{Places, ServicePlaces};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
+    instance: Option<Spanned<String>>,
     interfaces: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     xdp_mode: XdpMode,
@@ -200,7 +201,9 @@ impl Checker<'_> {
             }
             services.push(service);
         }
+        let instance = self.instance(c.instance.as_ref());
         Some(Config {
+            instance: instance?,
             interfaces: interfaces?,
             xdp_mode: c.xdp_mode,
             api: api?,
@@ -327,6 +330,27 @@ impl Checker<'_> {
             allow_local_vip: s.allow_local_vip,
             drain_period: drain_period?,
         })
+    }
+
+    /// `instance`: a name that is safe as a directory name.
+    fn instance(&mut self, raw: Option<&Spanned<String>>) -> Option<String> {
+        let Some(name) = raw else {
+            return Some("default".to_owned());
+        };
+        let n = &name.value;
+        let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+        if !n.is_empty() && n.len() <= 64 && n.chars().all(valid) {
+            return Some(n.clone());
+        }
+        self.report(
+            &name.referenced,
+            "instance",
+            format!(
+                "{} is not an instance name; use 1 to 64 lowercase letters, digits, '_' and \
+                 '-', like edge-1",
+                quote(n)
+            ),
+        )
     }
 
     /// `drain_period`: a duration, where 0 (the default) removes a backend at once.

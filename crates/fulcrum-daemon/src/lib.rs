@@ -1,5 +1,6 @@
 //! `fulcrum run`: the daemon around the data plane: configuration, health checks, the
 //! REST API, Prometheus metrics and the web console.
+mod adopt;
 pub mod api;
 pub mod console;
 pub mod daemon;

@@ -79,6 +79,8 @@ pub(crate) struct Owner {
     /// Data plane id to service name.
     pub(crate) by_id: HashMap<ServiceId, String>,
     pub(crate) healthy: HashMap<BackendKey, bool>,
+    /// Adopted backends counted healthy until their checks reach a verdict.
+    pub(crate) assumed: HashSet<BackendKey>,
     pub(crate) drained_by_api: HashSet<BackendKey>,
     /// Backends wanted in the data plane that it cannot serve, with the reason, by service.
     pub(crate) unresolved: HashMap<String, BTreeMap<Ipv4Addr, String>>,
@@ -114,10 +116,12 @@ impl Owner {
                     .max(16)
                     * 2,
             )
+            .pin(fulcrum::pin::instance_dir(&config.instance))
             .build()?;
         for iface in &config.interfaces {
             lb.attach(iface, mode)?;
         }
+        lb.release_unclaimed()?;
         let (checker, events) = Checker::new(CheckerConfig { source: None })?;
         checker.set_targets(targets::targets(&config))?;
         let mut owner = Self {
@@ -128,6 +132,7 @@ impl Owner {
             by_name: HashMap::new(),
             by_id: HashMap::new(),
             healthy: HashMap::new(),
+            assumed: HashSet::new(),
             drained_by_api: HashSet::new(),
             unresolved: HashMap::new(),
             leaving: HashMap::new(),
@@ -138,8 +143,14 @@ impl Owner {
         };
         owner.reindex();
         owner.read_health();
+        let adopted = match owner.lb.adopted() {
+            true => owner.adopt()?,
+            false => HashSet::new(),
+        };
         for service in owner.config.services.clone() {
-            owner.lb.add_service(targets::service(&service))?;
+            if !adopted.contains(&service_id(&service)) {
+                owner.lb.add_service(targets::service(&service))?;
+            }
             owner.sync(&service.name)?;
         }
         info!(
@@ -188,12 +199,22 @@ impl Owner {
 
     fn finish(self, how: Shutdown) {
         match how {
-            Shutdown::Stop => info!("shutting down; detaching"),
-            Shutdown::Handover => warn!(
-                "handover asked, but this build cannot leave the data plane pinned; detaching"
-            ),
+            Shutdown::Stop => {
+                info!("shutting down; detaching");
+                drop(self.lb);
+            }
+            Shutdown::Handover => {
+                let dir = self.lb.pin_dir().map(|d| d.display().to_string());
+                info!(pinned = ?dir, "handing over; the data plane stays pinned and forwarding");
+                self.lb.leave_pinned();
+            }
         }
-        drop(self.lb);
+    }
+
+    /// Whether a backend counts as healthy: its checks say so, or it was adopted and they
+    /// have not decided yet.
+    pub(crate) fn is_healthy(&self, key: &BackendKey) -> bool {
+        self.healthy.get(key) == Some(&true) || self.assumed.contains(key)
     }
 
     /// Indexes the configuration in force by name and by data plane id.
@@ -217,6 +238,7 @@ impl Owner {
             return;
         };
         let service = event.backend.service.clone();
+        self.assumed.remove(&(service.clone(), address));
         self.healthy
             .insert((service.clone(), address), event.healthy);
         let word = if event.healthy {
@@ -298,6 +320,7 @@ impl Owner {
                 error!(%service, error = %chain(&e), "applying the service failed");
             }
         }
+        self.settle_assumed();
         self.sample_rates();
         self.publish();
     }
@@ -316,7 +339,7 @@ impl Owner {
         let mut wanted: Vec<DesiredDestination> = service
             .backends
             .iter()
-            .filter(|b| *self.healthy.get(&key(b.address)).unwrap_or(&false))
+            .filter(|b| self.is_healthy(&key(b.address)))
             .map(|b| {
                 let drained = b.drain || self.drained_by_api.contains(&key(b.address));
                 DesiredDestination::new(Destination::new(b.address).with_weight(b.weight), drained)

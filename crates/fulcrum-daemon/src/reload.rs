@@ -39,9 +39,15 @@ impl Owner {
         let new = fulcrum_config::load(&self.config_path)
             .map_err(|e| ControlError::Rejected(e.to_string()))?;
         let diff = fulcrum_config::diff(&self.config, &new);
-        if diff.interfaces_changed || diff.xdp_mode_changed || diff.api_changed {
+        if diff.instance_changed
+            || diff.interfaces_changed
+            || diff.xdp_mode_changed
+            || diff.api_changed
+        {
             return Err(ControlError::Rejected(
-                "interfaces, xdp_mode and api take effect at restart only; reload refused".into(),
+                "instance, interfaces, xdp_mode and api take effect at restart only; reload \
+                 refused"
+                    .into(),
             ));
         }
         let problems = self.preflight(&new, &diff);

@@ -51,7 +51,7 @@ impl Owner {
                         let key = (name.to_string(), b.address);
                         let snap = checks.get(&(name, IpAddr::V4(b.address))).copied();
                         let health = match (self.healthy.get(&key), snap) {
-                            (Some(true), _) => Health::Up,
+                            _ if self.is_healthy(&key) => Health::Up,
                             (Some(false), Some(s))
                                 if s.checks
                                     .iter()
@@ -59,7 +59,7 @@ impl Owner {
                             {
                                 Health::Unknown
                             }
-                            (Some(false), _) => Health::Down,
+                            (Some(_), _) => Health::Down,
                             (None, _) => Health::Unknown,
                         };
                         let checks = snap.map(check_statuses).unwrap_or_default();
