@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build demo test bench lint clean
+.PHONY: setup build demo test bench soak lint clean
 
 setup:
 	@./scripts/setup.sh
@@ -23,6 +23,11 @@ test: build lint
 # Every figure against a baseline measured in the same run; writes target/bench/results.json.
 bench: build
 	./target/release/fulcrum-bench
+
+# The soak test for longer: SOAK_CYCLES cycles of its 40-second script (10 by default).
+SOAK_CYCLES ?= 10
+soak: build
+	SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release -p fulcrum-cli --test soak -- --nocapture
 
 lint: setup
 	$(CARGO) fmt --all -- --check

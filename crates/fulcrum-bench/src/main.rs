@@ -9,6 +9,7 @@ mod e2e;
 mod object;
 mod packet;
 mod report;
+mod restart;
 mod scale;
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use anyhow::bail;
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["packet", "scale", "e2e", "control"];
+    let all = ["packet", "scale", "e2e", "control", "restart"];
     for w in &wanted {
         if !all.contains(&w.as_str()) {
             bail!("unknown suite '{w}'; suites are: {}", all.join(", "));
@@ -36,6 +37,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("control") {
         figures.extend(control::run()?);
+    }
+    if run("restart") {
+        figures.extend(restart::run()?);
     }
     println!("{}", report::table(&figures));
     let path = PathBuf::from(

@@ -50,6 +50,17 @@ impl NetNs {
         cmd
     }
 
+    /// A `Command` that runs `program` in the namespace's network stack but with the
+    /// host's mounts (`nsenter --net`): unlike `ip netns exec`, it sees the host's
+    /// `/sys/fs/bpf`, so what it pins outlives it.
+    pub fn command_with_host_mounts(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
     /// Sets a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
         self.exec("sysctl", &["-qw", &format!("{key}={value}")])

@@ -107,10 +107,18 @@ fn serve_http(
     };
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
+    // HTTP/1.0 without keep-alive, or `Connection: close`: the server closes after answering.
+    let mut close = false;
     while !stop.load(Ordering::Relaxed) {
         line.clear();
         match reader.read_line(&mut line) {
             Ok(0) => return,
+            Ok(_) if line.starts_with("GET ") || line.starts_with("POST ") => {
+                close = line.trim_end().ends_with("HTTP/1.0");
+            }
+            Ok(_) if line.to_ascii_lowercase().starts_with("connection:") => {
+                close = line.to_ascii_lowercase().contains("close");
+            }
             Ok(_) if line == "\r\n" => {
                 let body = format!("{name} saw {}\n", peer.ip());
                 let response = format!(
@@ -121,6 +129,9 @@ fn serve_http(
                     return;
                 }
                 served.fetch_add(1, Ordering::Relaxed);
+                if close {
+                    return;
+                }
             }
             Ok(_) => {}
             Err(e)
