@@ -1,0 +1,180 @@
+//! The restart path of `fulcrum run`: SIGUSR2 exits with 75 leaving the data plane
+//! forwarding; the next daemon adopts it with its backends counted healthy and drained
+//! ones still drained; after SIGKILL the same; SIGTERM removes everything.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{TOKEN, api, config_file, spread, temp_dir, try_api, wait_until, web_service};
+use fulcrum_lab::{
+    dsr::{DsrLab, VIP, backend_addr},
+    traffic::HttpConnection,
+};
+
+const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
+
+/// The daemon with the host's mounts, so that its pins outlive it; SIGTERM on drop.
+struct Pinned {
+    child: Option<Child>,
+}
+
+/// Removes the pinned directory at the end, whatever happened.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Pinned {
+    fn start(lab: &DsrLab, config: &Path) -> Self {
+        let child = lab
+            .balancer
+            .ns
+            .command_with_host_mounts(FULCRUM)
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start fulcrum run");
+        Self { child: Some(child) }
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as libc::pid_t, signal) };
+        }
+    }
+
+    /// Signals and waits (bounded) for the exit status.
+    fn stop_with(&mut self, signal: i32) -> Option<i32> {
+        self.signal(signal);
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the daemon did not exit after signal {signal}");
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop_with(libc::SIGTERM);
+        }
+    }
+}
+
+/// The first answer of a freshly started daemon's API.
+fn first_answer(lab: &DsrLab) -> String {
+    let mut body = None;
+    wait_until("the API", Duration::from_secs(20), || {
+        body = try_api(&lab.balancer.ns, "GET", "/api/v1/services", None).map(|(_, b)| b);
+        body.is_some()
+    });
+    body.unwrap_or_default()
+}
+
+#[test]
+fn handover_and_crash_keep_forwarding_and_the_next_daemon_adopts() {
+    let lab = DsrLab::new("h", 2).expect("lab");
+    let servers = lab.http_servers().expect("HTTP servers");
+    let dir = temp_dir("restart");
+    let path = dir.join("fulcrum.yaml");
+    let instance = format!("restart-{}", std::process::id());
+    let pins = fulcrum::pin::instance_dir(&instance);
+    let _cleanup = PinDir(pins.clone());
+    // rise 10 at 200 ms: a fresh daemon needs 2 s to trust a backend.
+    let service = web_service(
+        &VIP.to_string(),
+        "",
+        &[backend_addr(1).to_string(), backend_addr(2).to_string()],
+    )
+    .replace("rise: 2", "rise: 10");
+    write_config(
+        &path,
+        &format!("instance: {instance}\n{}", config_file(&dir, &service)),
+    );
+    let mut daemon = Pinned::start(&lab, &path);
+    wait_until("two healthy backends", Duration::from_secs(20), || {
+        try_api(&lab.balancer.ns, "GET", "/api/v1/services", None)
+            .is_some_and(|(_, b)| b.matches("\"health\":\"up\"").count() == 2)
+    });
+    let drain = format!("/api/v1/services/web/backends/{}/drain", backend_addr(2));
+    assert_eq!(api(&lab.balancer.ns, "POST", &drain, Some(TOKEN)).0, 200);
+    let mut open =
+        HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, 80))).expect("connect");
+    let on = open.get().expect("request").server;
+    assert_eq!(
+        on, "backend-1",
+        "the drained backend takes no new connection"
+    );
+
+    assert_eq!(
+        daemon.stop_with(libc::SIGUSR2),
+        Some(75),
+        "a handover exits with 75"
+    );
+    assert!(
+        lab.balancer_has_xdp().expect("ip link"),
+        "XDP stays attached"
+    );
+    assert!(pins.exists(), "the state stays pinned");
+    assert_eq!(open.get().expect("forwarding without a daemon").server, on);
+    assert!(spread(&lab, 10).iter().all(|s| *s == "backend-1"));
+
+    for (round, signal) in [(1, libc::SIGKILL), (2, libc::SIGTERM)] {
+        daemon = Pinned::start(&lab, &path);
+        let first = first_answer(&lab);
+        assert_eq!(
+            first.matches("\"health\":\"up\"").count(),
+            2,
+            "adopted backends count healthy before their checks rise (round {round}): {first}"
+        );
+        assert!(
+            first.contains(&format!(
+                "\"address\":\"{}\",\"weight\":1,\"drained\":true",
+                backend_addr(2)
+            )),
+            "the drain carried over: {first}"
+        );
+        assert_eq!(
+            open.get()
+                .expect("the connection survives the restart")
+                .server,
+            on
+        );
+        assert!(spread(&lab, 10).iter().all(|s| *s == "backend-1"));
+        if signal == libc::SIGKILL {
+            daemon.stop_with(libc::SIGKILL);
+            assert!(
+                lab.balancer_has_xdp().expect("ip link"),
+                "XDP stays after a crash"
+            );
+            assert_eq!(open.get().expect("forwarding after a crash").server, on);
+        }
+    }
+    assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
+    assert!(!lab.balancer_has_xdp().expect("ip link"), "stop means stop");
+    assert!(!pins.exists(), "SIGTERM removes the pinned state");
+    drop(servers);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn write_config(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("config");
+}
