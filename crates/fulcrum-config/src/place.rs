@@ -53,3 +53,67 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    const TEXT: &str = "\
+instance: edge-1
+interfaces: [eth0]
+services:
+  - name: web
+    vip: 10.0.0.1
+    allow_local_vip: true
+    drain_period: 30s
+    backends:
+      - address: 10.0.1.1
+      - {address: 10.0.1.2, weight: 2}
+";
+
+    #[test]
+    fn problems_found_while_applying_name_file_line_and_field() {
+        let config = crate::parse(TEXT, "f.yaml").expect("valid");
+        assert_eq!(
+            config.vip_problem(0, "is this host's".into()).to_string(),
+            "f.yaml:5:10: services[0].vip: is this host's"
+        );
+        assert_eq!(
+            config.backend_problem(0, 1, "no route".into()).to_string(),
+            "f.yaml:10:19: services[0].backends[1].address: no route"
+        );
+        let moved = crate::parse(&format!("\n\n{TEXT}"), "g.yaml").expect("valid");
+        assert_eq!(
+            config, moved,
+            "where a value is written is not what it means"
+        );
+    }
+
+    #[test]
+    fn instance_allow_local_vip_and_drain_period_are_read_and_checked() {
+        let config = crate::parse(TEXT, "f.yaml").expect("valid");
+        assert_eq!(config.instance, "edge-1");
+        assert!(config.services[0].allow_local_vip);
+        assert_eq!(config.services[0].drain_period, Duration::from_secs(30));
+        let bad = TEXT.replace("edge-1", "Edge/1").replace("30s", "soon");
+        let problems = crate::parse(&bad, "f.yaml")
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            problems.starts_with("f.yaml:1:11: instance: 'Edge/1' is not an instance name"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("f.yaml:7:19: services[0].drain_period: 'soon' is not a duration"),
+            "{problems}"
+        );
+        let defaults = crate::parse(
+            "interfaces: [eth0]\nservices:\n  - {name: a, vip: 10.0.0.1, backends: []}\n",
+            "f.yaml",
+        )
+        .expect("valid");
+        assert_eq!(defaults.instance, "default");
+        assert!(!defaults.services[0].allow_local_vip);
+        assert_eq!(defaults.services[0].drain_period, Duration::ZERO);
+    }
+}

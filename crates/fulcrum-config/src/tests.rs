@@ -279,8 +279,8 @@ services:
 fn unknown_field_at_top_level() {
     assert_eq!(
         problem(&format!("{EXAMPLE}listen: 0.0.0.0:80\n")),
-        "f.yaml:23:1: listen: unknown field `listen`, expected one of interfaces, xdp_mode, api, \
-         services"
+        "f.yaml:23:1: listen: unknown field `listen`, expected one of instance, interfaces, \
+         xdp_mode, api, services"
     );
 }
 
@@ -289,7 +289,7 @@ fn unknown_field_in_a_service() {
     assert_eq!(
         problem(&edit("    protocol: tcp\n", "    proto: tcp\n")),
         "f.yaml:9:5: services[0].proto: unknown field `proto`, expected one of name, vip, port, \
-         protocol, scheduler, health, health_rule, backends"
+         protocol, scheduler, health, health_rule, backends, allow_local_vip, drain_period"
     );
 }
 
