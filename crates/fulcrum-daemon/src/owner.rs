@@ -363,7 +363,8 @@ impl Owner {
         let before = self.unresolved.remove(name).unwrap_or_default();
         for (address, why) in &left_out {
             if before.get(address) != Some(why) {
-                warn!(backend = %address, reason = %why, "backend left out of the data plane");
+                let at = self.place_of(name, *address, why);
+                warn!(backend = %address, "left out of the data plane: {at}");
                 self.event(name, Some(*address), format!("left out: {why}"));
             }
         }
@@ -378,6 +379,21 @@ impl Owner {
             self.unresolved.insert(name.to_string(), left_out);
         }
         Ok(())
+    }
+
+    /// `why`, placed at the backend's line in the configuration file.
+    fn place_of(&self, service: &str, address: Ipv4Addr, why: &str) -> String {
+        let Some(i) = self.by_name.get(service).copied() else {
+            return why.to_string();
+        };
+        let backends = self.config.services.get(i).map(|s| s.backends.as_slice());
+        match backends.and_then(|b| b.iter().position(|b| b.address == address)) {
+            Some(j) => self
+                .config
+                .backend_problem(i, j, why.to_string())
+                .to_string(),
+            None => why.to_string(),
+        }
     }
 
     /// Takes every backend's verdict from the checker (after a start or a reload).

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{Balancer, DestState, NextHop};
 use crate::{BalancerError, Destination, ServiceId, netlink::RouteKind};
@@ -211,7 +211,7 @@ impl Balancer {
                     resolved.push((d, hop));
                 }
                 Err(error) => {
-                    info!(service = %id, backend = %address, error = %error, "destination left out");
+                    debug!(service = %id, backend = %address, error = %error, "destination left out");
                     unresolved.push(Unresolved { address, error });
                 }
             }
