@@ -83,13 +83,7 @@ mod capabilities {
         };
         let mut data = [Data::default(); 2];
         // SAFETY: version 3 takes one header and two data structs, both valid for writing.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_capget,
-                &raw mut header,
-                data.as_mut_ptr(),
-            )
-        };
+        let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }

@@ -57,5 +57,8 @@ fn those_capabilities_are_enough() {
     );
     let out = run_as_nobody(Some("+sys_admin,+net_admin"));
     let stderr = error_text(&out);
-    assert!(!stderr.contains("missing capabilities"), "CAP_SYS_ADMIN covers BPF: {stderr}");
+    assert!(
+        !stderr.contains("missing capabilities"),
+        "CAP_SYS_ADMIN covers BPF: {stderr}"
+    );
 }

@@ -53,7 +53,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
     match std::str::from_utf8(&bytes) {
         Ok(text) => parse(text, &origin),
-        Err(e) => Err(ConfigError::Invalid(vec![error::not_utf8(&bytes, &e, &origin)])),
+        Err(e) => Err(ConfigError::Invalid(vec![error::not_utf8(
+            &bytes, &e, &origin,
+        )])),
     }
 }
 

@@ -529,7 +529,10 @@ fn several_problems_are_reported_together_in_file_order() {
                 .to_owned(),
             "f.yaml:15:18: services[0].health[0].timeout: 5s must be shorter than interval (1s)"
                 .to_owned(),
-            format!("f.yaml:21:17: services[0].backends[1].weight: {}", weight_message("0")),
+            format!(
+                "f.yaml:21:17: services[0].backends[1].weight: {}",
+                weight_message("0")
+            ),
         ]
     );
     let error = parse(&text, "f.yaml").expect_err("invalid");
@@ -598,8 +601,14 @@ fn service_names_have_at_most_64_characters() {
          service name; use 1 to 64 lowercase letters, digits, '_' and '-', like web-1"
     );
     // A huge name is not echoed back whole.
-    let huge = problem(&edit("name: web", &format!("name: {}", "b".repeat(5_000_000))));
-    assert!(huge.len() < 200 && huge.contains("(5000000 characters)"), "{huge}");
+    let huge = problem(&edit(
+        "name: web",
+        &format!("name: {}", "b".repeat(5_000_000)),
+    ));
+    assert!(
+        huge.len() < 200 && huge.contains("(5000000 characters)"),
+        "{huge}"
+    );
     assert_eq!(
         problem(&edit("name: web", "name: Web")),
         "f.yaml:6:11: services[0].name: 'Web' is not a service name; use 1 to 64 lowercase \

@@ -86,7 +86,11 @@ impl TokenDigest {
     /// Constant time in the digests; hashing `given` depends only on what the client sent.
     fn matches(&self, given: &str) -> bool {
         let given = Self::of(given.as_bytes());
-        self.0.iter().zip(given.0).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        self.0
+            .iter()
+            .zip(given.0)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 }
 

@@ -64,8 +64,7 @@ fn serve_within(control: Recorder, limits: HttpLimits, stats: Arc<HttpStats>) ->
             listener.set_nonblocking(true).expect("nonblocking");
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             let app = router(control, Some("s3cret".into()));
-            fulcrum_daemon::http::serve(listener, app, limits, stats, std::future::pending())
-                .await;
+            fulcrum_daemon::http::serve(listener, app, limits, stats, std::future::pending()).await;
         });
     });
     addr
@@ -176,7 +175,12 @@ fn bearer_scheme_is_case_insensitive() {
     let addr = serve(recorder.clone());
     let drain = "/api/v1/services/web/backends/10.66.0.11/drain";
     for scheme in ["bearer", "BEARER", "Bearer"] {
-        let answer = raw(addr, "POST", drain, &format!("Authorization: {scheme} s3cret\r\n"));
+        let answer = raw(
+            addr,
+            "POST",
+            drain,
+            &format!("Authorization: {scheme} s3cret\r\n"),
+        );
         assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
     }
     let answer = raw(addr, "POST", drain, "Authorization: Basic s3cret\r\n");
@@ -305,6 +309,10 @@ fn idle_connections_are_capped_and_timed_out() {
         })
         .filter(|&closed| closed)
         .count();
-    assert_eq!(closed, idle.len(), "the server closed every idle connection");
+    assert_eq!(
+        closed,
+        idle.len(),
+        "the server closed every idle connection"
+    );
     assert_eq!(request(addr, "GET", "/api/v1/services", None).0, 200);
 }

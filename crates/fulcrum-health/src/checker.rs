@@ -330,8 +330,13 @@ impl Checker {
             .and_then(|id| shared.groups.get(id));
         let state = match previous {
             Some(old) => {
-                let mut kept: Vec<Option<(&CheckSpec, &CheckState)>> =
-                    old.key.checks.iter().zip(old.state.checks()).map(Some).collect();
+                let mut kept: Vec<Option<(&CheckSpec, &CheckState)>> = old
+                    .key
+                    .checks
+                    .iter()
+                    .zip(old.state.checks())
+                    .map(Some)
+                    .collect();
                 let checks = key
                     .checks
                     .iter()
@@ -356,9 +361,10 @@ impl Checker {
                 state
             }
             None if mates.iter().any(|t| serving.contains(&t.backend)) => {
-                let checks = key.checks.iter().map(|spec| {
-                    CheckState::assumed_up(spec.to_string(), spec.rise, spec.fall)
-                });
+                let checks = key
+                    .checks
+                    .iter()
+                    .map(|spec| CheckState::assumed_up(spec.to_string(), spec.rise, spec.fall));
                 BackendState::with_verdict(key.rule, checks.collect(), true)
             }
             None => {
@@ -557,10 +563,9 @@ async fn run(p: Probing) {
             let (status, local) = check(group);
             if local != local_before {
                 match &local {
-                    Some(error) => tracing::warn!(
-                        error,
-                        "probe cannot run here; the backend's state is kept"
-                    ),
+                    Some(error) => {
+                        tracing::warn!(error, "probe cannot run here; the backend's state is kept")
+                    }
                     None => tracing::info!("probes run again"),
                 }
             }

@@ -426,7 +426,10 @@ mod tests {
         assert_eq!(feed(&mut b, 0, &[&local; 10]), Vec::<bool>::new());
         let c = &b.checks()[0];
         assert_eq!(c.status(), CheckStatus::Up);
-        assert_eq!((c.successes(), c.failures(), c.local_failures()), (1, 0, 10));
+        assert_eq!(
+            (c.successes(), c.failures(), c.local_failures()),
+            (1, 0, 10)
+        );
         assert_eq!(c.local_error(), Some("local: too many open files (socket)"));
         assert_eq!(feed(&mut b, 0, &[&KO]), Vec::<bool>::new(), "fall is 2");
         assert_eq!(b.checks()[0].local_error(), None, "a probe ran");

@@ -280,7 +280,10 @@ async fn identical_checks_are_probed_once() {
     assert!(snap.iter().all(|b| b.healthy));
 
     const INTERVALS: u32 = 10;
-    let before: Vec<usize> = servers.iter().map(|s| s.accepted.load(Ordering::SeqCst)).collect();
+    let before: Vec<usize> = servers
+        .iter()
+        .map(|s| s.accepted.load(Ordering::SeqCst))
+        .collect();
     tokio::time::sleep(INTERVAL * INTERVALS).await;
     for (server, before) in servers.iter().zip(before) {
         let probes = server.accepted.load(Ordering::SeqCst) - before;
@@ -301,7 +304,10 @@ async fn leaving_a_shared_check_keeps_it_for_the_others() {
     let (a, b) = (backend("a", 1), backend("b", 1));
     let port = server.addr.port();
     checker
-        .set_targets(vec![tcp_target(a.clone(), port), tcp_target(b.clone(), port)])
+        .set_targets(vec![
+            tcp_target(a.clone(), port),
+            tcp_target(b.clone(), port),
+        ])
         .expect("valid");
     for _ in 0..2 {
         assert!(next_event(&mut rx).await.healthy);
@@ -312,13 +318,19 @@ async fn leaving_a_shared_check_keeps_it_for_the_others() {
         .set_targets(vec![tcp_target(a.clone(), port), slower])
         .expect("valid");
     let snap = checker.snapshot();
-    assert!(snap.iter().all(|s| s.healthy), "both kept their state: {snap:?}");
+    assert!(
+        snap.iter().all(|s| s.healthy),
+        "both kept their state: {snap:?}"
+    );
     assert!(snap.iter().all(|s| s.checks[0].successes >= 2), "{snap:?}");
     let addr = server.stop().await;
     let mut down = HashSet::new();
     while down.len() < 2 {
         let e = next_event(&mut rx).await;
-        assert!(!e.healthy && down.insert(e.backend.clone()), "{e:?} ({addr})");
+        assert!(
+            !e.healthy && down.insert(e.backend.clone()),
+            "{e:?} ({addr})"
+        );
     }
     assert_eq!(down, HashSet::from([a, b]));
 }
