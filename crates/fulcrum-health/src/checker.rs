@@ -234,10 +234,9 @@ impl Checker {
     /// Replaces the set of targets (hot reload). Backends whose checks did not change keep
     /// their state and schedule; a backend whose checks changed keeps the state of each check
     /// whose probe is unchanged ([`CheckSpec::same_probe`]) under the new interval, timeout
-    /// and thresholds; new backends start unhealthy (or healthy without checks, or with
-    /// [`set_targets_adopting`](Self::set_targets_adopting)) with no event, see [`snapshot`](Self::snapshot); removed
-    /// ones stop at once. A known backend's verdict changed by the new set is sent as an
-    /// event. On error nothing changes.
+    /// and thresholds; new backends start unhealthy (or healthy without checks) with no
+    /// event, see [`snapshot`](Self::snapshot); removed ones stop at once. A known backend's
+    /// verdict changed by the new set is sent as an event. On error nothing changes.
     pub fn set_targets(&self, targets: Vec<Target>) -> Result<(), CheckerError> {
         self.set_targets_adopting(targets, &HashSet::new())
     }
