@@ -53,6 +53,10 @@ fn serve(control: Recorder) -> SocketAddr {
 }
 
 fn serve_within(control: Recorder, limits: HttpLimits, stats: Arc<HttpStats>) -> SocketAddr {
+    serve_app(router(control, Some("s3cret".into())), limits, stats)
+}
+
+fn serve_app(app: axum::Router, limits: HttpLimits, stats: Arc<HttpStats>) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -63,7 +67,6 @@ fn serve_within(control: Recorder, limits: HttpLimits, stats: Arc<HttpStats>) ->
         runtime.block_on(async move {
             listener.set_nonblocking(true).expect("nonblocking");
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = router(control, Some("s3cret".into()));
             fulcrum_daemon::http::serve(listener, app, limits, stats, std::future::pending()).await;
         });
     });
@@ -315,4 +318,33 @@ fn idle_connections_are_capped_and_timed_out() {
         "the server closed every idle connection"
     );
     assert_eq!(request(addr, "GET", "/api/v1/services", None).0, 200);
+}
+
+/// A request whose body never comes holds its connection no longer than the idle timeout
+/// (the header timeout is over once the headers are in).
+#[test]
+fn a_stalled_body_is_timed_out() {
+    let limits = HttpLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
+    };
+    let stats = Arc::new(HttpStats::default());
+    let echo =
+        axum::Router::new().route("/echo", axum::routing::post(|body: String| async { body }));
+    let addr = serve_app(echo, limits, stats.clone());
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .expect("send");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let closed = stream.read_to_end(&mut answer);
+    assert!(closed.is_ok() && answer.is_empty(), "{closed:?} {answer:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats.open() != 0 {
+        assert!(Instant::now() < deadline, "the connection stays open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
