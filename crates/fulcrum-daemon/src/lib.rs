@@ -3,5 +3,7 @@
 pub mod api;
 pub mod console;
 pub mod daemon;
+pub mod http;
 pub mod metrics;
 pub mod status;
+pub mod token;
