@@ -86,6 +86,22 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Valid backend weights. Maglev gives each backend slots of its 65,537-slot table in
+/// proportion to its weight; up to 1000 to 1 the lightest still holds about 65 slots, so
+/// shares follow the weights within a few percent. Beyond, they do not.
+pub(crate) const WEIGHTS: std::ops::RangeInclusive<u32> = 1..=1000;
+
+/// The one message for a bad weight, whether the YAML layer or the checks found it.
+pub(crate) fn weight_problem(found: &str) -> String {
+    format!(
+        "{} is not a weight; use a whole number from {} to {} (Maglev's 65537-slot table keeps \
+         shares proportional up to 1000 to 1; to stop new flows to a backend, set `drain: true`)",
+        quote(found),
+        WEIGHTS.start(),
+        WEIGHTS.end()
+    )
+}
+
 /// Turns a parse or type error from the YAML layer into a [`Problem`].
 pub(crate) fn from_yaml(
     error: &serde_saphyr::Error,
@@ -96,7 +112,11 @@ pub(crate) fn from_yaml(
     let error = error.without_snippet();
     let location = error.location();
     let found = location.as_ref().and_then(|l| source_text(text, l));
+    let field = path.map(field_path).unwrap_or_default();
     let message = match (error, found) {
+        (serde_saphyr::Error::InvalidScalar { .. }, Some(found)) if field.ends_with(".weight") => {
+            weight_problem(found)
+        }
         (serde_saphyr::Error::InvalidScalar { ty, .. }, Some(found)) => {
             format!("{} is not {}", quote(found), expected(ty))
         }
@@ -114,8 +134,27 @@ pub(crate) fn from_yaml(
     Problem {
         origin: origin.to_owned(),
         position: location.as_ref().and_then(Position::of),
-        path: path.map(field_path).unwrap_or_default(),
+        path: field,
         message,
+    }
+}
+
+/// The problem of a file that is not UTF-8 text: where the first offending byte is, as the
+/// YAML layer would say it, and its offset for `xxd`/`cmp`.
+pub(crate) fn not_utf8(bytes: &[u8], error: &std::str::Utf8Error, origin: &str) -> Problem {
+    let offset = error.valid_up_to();
+    let valid = String::from_utf8_lossy(&bytes[..offset]);
+    let line = valid.matches('\n').count() as u64 + 1;
+    let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
+    let byte = bytes.get(offset).copied().unwrap_or_default();
+    Problem {
+        origin: origin.to_owned(),
+        position: Some(Position { line, column }),
+        path: String::new(),
+        message: format!(
+            "byte {byte:#04x} at offset {offset} is not UTF-8 text; the configuration must be a \
+             UTF-8 YAML file (is this the right file?)"
+        ),
     }
 }
 

@@ -44,13 +44,21 @@ pub use model::{
 };
 pub use place::Places;
 
-/// Reads and checks the configuration file at `path`; problems name the file as given.
+/// Reads and checks the configuration file at `path`; problems name the file as given. A
+/// file that is not UTF-8 is a [`Problem`] with its position, like any other, so that start
+/// and reload report it alike.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text, &path.display().to_string())
+    let origin = path.display().to_string();
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => parse(text, &origin),
+        Err(e) => Err(ConfigError::Invalid(vec![error::not_utf8(
+            &bytes, &e, &origin,
+        )])),
+    }
 }
 
 /// Checks configuration `text`; `origin` names it in problems (the file name, or something

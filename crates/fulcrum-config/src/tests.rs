@@ -489,8 +489,8 @@ fn bad_ip_is_quoted() {
 fn bad_service_name() {
     assert_eq!(
         problem(&edit("name: web", "name: Web Site")),
-        "f.yaml:6:11: services[0].name: 'Web Site' is not a service name; use lowercase \
-         letters, digits, '_' and '-', like web-1"
+        "f.yaml:6:11: services[0].name: 'Web Site' is not a service name; use 1 to 64 \
+         lowercase letters, digits, '_' and '-', like web-1"
     );
 }
 
@@ -528,11 +528,15 @@ fn several_problems_are_reported_together_in_file_order() {
     assert_eq!(
         problems(&text),
         [
-            "f.yaml:6:11: services[0].name: 'WEB' is not a service name; use lowercase letters, \
-             digits, '_' and '-', like web-1",
-            "f.yaml:15:18: services[0].health[0].timeout: 5s must be shorter than interval (1s)",
-            "f.yaml:21:17: services[0].backends[1].weight: 0 is not a weight; use 1 to 4294967295 \
-             (to stop new flows to a backend, set `drain: true`)",
+            "f.yaml:6:11: services[0].name: 'WEB' is not a service name; use 1 to 64 lowercase \
+             letters, digits, '_' and '-', like web-1"
+                .to_owned(),
+            "f.yaml:15:18: services[0].health[0].timeout: 5s must be shorter than interval (1s)"
+                .to_owned(),
+            format!(
+                "f.yaml:21:17: services[0].backends[1].weight: {}",
+                weight_message("0")
+            ),
         ]
     );
     let error = parse(&text, "f.yaml").expect_err("invalid");
@@ -571,4 +575,85 @@ fn health_rule_counts_the_checks_to_pass() {
     assert_eq!(HealthRule::All.required(3), 3);
     assert_eq!(HealthRule::AtLeast(2).required(3), 2);
     assert_eq!(HealthRule::All.required(0), 0, "no checks: always healthy");
+}
+
+fn weight_message(found: &str) -> String {
+    format!(
+        "'{found}' is not a weight; use a whole number from 1 to 1000 (Maglev's 65537-slot \
+         table keeps shares proportional up to 1000 to 1; to stop new flows to a backend, set \
+         `drain: true`)"
+    )
+}
+
+#[test]
+fn a_backend_cannot_be_its_own_vip() {
+    assert_eq!(
+        problem(&edit("address: 10.66.0.13", "address: 10.66.99.1")),
+        "f.yaml:22:18: services[0].backends[2].address: 10.66.99.1 is the service's own VIP; a \
+         backend must be another host (traffic to the VIP would loop back to the balancer)"
+    );
+}
+
+#[test]
+fn service_names_have_at_most_64_characters() {
+    let longest = "a".repeat(64);
+    let config = valid(&edit("name: web", &format!("name: {longest}")));
+    assert_eq!(config.services[0].name, longest);
+    assert_eq!(
+        problem(&edit("name: web", &format!("name: {}", "a".repeat(65)))),
+        "f.yaml:6:11: services[0].name: 'aaaaaaaaaaaaaaaaaaaa...' (65 characters) is not a \
+         service name; use 1 to 64 lowercase letters, digits, '_' and '-', like web-1"
+    );
+    // A huge name is not echoed back whole.
+    let huge = problem(&edit(
+        "name: web",
+        &format!("name: {}", "b".repeat(5_000_000)),
+    ));
+    assert!(
+        huge.len() < 200 && huge.contains("(5000000 characters)"),
+        "{huge}"
+    );
+    assert_eq!(
+        problem(&edit("name: web", "name: Web")),
+        "f.yaml:6:11: services[0].name: 'Web' is not a service name; use 1 to 64 lowercase \
+         letters, digits, '_' and '-', like web-1"
+    );
+}
+
+#[test]
+fn weights_have_one_range_and_one_message() {
+    let config = valid(&edit("weight: 2", "weight: 1000"));
+    assert_eq!(config.services[0].backends[1].weight, 1000);
+    for weight in ["0", "1001", "1000000", "-1", "abc", "4294967296", "1.5"] {
+        assert_eq!(
+            problem(&edit("weight: 2", &format!("weight: {weight}"))),
+            format!(
+                "f.yaml:21:17: services[0].backends[1].weight: {}",
+                weight_message(weight)
+            ),
+            "weight: {weight}"
+        );
+    }
+}
+
+#[test]
+fn a_binary_file_is_named_with_its_position() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-config-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("fulcrum.yaml");
+    let mut bytes = b"interfaces: [eth0]\nservices:\n  - name: w".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe, 0x00, 0x01]);
+    std::fs::write(&file, &bytes).expect("write");
+    let error = load(&file).expect_err("binary");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}:3:12: byte 0xff at offset 40 is not UTF-8 text; the configuration must be a \
+             UTF-8 YAML file (is this the right file?)",
+            file.display()
+        )
+    );
+    // One problem, as the API and `fulcrum reload` show it.
+    assert_eq!(error.problems().len(), 1);
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }

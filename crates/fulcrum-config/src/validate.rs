@@ -10,7 +10,7 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::error::{Position, Problem, quote};
+use crate::error::{Position, Problem, WEIGHTS, quote, weight_problem};
 use crate::model::{
     Api, Backend, CheckKind, Config, DnsCheck, DnsType, HealthCheck, HealthRule, HttpCheck,
     Protocol, Rcode, Scheduler, Service, XdpMode,
@@ -316,7 +316,7 @@ impl Checker<'_> {
                 format_args!("{path}.backends"),
                 "backends: [{address: 10.66.0.11}]",
             )
-            .and_then(|backends| self.backends(backends, path));
+            .and_then(|backends| self.backends(backends, path, vip));
         let drain_period = self.drain_period(path, &s.drain_period);
         Some(Service {
             name: name?,
@@ -375,16 +375,20 @@ impl Checker<'_> {
     fn name(&mut self, name: &Spanned<String>, path: &str) -> Option<String> {
         let n = &name.value;
         let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
-        if !n.is_empty() && n.chars().all(valid) {
+        let length = n.chars().count();
+        if (1..=MAX_NAME).contains(&length) && n.chars().all(valid) {
             return Some(n.clone());
         }
+        let quoted = match length > MAX_NAME {
+            true => format!("{} ({length} characters)", quote(&format!("{:.20}...", n))),
+            false => quote(n),
+        };
         self.report(
             &name.referenced,
             format_args!("{path}.name"),
             format!(
-                "{} is not a service name; use lowercase letters, digits, '_' and '-', like \
-                 web-1",
-                quote(n)
+                "{quoted} is not a service name; use 1 to {MAX_NAME} lowercase letters, digits, \
+                 '_' and '-', like web-1"
             ),
         )
     }
@@ -440,7 +444,12 @@ impl Checker<'_> {
         }
     }
 
-    fn backends(&mut self, raw: &[Spanned<RawBackend>], path: &str) -> Option<Vec<Backend>> {
+    fn backends(
+        &mut self,
+        raw: &[Spanned<RawBackend>],
+        path: &str,
+        vip: Option<Ipv4Addr>,
+    ) -> Option<Vec<Backend>> {
         let mut seen: HashMap<Ipv4Addr, (usize, u64)> = HashMap::new();
         let mut backends = Vec::new();
         for (j, raw) in raw.iter().enumerate() {
@@ -467,15 +476,25 @@ impl Checker<'_> {
             }
             let weight = match &b.weight {
                 None => Some(1),
-                Some(w) if w.value == 0 => self.report(
+                Some(w) if !WEIGHTS.contains(&w.value) => self.report(
                     &w.referenced,
                     format_args!("{path}.backends[{j}].weight"),
-                    "0 is not a weight; use 1 to 4294967295 (to stop new flows to a backend, \
-                     set `drain: true`)"
-                        .to_owned(),
+                    weight_problem(&w.value.to_string()),
                 ),
                 Some(w) => Some(w.value),
             };
+            if let (Some(address), Some(text), Some(vip)) = (address, text, vip)
+                && address == vip
+            {
+                self.report::<()>(
+                    &text.referenced,
+                    &address_path,
+                    format!(
+                        "{address} is the service's own VIP; a backend must be another host \
+                         (traffic to the VIP would loop back to the balancer)"
+                    ),
+                );
+            }
             backends.push(address.zip(weight).map(|(address, weight)| Backend {
                 address,
                 weight,
@@ -745,6 +764,9 @@ fn earlier<K: Hash + Eq, V: Copy>(seen: &mut HashMap<K, V>, key: K, here: V) -> 
         }
     }
 }
+
+/// Longest service name: names go into every metric line and console row.
+const MAX_NAME: usize = 64;
 
 fn at_of<T>(field: &Option<Spanned<T>>) -> Option<&Location> {
     field.as_ref().map(|f| &f.referenced)

@@ -1,7 +1,7 @@
 //! The REST API, `/metrics` and the console, over whatever controls the balancer.
 //!
-//! Reads are open; mutating calls need `Authorization: Bearer <token>` and get 401 and
-//! change nothing without it.
+//! Reads are open; mutating calls need `Authorization: Bearer <token>` and get 401 (with
+//! `WWW-Authenticate: Bearer realm="fulcrum"`) and change nothing without it.
 
 use std::{net::Ipv4Addr, sync::Arc};
 
@@ -68,12 +68,36 @@ pub trait Control: Send + Sync + 'static {
 
 struct Shared<C> {
     control: C,
-    token: Option<String>,
+    token: Option<TokenDigest>,
+}
+
+/// The configured token, kept only as its SHA-256: comparing fixed-size digests takes the
+/// same time whatever the token's length, so a client learns nothing about it.
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(token: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token);
+        let mut bytes = [0; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Self(bytes)
+    }
+
+    /// Constant time in the digests; hashing `given` depends only on what the client sent.
+    fn matches(&self, given: &str) -> bool {
+        let given = Self::of(given.as_bytes());
+        self.0
+            .iter()
+            .zip(given.0)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
 }
 
 /// The router. With no token configured, mutating calls are refused (401): an open
 /// drain endpoint is not a default anyone wants.
 pub fn router<C: Control>(control: C, token: Option<String>) -> Router {
+    let token = token.map(|t| TokenDigest::of(t.as_bytes()));
     let shared = Arc::new(Shared { control, token });
     Router::new()
         .route("/", get(console))
@@ -171,18 +195,30 @@ fn refuse_without_token<C>(shared: &Shared<C>, headers: &HeaderMap) -> Option<Re
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match (&shared.token, given) {
-        (Some(want), Some(given)) if constant_time_eq(want.as_bytes(), given.as_bytes()) => None,
-        _ => Some(error(
-            StatusCode::UNAUTHORIZED,
-            "a valid 'Authorization: Bearer <token>' header is required".into(),
-        )),
+        (Some(want), Some(given)) if want.matches(given) => None,
+        _ => {
+            let mut denied = error(
+                StatusCode::UNAUTHORIZED,
+                "a valid 'Authorization: Bearer <token>' header is required".into(),
+            );
+            denied.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"fulcrum\""),
+            );
+            Some(denied)
+        }
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The credentials of a `Bearer` authorization; the scheme is case-insensitive (RFC 9110
+/// section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 fn ok() -> Response {

@@ -6,11 +6,13 @@ pub mod console;
 pub mod daemon;
 mod handle;
 mod host;
+pub mod http;
 pub mod metrics;
 mod owner;
 mod reload;
 pub mod status;
 mod targets;
+pub mod token;
 mod view;
 
 pub use daemon::{Shutdown, serve};

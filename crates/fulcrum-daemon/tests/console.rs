@@ -85,7 +85,15 @@ fn backend(
 
 /// What `GET /api/v1/services` answers, made of the daemon's own types. The `generation` (1
 /// for the first answer) moves the web service's rate so a refresh shows.
-fn fixture(generation: usize, reload_refused: bool) -> String {
+/// The stand-in daemon's answer; `all_up`: every backend up and none drained.
+fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String {
+    let backend = |address: [u8; 4], health: Health, drained: bool, error: Option<&str>| {
+        if all_up {
+            backend(address, Health::Up, false, None)
+        } else {
+            backend(address, health, drained, error)
+        }
+    };
     let status = Status {
         services: vec![
             ServiceStatus {
@@ -170,6 +178,7 @@ struct FakeDaemon {
 struct FakeState {
     mode: AtomicU8,
     reload_refused: AtomicBool,
+    all_up: AtomicBool,
     api_requests: AtomicUsize,
     stop: AtomicBool,
 }
@@ -181,6 +190,7 @@ impl FakeDaemon {
         let state = Arc::new(FakeState {
             mode: AtomicU8::new(Mode::Ok as u8),
             reload_refused: AtomicBool::new(true),
+            all_up: AtomicBool::new(false),
             api_requests: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
@@ -254,7 +264,9 @@ fn serve(mut stream: TcpStream, state: &FakeState) {
             match state.mode.load(Ordering::SeqCst) {
                 m if m == Mode::Ok as u8 => {
                     let refused = state.reload_refused.load(Ordering::SeqCst);
-                    ("200 OK", "application/json", fixture(generation, refused))
+                    let all_up = state.all_up.load(Ordering::SeqCst);
+                    let body = fixture(generation, refused, all_up);
+                    ("200 OK", "application/json", body)
                 }
                 m if m == Mode::Error as u8 => (
                     "500 Internal Server Error",
@@ -858,6 +870,20 @@ fn console_shows_services_backends_health_drain_errors_and_changes() {
         ),
     );
     assert!(daemon.state.api_requests.load(Ordering::SeqCst) >= 3);
+
+    // The header counts backends, naming only the states that occur (it once printed
+    // "null null" when nothing was unknown or drained).
+    let totals = "document.querySelector('#totals').textContent";
+    assert_eq!(
+        browser.eval(totals),
+        json!("3 up 1 down 1 unknown 1 drained")
+    );
+    daemon.state.all_up.store(true, Ordering::SeqCst);
+    browser.wait_for(
+        "every backend up in the header",
+        &format!("{totals}.startsWith('5 up')"),
+    );
+    assert_eq!(browser.eval(totals), json!("5 up 0 down"));
 }
 
 /// On a 390 px phone every backend is a card, and nothing is wider than the screen.

@@ -1,15 +1,21 @@
-//! The scheduler: one tokio task per (backend, check) runs its probe every interval, feeds the
-//! pure state in [`crate::state`], and sends backend transitions on a channel.
+//! The scheduler: backends with identical checks (same address, same specs in the same order,
+//! same rule) form one *group*, probed once: one tokio task per (group, check) runs its probe
+//! every interval, feeds the group's pure state in [`crate::state`], and sends each transition
+//! to every backend of the group. 300 services on the same 4 backends probe 4 times per
+//! interval, not 1,200.
 //!
-//! Tasks look their check up by id in the shared state before every probe, so a reload that
-//! changes only timing or thresholds takes effect without restarting anything, and a task
-//! whose check was removed ends by itself (it is also aborted at once).
+//! A reload keeps groups that did not change as they are. A backend that moves to a new group
+//! (a changed interval, threshold or rule) carries its checks' states over, matched by
+//! [`CheckSpec::same_probe`]. Groups nobody uses any more stop at once.
 
 use std::{
     collections::{HashMap, HashSet},
     fmt,
     net::IpAddr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -96,6 +102,11 @@ pub struct CheckSnapshot {
     pub last_error: Option<String>,
     /// The most recent success's latency.
     pub last_latency: Option<Duration>,
+    /// Set while probes cannot run for a local reason (e.g. `local: too many open files
+    /// (socket)`); the status and counters then stay as they were.
+    pub local_error: Option<String>,
+    /// Probes of this check that could not run for a local reason.
+    pub local_failures: u64,
 }
 
 impl From<&CheckState> for CheckSnapshot {
@@ -107,6 +118,8 @@ impl From<&CheckState> for CheckSnapshot {
             failures: c.failures(),
             last_error: c.last_error().map(str::to_owned),
             last_latency: c.last_latency(),
+            local_error: c.local_error().map(str::to_owned),
+            local_failures: c.local_failures(),
         }
     }
 }
@@ -151,20 +164,42 @@ pub enum CheckerError {
     },
 }
 
-struct Slot {
-    id: u64,
-    spec: CheckSpec,
-    task: AbortHandle,
+/// What makes checks identical: probed once for every backend that has them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct GroupKey {
+    address: IpAddr,
+    checks: Vec<CheckSpec>,
+    rule: Rule,
 }
 
-struct Backend {
+impl GroupKey {
+    fn of(target: &Target) -> Self {
+        Self {
+            address: target.backend.address,
+            checks: target.checks.clone(),
+            rule: target.rule,
+        }
+    }
+}
+
+struct Group {
+    key: GroupKey,
     state: BackendState,
-    slots: Vec<Slot>,
+    tasks: Vec<AbortHandle>,
+    backends: Vec<BackendId>,
+}
+
+impl Group {
+    fn stop(&self) {
+        self.tasks.iter().for_each(AbortHandle::abort);
+    }
 }
 
 #[derive(Default)]
 struct Shared {
-    backends: HashMap<BackendId, Backend>,
+    groups: HashMap<u64, Group>,
+    by_key: HashMap<GroupKey, u64>,
+    by_backend: HashMap<BackendId, u64>,
     next_id: u64,
 }
 
@@ -174,12 +209,13 @@ pub struct Checker {
     events: mpsc::UnboundedSender<HealthEvent>,
     source: Option<IpAddr>,
     runtime: Handle,
+    local_failures: Arc<AtomicU64>,
 }
 
 impl Checker {
     /// A checker with no targets, and the receiving end of its events. The channel is
     /// unbounded so a slow consumer never delays probes nor loses a transition; there is at
-    /// most one event per check result.
+    /// most one event per backend and check result.
     pub fn new(
         config: CheckerConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<HealthEvent>), CheckerError> {
@@ -190,77 +226,171 @@ impl Checker {
             events,
             source: config.source,
             runtime,
+            local_failures: Arc::default(),
         };
         Ok((checker, rx))
     }
 
-    /// Replaces the set of targets (hot reload). A (backend, check) pair whose probe is
-    /// unchanged ([`CheckSpec::same_probe`]) keeps its state and schedule, taking the new
-    /// interval, timeout and thresholds; new backends start unhealthy (or healthy without
-    /// checks) with no event, see [`snapshot`](Self::snapshot); removed ones stop at once. A
+    /// Replaces the set of targets (hot reload). Backends whose checks did not change keep
+    /// their state and schedule; a backend whose checks changed keeps the state of each check
+    /// whose probe is unchanged ([`CheckSpec::same_probe`]) under the new interval, timeout
+    /// and thresholds; new backends start unhealthy (or healthy without checks) with no
+    /// event, see [`snapshot`](Self::snapshot); removed ones stop at once. A known backend's
     /// verdict changed by the new set is sent as an event. On error nothing changes.
     pub fn set_targets(&self, targets: Vec<Target>) -> Result<(), CheckerError> {
+        self.set_targets_adopting(targets, &HashSet::new())
+    }
+
+    /// [`set_targets`](Self::set_targets) for a daemon adopting a data plane: the backends in
+    /// `serving` that the checker does not check yet start healthy with every check Up, so
+    /// that only `fall` failures in a row take them out. Checks shared with other backends
+    /// start so if any of their backends is serving (they were one check before too).
+    pub fn set_targets_adopting(
+        &self,
+        targets: Vec<Target>,
+        serving: &HashSet<BackendId>,
+    ) -> Result<(), CheckerError> {
         self.validate(&targets)?;
         let mut shared = lock(&self.shared);
-        let wanted: HashSet<&BackendId> = targets.iter().map(|t| &t.backend).collect();
-        shared.backends.retain(|id, backend| {
-            let keep = wanted.contains(id);
-            if !keep {
-                backend.slots.iter().for_each(|s| s.task.abort());
+        let before: HashMap<BackendId, bool> = shared
+            .by_backend
+            .iter()
+            .filter_map(|(b, g)| Some((b.clone(), shared.groups.get(g)?.state.healthy())))
+            .collect();
+        let mut keys = Vec::new();
+        let mut mates: HashMap<GroupKey, Vec<&Target>> = HashMap::new();
+        for target in &targets {
+            let key = GroupKey::of(target);
+            mates
+                .entry(key)
+                .or_insert_with_key(|key| {
+                    keys.push(key.clone());
+                    Vec::new()
+                })
+                .push(target);
+        }
+        let mut by_backend = HashMap::new();
+        let mut members: HashMap<u64, Vec<BackendId>> = HashMap::new();
+        for key in keys {
+            let Some(mates) = mates.remove(&key) else {
+                continue;
+            };
+            let id = match shared.by_key.get(&key) {
+                Some(&id) => id,
+                None => self.create(&mut shared, key, &mates, serving),
+            };
+            for t in mates {
+                by_backend.insert(t.backend.clone(), id);
+                members.entry(id).or_default().push(t.backend.clone());
             }
-            keep
+        }
+        let Shared {
+            groups,
+            by_key,
+            by_backend: old,
+            ..
+        } = &mut *shared;
+        groups.retain(|id, group| match members.remove(id) {
+            Some(backends) => {
+                group.backends = backends;
+                true
+            }
+            None => {
+                group.stop();
+                by_key.remove(&group.key);
+                false
+            }
         });
-        for target in targets {
-            let mut old: Vec<Option<(Slot, CheckState)>> =
-                match shared.backends.get_mut(&target.backend) {
-                    Some(b) => b
-                        .slots
-                        .drain(..)
-                        .zip(b.state.take_checks())
-                        .map(Some)
-                        .collect(),
-                    None => Vec::new(),
-                };
-            let (mut slots, mut states) = (Vec::new(), Vec::new());
-            for spec in target.checks {
-                let kept = old
-                    .iter_mut()
-                    .find(|o| o.as_ref().is_some_and(|(s, _)| s.spec.same_probe(&spec)))
-                    .and_then(Option::take);
-                let (slot, state) = match kept {
-                    Some((mut slot, mut state)) => {
-                        state.set_thresholds(spec.rise, spec.fall);
-                        slot.spec = spec;
-                        (slot, state)
-                    }
-                    None => {
-                        shared.next_id += 1;
-                        let id = shared.next_id;
-                        let state = CheckState::new(spec.to_string(), spec.rise, spec.fall);
-                        let task = self.spawn(target.backend.clone(), id, &spec);
-                        (Slot { id, spec, task }, state)
-                    }
-                };
-                slots.push(slot);
-                states.push(state);
-            }
-            old.into_iter().flatten().for_each(|(s, _)| s.task.abort());
-            match shared.backends.get_mut(&target.backend) {
-                Some(backend) => {
-                    backend.slots = slots;
-                    if let Some(t) = backend.state.reconfigure(target.rule, states) {
-                        self.send(&target.backend, t.healthy, t.reason);
-                    }
-                }
-                None => {
-                    let state = BackendState::new(target.rule, states);
-                    shared
-                        .backends
-                        .insert(target.backend, Backend { state, slots });
-                }
+        *old = by_backend;
+        for (backend, id) in old.iter() {
+            let (Some(group), Some(&was)) = (groups.get(id), before.get(backend)) else {
+                continue;
+            };
+            if group.state.healthy() != was {
+                let reason = format!("reconfigured; {}", group.state.tally());
+                self.send(backend, group.state.healthy(), reason);
             }
         }
         Ok(())
+    }
+
+    /// Starts the group of `key` for its backends' `mates`: carries over the checks of the
+    /// group the first of them was in, or starts fresh.
+    fn create(
+        &self,
+        shared: &mut Shared,
+        key: GroupKey,
+        mates: &[&Target],
+        serving: &HashSet<BackendId>,
+    ) -> u64 {
+        let previous = mates
+            .iter()
+            .find_map(|t| shared.by_backend.get(&t.backend))
+            .and_then(|id| shared.groups.get(id));
+        let state = match previous {
+            Some(old) => {
+                let mut kept: Vec<Option<(&CheckSpec, &CheckState)>> = old
+                    .key
+                    .checks
+                    .iter()
+                    .zip(old.state.checks())
+                    .map(Some)
+                    .collect();
+                let checks = key
+                    .checks
+                    .iter()
+                    .map(|spec| {
+                        let carried = kept
+                            .iter_mut()
+                            .find(|k| k.is_some_and(|(s, _)| s.same_probe(spec)))
+                            .and_then(Option::take);
+                        match carried {
+                            Some((_, state)) => {
+                                let mut state = state.clone();
+                                state.set_thresholds(spec.rise, spec.fall);
+                                state
+                            }
+                            None => CheckState::new(spec.to_string(), spec.rise, spec.fall),
+                        }
+                    })
+                    .collect();
+                let mut state = BackendState::with_verdict(key.rule, checks, old.state.healthy());
+                // The verdict is sent per backend by the caller.
+                let _ = state.reconfigure(key.rule, state.checks().to_vec());
+                state
+            }
+            None if mates.iter().any(|t| serving.contains(&t.backend)) => {
+                let checks = key
+                    .checks
+                    .iter()
+                    .map(|spec| CheckState::assumed_up(spec.to_string(), spec.rise, spec.fall));
+                BackendState::with_verdict(key.rule, checks.collect(), true)
+            }
+            None => {
+                let checks = key
+                    .checks
+                    .iter()
+                    .map(|spec| CheckState::new(spec.to_string(), spec.rise, spec.fall));
+                BackendState::new(key.rule, checks.collect())
+            }
+        };
+        shared.next_id += 1;
+        let id = shared.next_id;
+        let tasks = key
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| self.spawn(&key.address, id, index, spec))
+            .collect();
+        shared.by_key.insert(key.clone(), id);
+        let group = Group {
+            key,
+            state,
+            tasks,
+            backends: Vec::new(),
+        };
+        shared.groups.insert(id, group);
+        id
     }
 
     fn validate(&self, targets: &[Target]) -> Result<(), CheckerError> {
@@ -299,45 +429,61 @@ impl Checker {
         Ok(())
     }
 
-    /// Every backend's state, sorted by backend.
+    /// Every backend's state, sorted by backend. Backends sharing their checks show the same
+    /// state.
     pub fn snapshot(&self) -> Vec<BackendSnapshot> {
         let shared = lock(&self.shared);
         let mut all: Vec<_> = shared
-            .backends
+            .by_backend
             .iter()
-            .map(|(id, b)| BackendSnapshot {
-                backend: id.clone(),
-                healthy: b.state.healthy(),
-                rule: b.state.rule(),
-                checks: b.state.checks().iter().map(CheckSnapshot::from).collect(),
+            .filter_map(|(id, group)| {
+                let b = shared.groups.get(group)?;
+                Some(BackendSnapshot {
+                    backend: id.clone(),
+                    healthy: b.state.healthy(),
+                    rule: b.state.rule(),
+                    checks: b.state.checks().iter().map(CheckSnapshot::from).collect(),
+                })
             })
             .collect();
         all.sort_by(|a, b| a.backend.cmp(&b.backend));
         all
     }
 
+    /// Probes that could not run for a local reason (out of file descriptors, memory,
+    /// buffers or ports), since the checker started: a counter for `/metrics`. Such failures
+    /// never count against a backend.
+    pub fn local_failures(&self) -> u64 {
+        self.local_failures.load(Ordering::Relaxed)
+    }
+
     /// Stops every probe and forgets every backend; the checker can be given targets again.
     /// Dropping the checker does the same.
     pub fn stop(&self) {
         let mut shared = lock(&self.shared);
-        for (_, backend) in shared.backends.drain() {
-            backend.slots.iter().for_each(|s| s.task.abort());
-        }
+        shared.groups.values().for_each(Group::stop);
+        *shared = Shared {
+            next_id: shared.next_id,
+            ..Shared::default()
+        };
     }
 
     fn send(&self, backend: &BackendId, healthy: bool, reason: String) {
         send(&self.events, backend, healthy, reason);
     }
 
-    fn spawn(&self, backend: BackendId, id: u64, spec: &CheckSpec) -> AbortHandle {
-        let span = tracing::info_span!("health", backend = %backend, check = %spec);
-        let task = run(
-            self.shared.clone(),
-            self.events.clone(),
-            backend,
-            id,
-            self.source,
-        );
+    fn spawn(&self, address: &IpAddr, group: u64, index: usize, spec: &CheckSpec) -> AbortHandle {
+        let span = tracing::info_span!("health", backend = %address, check = %spec);
+        let task = run(Probing {
+            shared: self.shared.clone(),
+            events: self.events.clone(),
+            local_failures: self.local_failures.clone(),
+            address: *address,
+            group,
+            index,
+            spec: spec.clone(),
+            source: self.source,
+        });
         self.runtime.spawn(task.instrument(span)).abort_handle()
     }
 }
@@ -369,57 +515,70 @@ fn send(
     }
 }
 
-fn current_spec(shared: &Mutex<Shared>, backend: &BackendId, id: u64) -> Option<CheckSpec> {
-    let shared = lock(shared);
-    let slots = &shared.backends.get(backend)?.slots;
-    slots.iter().find(|s| s.id == id).map(|s| s.spec.clone())
+/// What one check's loop needs.
+struct Probing {
+    shared: Arc<Mutex<Shared>>,
+    events: mpsc::UnboundedSender<HealthEvent>,
+    local_failures: Arc<AtomicU64>,
+    address: IpAddr,
+    group: u64,
+    index: usize,
+    spec: CheckSpec,
+    source: Option<IpAddr>,
 }
 
 /// One check's loop. Starts after a random fraction of the interval so that checks configured
-/// together do not probe in lockstep; probe starts are then at least one interval apart.
-async fn run(
-    shared: Arc<Mutex<Shared>>,
-    events: mpsc::UnboundedSender<HealthEvent>,
-    backend: BackendId,
-    id: u64,
-    source: Option<IpAddr>,
-) {
-    let Some(first) = current_spec(&shared, &backend, id) else {
-        return;
-    };
-    let nanos = u64::try_from(first.interval.as_nanos())
+/// together do not probe in lockstep; probe starts are then at least one interval apart. Ends
+/// when its group is gone (it is also aborted at once).
+async fn run(p: Probing) {
+    let nanos = u64::try_from(p.spec.interval.as_nanos())
         .unwrap_or(u64::MAX)
         .max(1);
-    let mut next = Instant::now() + Duration::from_nanos(random_u64(id) % nanos);
+    let mut next = Instant::now() + Duration::from_nanos(random_u64(p.group) % nanos);
     loop {
         tokio::time::sleep_until(next).await;
-        let Some(spec) = current_spec(&shared, &backend, id) else {
-            return;
-        };
-        let result = probe(backend.address, &spec, source).await;
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, "probe failed");
+        let result = probe(p.address, &p.spec, p.source).await;
+        match &result {
+            Err(e) if e.is_local() => {
+                p.local_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "probe failed"),
+            Ok(_) => {}
         }
         {
-            let mut shared = lock(&shared);
-            let Some(b) = shared.backends.get_mut(&backend) else {
+            let mut shared = lock(&p.shared);
+            let Some(group) = shared.groups.get_mut(&p.group) else {
                 return;
             };
-            let Some(index) = b.slots.iter().position(|s| s.id == id) else {
-                return;
+            let check = |g: &Group| {
+                let c = g.state.checks().get(p.index);
+                (
+                    c.map(CheckState::status),
+                    c.and_then(|c| c.local_error().map(str::to_owned)),
+                )
             };
-            let status = |b: &Backend| b.state.checks().get(index).map(CheckState::status);
-            let before = status(b);
-            let transition = b.state.record(index, &result);
-            if let Some(after) = status(b).filter(|s| Some(*s) != before) {
+            let (status_before, local_before) = check(group);
+            let transition = group.state.record(p.index, &result);
+            let (status, local) = check(group);
+            if local != local_before {
+                match &local {
+                    Some(error) => {
+                        tracing::warn!(error, "probe cannot run here; the backend's state is kept")
+                    }
+                    None => tracing::info!("probes run again"),
+                }
+            }
+            if let Some(after) = status.filter(|s| Some(*s) != status_before) {
                 let error = result.as_ref().err().map(ToString::to_string);
                 tracing::info!(status = ?after, error, "check changed");
             }
             if let Some(t) = transition {
-                send(&events, &backend, t.healthy, t.reason);
+                for backend in &group.backends {
+                    send(&p.events, backend, t.healthy, t.reason.clone());
+                }
             }
         }
-        next += spec.interval;
+        next += p.spec.interval;
         next = next.max(Instant::now());
     }
 }

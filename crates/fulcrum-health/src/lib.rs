@@ -6,9 +6,11 @@
 //!   checks with a [`Rule`]; results in, [`Transition`]s out.
 //! * [`probe`](mod@probe): one `tcp`, `http`, `https` or `dns` probe, bounded by a timeout, returning the
 //!   latency or a short [`ProbeError`] reason.
-//! * [`Checker`]: runs every check on tokio at its interval, feeds the state, sends
-//!   [`HealthEvent`]s, serves [`snapshot`](Checker::snapshot)s, and takes a new set of targets
-//!   without losing the state of checks that did not change.
+//! * [`Checker`]: runs every check on tokio at its interval, once for all the backends that
+//!   have identical checks, feeds the state, sends [`HealthEvent`]s, serves
+//!   [`snapshot`](Checker::snapshot)s, and takes a new set of targets without losing the state
+//!   of checks that did not change. Probes that fail for a local reason
+//!   ([`ProbeError::is_local`]) are counted but never held against a backend.
 //!
 //! The check types ([`CheckSpec`] and friends) are plain data: the configuration layer
 //! converts into them and may call [`CheckSpec::validate`] to report errors early.

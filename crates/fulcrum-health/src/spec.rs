@@ -5,7 +5,7 @@ use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
 
 /// One health check of a backend. Identity for hot reload is [`CheckSpec::same_probe`]: the
 /// timing and thresholds can change without losing the check's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CheckSpec {
     /// What the probe does.
     pub probe: Probe,
@@ -23,7 +23,7 @@ pub struct CheckSpec {
 }
 
 /// The kinds of probe, each with only the parameters that mean something for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Probe {
     /// A TCP connection can be established.
     Tcp,
@@ -42,7 +42,7 @@ pub enum Probe {
 }
 
 /// An HTTP GET and what its answer must look like.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HttpCheck {
     /// Request target; must start with `/`.
     pub path: String,
@@ -59,7 +59,7 @@ pub struct HttpCheck {
 pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// A DNS query and the response code it must get.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DnsCheck {
     /// The name asked for, e.g. `example.com`.
     pub query: String,
@@ -171,7 +171,7 @@ impl fmt::Display for Rcode {
 }
 
 /// How many of a backend's checks must be up for the backend to be healthy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Rule {
     /// Every check.
     #[default]

@@ -13,6 +13,10 @@
 //!   out while it has not yet been decided.
 //!
 //! When no check is Unknown the two conditions meet: healthy exactly when `need` checks are Up.
+//!
+//! A result that failed for a local reason ([`ProbeError::is_local`]: out of descriptors,
+//! memory, ports) is no evidence about the backend: it is remembered and counted, but moves
+//! neither the counters nor the status.
 
 use std::time::Duration;
 
@@ -40,6 +44,8 @@ pub struct CheckState {
     failures: u32,
     last_error: Option<String>,
     last_latency: Option<Duration>,
+    local_error: Option<String>,
+    local_failures: u64,
 }
 
 impl CheckState {
@@ -54,12 +60,34 @@ impl CheckState {
             failures: 0,
             last_error: None,
             last_latency: None,
+            local_error: None,
+            local_failures: 0,
         }
     }
 
-    /// Counts one result; returns whether the status changed.
+    /// A check taken as Up from the start (a daemon adopting a backend that was serving):
+    /// it needs `fall` failures in a row to go Down.
+    pub fn assumed_up(name: impl Into<String>, rise: u32, fall: u32) -> Self {
+        Self {
+            status: CheckStatus::Up,
+            ..Self::new(name, rise, fall)
+        }
+    }
+
+    /// Counts one result; returns whether the status changed. A local failure changes
+    /// nothing but [`local_error`](Self::local_error) and the local count.
     pub fn record(&mut self, result: &Result<Duration, ProbeError>) -> bool {
         let before = self.status;
+        if let Err(e) = result
+            && e.is_local()
+        {
+            let text = e.to_string();
+            self.last_error = Some(text.clone());
+            self.local_error = Some(text);
+            self.local_failures = self.local_failures.saturating_add(1);
+            return false;
+        }
+        self.local_error = None;
         match result {
             Ok(latency) => {
                 self.last_latency = Some(*latency);
@@ -113,6 +141,15 @@ impl CheckState {
     pub fn last_latency(&self) -> Option<Duration> {
         self.last_latency
     }
+    /// The local error of the latest probe, if it could not run at all; cleared by the next
+    /// probe that ran.
+    pub fn local_error(&self) -> Option<&str> {
+        self.local_error.as_deref()
+    }
+    /// Probes that could not run for a local reason, since the check started.
+    pub fn local_failures(&self) -> u64 {
+        self.local_failures
+    }
 }
 
 /// A change of a backend's verdict, with a reason fit for a log line.
@@ -136,6 +173,13 @@ impl BackendState {
     /// A backend not yet checked: unhealthy, unless there is nothing to check.
     pub fn new(rule: Rule, checks: Vec<CheckState>) -> Self {
         let healthy = rule.required(checks.len()) == 0;
+        Self::with_verdict(rule, checks, healthy)
+    }
+
+    /// A backend whose verdict is known from elsewhere: a previous configuration, or a
+    /// backend adopted as serving (with [`CheckState::assumed_up`] checks). Call
+    /// [`reconfigure`](Self::reconfigure) to reconcile the verdict with the checks.
+    pub fn with_verdict(rule: Rule, checks: Vec<CheckState>, healthy: bool) -> Self {
         Self {
             rule,
             checks,
@@ -183,12 +227,20 @@ impl BackendState {
             return None;
         }
         self.healthy = healthy;
-        let tally = format!("{up} of {total} checks up, need {need}");
+        let tally = self.tally();
         let reason = match cause {
             Some(cause) => format!("{cause}; {tally}"),
             None => tally,
         };
         Some(Transition { healthy, reason })
+    }
+
+    /// How the checks stand, e.g. `1 of 2 checks up, need 1`.
+    pub fn tally(&self) -> String {
+        let total = self.checks.len();
+        let need = self.rule.required(total);
+        let up = self.checks.iter().filter(|c| c.status == CheckStatus::Up);
+        format!("{} of {total} checks up, need {need}", up.count())
     }
 
     /// The verdict: whether the backend should receive new flows.
@@ -361,6 +413,37 @@ mod tests {
                 reason: "reconfigured; 1 of 2 checks up, need 1".into()
             })
         );
+    }
+
+    #[test]
+    fn local_failures_are_no_evidence() {
+        let local: Result<Duration, ProbeError> = Err(ProbeError::Local {
+            op: "socket",
+            reason: "too many open files".into(),
+        });
+        let mut b = backend(Rule::All, 1, 1, 2);
+        feed(&mut b, 0, &[&OK]);
+        assert_eq!(feed(&mut b, 0, &[&local; 10]), Vec::<bool>::new());
+        let c = &b.checks()[0];
+        assert_eq!(c.status(), CheckStatus::Up);
+        assert_eq!(
+            (c.successes(), c.failures(), c.local_failures()),
+            (1, 0, 10)
+        );
+        assert_eq!(c.local_error(), Some("local: too many open files (socket)"));
+        assert_eq!(feed(&mut b, 0, &[&KO]), Vec::<bool>::new(), "fall is 2");
+        assert_eq!(b.checks()[0].local_error(), None, "a probe ran");
+        assert_eq!(feed(&mut b, 0, &[&KO]), [false]);
+    }
+
+    #[test]
+    fn assumed_up_needs_fall_failures() {
+        let checks = vec![CheckState::assumed_up("tcp :80", 3, 2)];
+        let mut b = BackendState::with_verdict(Rule::All, checks, true);
+        assert_eq!(b.reconfigure(Rule::All, b.checks().to_vec()), None);
+        assert!(b.healthy());
+        assert_eq!(feed(&mut b, 0, &[&KO]), Vec::<bool>::new());
+        assert_eq!(feed(&mut b, 0, &[&KO]), [false]);
     }
 
     #[test]

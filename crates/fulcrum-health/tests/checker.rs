@@ -2,6 +2,7 @@
 mod common;
 
 use std::{
+    collections::HashSet,
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
@@ -248,4 +249,114 @@ fn needs_a_runtime() {
         Checker::new(CheckerConfig::default()),
         Err(CheckerError::NoRuntime)
     ));
+}
+
+/// Defect 9: 300 services on the same 4 backends probe each backend once per interval, and
+/// every service still gets its events and its snapshot.
+#[tokio::test]
+async fn identical_checks_are_probed_once() {
+    const SERVICES: usize = 300;
+    let mut servers = Vec::new();
+    for last in 1..=4 {
+        servers.push(TcpServer::start(&format!("127.0.0.{last}:0")).await);
+    }
+    let (checker, mut rx) = Checker::new(CheckerConfig::default()).expect("runtime");
+    let targets = (0..SERVICES)
+        .flat_map(|s| {
+            servers.iter().enumerate().map(move |(i, server)| {
+                tcp_target(backend(&format!("svc{s}"), i as u8 + 1), server.addr.port())
+            })
+        })
+        .collect();
+    checker.set_targets(targets).expect("valid");
+    let mut up = HashSet::new();
+    while up.len() < SERVICES * servers.len() {
+        let e = next_event(&mut rx).await;
+        assert!(e.healthy, "{e:?}");
+        assert!(up.insert(e.backend.clone()), "one event per backend: {e:?}");
+    }
+    let snap = checker.snapshot();
+    assert_eq!(snap.len(), SERVICES * servers.len());
+    assert!(snap.iter().all(|b| b.healthy));
+
+    const INTERVALS: u32 = 10;
+    let before: Vec<usize> = servers
+        .iter()
+        .map(|s| s.accepted.load(Ordering::SeqCst))
+        .collect();
+    tokio::time::sleep(INTERVAL * INTERVALS).await;
+    for (server, before) in servers.iter().zip(before) {
+        let probes = server.accepted.load(Ordering::SeqCst) - before;
+        // One per interval, give or take the edges; unshared checks would make it 3,000.
+        assert!(
+            (1..=INTERVALS as usize + 2).contains(&probes),
+            "{} accepted {probes} probes in {INTERVALS} intervals",
+            server.addr
+        );
+    }
+}
+
+/// A service that changes its check leaves the shared one; the others keep it untouched.
+#[tokio::test]
+async fn leaving_a_shared_check_keeps_it_for_the_others() {
+    let server = TcpServer::start("127.0.0.1:0").await;
+    let (checker, mut rx) = Checker::new(CheckerConfig::default()).expect("runtime");
+    let (a, b) = (backend("a", 1), backend("b", 1));
+    let port = server.addr.port();
+    checker
+        .set_targets(vec![
+            tcp_target(a.clone(), port),
+            tcp_target(b.clone(), port),
+        ])
+        .expect("valid");
+    for _ in 0..2 {
+        assert!(next_event(&mut rx).await.healthy);
+    }
+    let mut slower = tcp_target(b.clone(), port);
+    slower.checks[0].interval = INTERVAL * 2;
+    checker
+        .set_targets(vec![tcp_target(a.clone(), port), slower])
+        .expect("valid");
+    let snap = checker.snapshot();
+    assert!(
+        snap.iter().all(|s| s.healthy),
+        "both kept their state: {snap:?}"
+    );
+    assert!(snap.iter().all(|s| s.checks[0].successes >= 2), "{snap:?}");
+    let addr = server.stop().await;
+    let mut down = HashSet::new();
+    while down.len() < 2 {
+        let e = next_event(&mut rx).await;
+        assert!(
+            !e.healthy && down.insert(e.backend.clone()),
+            "{e:?} ({addr})"
+        );
+    }
+    assert_eq!(down, HashSet::from([a, b]));
+}
+
+/// Restart adoption: a backend that was serving starts healthy and needs `fall` failures in a
+/// row to go down; one that was not starts down as usual.
+#[tokio::test]
+async fn adopted_backends_start_healthy() {
+    let closed = closed_port().await;
+    let (checker, mut rx) = Checker::new(CheckerConfig::default()).expect("runtime");
+    let (serving, fresh) = (backend("web", 1), backend("web", 2));
+    let mut target = tcp_target(serving.clone(), closed);
+    target.checks[0].fall = 3;
+    checker
+        .set_targets_adopting(
+            vec![target, tcp_target(fresh.clone(), closed)],
+            &HashSet::from([serving.clone()]),
+        )
+        .expect("valid");
+    let snap = checker.snapshot();
+    assert!(snap[0].healthy, "{snap:?}");
+    assert_eq!(snap[0].checks[0].status, CheckStatus::Up);
+    assert!(!snap[1].healthy, "{snap:?}");
+    let down = next_event(&mut rx).await;
+    assert_eq!((down.backend, down.healthy), (serving, false));
+    let snap = checker.snapshot();
+    assert!(snap[0].checks[0].failures >= 3, "{snap:?}");
+    assert!(rx.try_recv().is_err(), "the fresh backend was never up");
 }

@@ -80,14 +80,51 @@ pub enum ProbeError {
     /// The spec could not be turned into a request (normally caught by validation).
     #[error("invalid check: {0}")]
     Invalid(String),
+    /// This host could not run the probe (out of file descriptors, memory, buffers or local
+    /// ports; no socket could be created or bound). It says nothing about the backend, so the
+    /// state does not count it (see [`ProbeError::is_local`]).
+    #[error("local: {reason} ({op})")]
+    Local {
+        /// What was being done: `socket`, `bind`, `connect`...
+        op: &'static str,
+        /// What ran out, e.g. `too many open files`.
+        reason: String,
+    },
 }
 
 impl ProbeError {
     fn io(op: &'static str, e: &io::Error) -> Self {
+        if let Some(reason) = local_reason(op, e) {
+            return Self::Local { op, reason };
+        }
         match e.kind() {
             io::ErrorKind::ConnectionRefused => Self::ConnectRefused,
             kind => Self::Io { op, kind },
         }
+    }
+
+    /// Whether the failure is this host's own, not evidence against the backend.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Local { .. })
+    }
+}
+
+/// The reason if `e` is a failure of this host rather than of the path to the backend: a
+/// socket that cannot be created or bound is always ours; otherwise only the errnos of
+/// exhausted local resources.
+fn local_reason(op: &'static str, e: &io::Error) -> Option<String> {
+    let known = match e.raw_os_error() {
+        Some(libc::EMFILE) => Some("too many open files"),
+        Some(libc::ENFILE) => Some("too many open files in the system"),
+        Some(libc::ENOMEM) => Some("out of memory"),
+        Some(libc::ENOBUFS) => Some("no buffer space"),
+        Some(libc::EADDRNOTAVAIL) => Some("no local address or port available"),
+        _ => None,
+    };
+    match (known, op) {
+        (Some(reason), _) => Some(reason.to_owned()),
+        (None, "socket" | "bind") => Some(e.kind().to_string()),
+        (None, _) => None,
     }
 }
 
@@ -196,6 +233,11 @@ mod tests {
             want: Rcode::NOERROR,
         };
         assert_eq!(e.to_string(), "rcode NXDOMAIN (want NOERROR)");
+        let e = ProbeError::io("connect", &io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(e.to_string(), "local: too many open files (connect)");
+        assert!(e.is_local());
+        let e = ProbeError::io("connect", &io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert!(!e.is_local());
         let e = ProbeError::DnsId {
             got: 1,
             want: 0xbeef,
