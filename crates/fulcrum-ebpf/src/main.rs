@@ -147,9 +147,6 @@ fn confirm_vip(dst: u32, verdict: Verdict) -> Verdict {
 #[inline(always)]
 fn forward(ctx: &XdpContext, chosen: Chosen) -> Verdict {
     let backend = chosen.backend;
-    if backend.ifindex == 0 {
-        return Verdict::Drop(Counter::DropBackendUnresolved);
-    }
     let len = frame_len(ctx) as u64;
     let new_flow = !matches!(chosen.reason, Counter::FlowHit) as u64;
     count_traffic(
@@ -273,7 +270,7 @@ fn find_service(flow: &FlowKey) -> Option<ServiceValue> {
 
 enum Pinned {
     Hit(Chosen),
-    /// Pinned to a backend that has since been removed.
+    /// Pinned to a backend that has since been removed, or to a slot not usable now.
     Stale,
     Miss,
 }
@@ -343,11 +340,13 @@ fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue, pending: u1
     }
 }
 
-/// Hit while the entry's backend slot still holds the backend it was pinned to.
+/// Hit while the entry's backend slot still holds the backend it was pinned to and that
+/// backend is usable: a slot being freed reads `{ifindex 0, generation + 1}`, and a flow
+/// pinned in that instant must be chosen again, not dropped until the slot is reused.
 #[inline(always)]
 fn validate(entry: &FlowValue) -> Pinned {
     match BACKENDS.get(entry.backend) {
-        Some(b) if b.generation == entry.generation => Pinned::Hit(Chosen {
+        Some(b) if b.generation == entry.generation && b.ifindex != 0 => Pinned::Hit(Chosen {
             backend_slot: entry.backend,
             backend: *b,
             reason: Counter::FlowHit,
@@ -381,6 +380,10 @@ fn choose(
     let backend = *BACKENDS
         .get(slot)
         .ok_or(Verdict::Drop(Counter::DropNoBackend))?;
+    // The table may still name a slot that user space is freeing: never pin it.
+    if backend.ifindex == 0 {
+        return Err(Verdict::Drop(Counter::DropBackendUnresolved));
+    }
     let entry = FlowValue {
         backend: slot,
         generation: backend.generation,
