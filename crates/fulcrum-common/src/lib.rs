@@ -26,6 +26,10 @@ pub mod maps {
     /// Per CPU, a direct-mapped cache in front of [`FLOWS`]: an established packet costs
     /// an array read instead of a hash lookup.
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
+    /// Per [`FLOW_CACHE`] index, shared by all CPUs: how many SYNs of that index took
+    /// their 5-tuple over. A cached entry stored under an older epoch is checked against
+    /// [`FLOWS`] again.
+    pub const FLOW_EPOCH: &str = "FLOW_EPOCH";
     /// Interfaces the program may redirect to.
     pub const EGRESS: &str = "EGRESS";
     /// Per-CPU global counters, indexed by [`crate::Counter`].
@@ -155,9 +159,12 @@ pub struct FlowValue {
 
 /// Value of [`FLOW_CACHE`](maps::FLOW_CACHE): a flow table entry remembered by one CPU.
 ///
-/// A SYN's choice lives only here (`pending`) until the flow's first non-SYN packet pins
-/// it in [`FLOWS`](maps::FLOWS): a SYN flood from spoofed sources then never churns the
-/// shared flow table or evicts established flows from it.
+/// A SYN for a 5-tuple the flow table does not hold lives only here (`pending`) until
+/// the flow's first non-SYN packet pins it in [`FLOWS`](maps::FLOWS): a SYN flood from
+/// spoofed sources then never churns the shared flow table or evicts established flows
+/// from it. A SYN for a 5-tuple the table holds rewrites that entry in place, and every
+/// SYN moves its index's [`FLOW_EPOCH`](maps::FLOW_EPOCH) on, so no CPU's copy of an
+/// older connection on the same 5-tuple is used again.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CachedFlow {
@@ -168,7 +175,9 @@ pub struct CachedFlow {
     pub hits: u16,
     /// 1 while the flow is chosen but not yet in [`FLOWS`](maps::FLOWS).
     pub pending: u16,
-    pub _pad: u32,
+    /// The index's [`FLOW_EPOCH`](maps::FLOW_EPOCH) when the entry was stored; the entry
+    /// is used only while the two agree.
+    pub epoch: u32,
 }
 
 /// See [`CachedFlow::hits`] (a power of two).

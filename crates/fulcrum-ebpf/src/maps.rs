@@ -44,6 +44,12 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
 #[map]
 pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(1, 0);
 
+/// Bumped here by every SYN, at its flow cache index; read on every flow cache hit. One
+/// entry per cache index, shared by all CPUs (see `CachedFlow::epoch`); 64 bits because
+/// BPF has atomic adds of 64 bits only (without ALU32).
+#[map]
+pub static FLOW_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Written by user space when it attaches to an interface; read to redirect.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(64, 0);

@@ -73,6 +73,12 @@ impl Fixture {
     pub fn new() -> Self {
         pin_to_cpu(current_cpu()).expect("pin the test thread to its CPU");
         let ns = NetNs::create(&format!("{}-fx", unique_prefix("f"))).expect("create netns");
+        // The veths would send IPv6 router and multicast listener solicitations through
+        // the program, and fixtures count what their own frames move.
+        for conf in ["all", "default"] {
+            ns.sysctl(&format!("net.ipv6.conf.{conf}.disable_ipv6"), "1")
+                .expect("disable IPv6");
+        }
         for (a, b, addr) in [
             ("fx0", "fx1", "10.88.0.1/24"),
             ("fy0", "fy1", "10.88.1.1/24"),
