@@ -250,6 +250,9 @@ counters! {
     DropFragment = "drop_fragment",
     /// Drop: VIP traffic whose TCP/UDP header is cut short.
     DropTruncatedL4 = "drop_truncated_l4",
+    /// Drop: VIP traffic whose TCP data offset is below 5 words or whose UDP length is
+    /// below 8 bytes.
+    DropBadL4Header = "drop_bad_l4_header",
     /// Drop: the service has no usable backend.
     DropNoBackend = "drop_no_backend",
     /// Drop: the chosen backend's MAC is not known yet.

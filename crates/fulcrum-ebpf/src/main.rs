@@ -3,9 +3,11 @@
 //! Rules, in the order they apply (each is a counter, see `fulcrum_common::Counter`):
 //! what cannot be VIP traffic (short frames, non-IPv4, unreadable IPv4 headers, other
 //! destinations) passes to the kernel untouched; VIP traffic that is malformed or
-//! unsupported (bad header, length beyond the frame, fragments, options, short TCP/UDP
-//! header) is dropped; VIP traffic with no service for its port passes; a service with no
-//! usable backend drops; everything else is forwarded to its backend.
+//! unsupported (bad header, length beyond the frame, fragments, options, a TCP/UDP header
+//! cut short, a TCP data offset below 5, a UDP length below 8) is dropped; VIP traffic
+//! with no service for its port passes; a service with no usable backend drops; everything
+//! else is forwarded to a usable backend. `crates/fulcrum-lab/tests/fuzz` holds the
+//! program to these rules.
 #![no_std]
 #![no_main]
 // BPF without ALU32 has 64-bit atomic adds but no `AtomicU64::fetch_add`; the intrinsic
@@ -230,6 +232,13 @@ fn parse_l4(ctx: &XdpContext, ip: *const Ipv4, l3: usize) -> Result<Parsed, Verd
             }
             let tcp = ptr_at::<Tcp>(ctx, l4).ok_or(truncated)?;
             let tcp = unsafe { &*tcp };
+            let data_offset = ((tcp.data_offset >> 4) as usize) * 4;
+            if data_offset < size_of::<Tcp>() {
+                return Err(Verdict::Drop(Counter::DropBadL4Header));
+            }
+            if data_offset > total_len - IP_HLEN {
+                return Err(truncated);
+            }
             (
                 tcp.sport,
                 tcp.dport,
@@ -242,6 +251,13 @@ fn parse_l4(ctx: &XdpContext, ip: *const Ipv4, l3: usize) -> Result<Parsed, Verd
             }
             let udp = ptr_at::<Udp>(ctx, l4).ok_or(truncated)?;
             let udp = unsafe { &*udp };
+            let udp_len = u16::from_be(udp.len) as usize;
+            if udp_len < size_of::<Udp>() {
+                return Err(Verdict::Drop(Counter::DropBadL4Header));
+            }
+            if udp_len > total_len - IP_HLEN {
+                return Err(truncated);
+            }
             (udp.sport, udp.dport, false)
         }
         _ => return Err(Verdict::Pass(Counter::PassNoService)),

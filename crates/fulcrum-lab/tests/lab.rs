@@ -300,11 +300,19 @@ fn get_from_port(port: u16) -> std::io::Result<String> {
         }
         let stream = TcpStream::from_raw_fd(fd);
         let one: libc::c_int = 1;
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
         let set = |level, name, value: *const libc::c_void, len: usize| {
             libc::setsockopt(fd, level, name, value, len as libc::socklen_t)
         };
-        if set(libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4) != 0
+        if set(
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            4,
+        ) != 0
             || set(
                 libc::SOL_SOCKET,
                 libc::SO_LINGER,
@@ -317,7 +325,9 @@ fn get_from_port(port: u16) -> std::io::Result<String> {
         let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip.octets()),
+            },
             sin_zero: [0; 8],
         };
         let local = sockaddr(CLIENT, port);
@@ -363,7 +373,10 @@ fn a_new_connection_on_a_reused_port_is_never_reset() {
     let mut lb = start_balancer(&lab, web());
     lab.client
         .ns
-        .exec("sh", &["-c", "echo 2 > /sys/class/net/eth0/queues/rx-0/rps_cpus"])
+        .exec(
+            "sh",
+            &["-c", "echo 2 > /sys/class/net/eth0/queues/rx-0/rps_cpus"],
+        )
         .expect("steer the client's receive path to CPU 1");
     const PORTS: std::ops::Range<u16> = 21000..21300;
     let round = |lb: &Balancer| -> (BTreeMap<u16, String>, Vec<String>) {
