@@ -26,9 +26,8 @@ pub mod maps {
     /// Per CPU, a direct-mapped cache in front of [`FLOWS`]: an established packet costs
     /// an array read instead of a hash lookup.
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
-    /// Per [`FLOW_CACHE`] index, shared by all CPUs: how many SYNs of that index took
-    /// their 5-tuple over. A cached entry stored under an older epoch is checked against
-    /// [`FLOWS`] again.
+    /// Per [`FLOW_CACHE`] index, shared by all CPUs: how many SYNs that index has seen.
+    /// A cached entry stored under an older epoch is checked against [`FLOWS`] again.
     pub const FLOW_EPOCH: &str = "FLOW_EPOCH";
     /// Interfaces the program may redirect to.
     pub const EGRESS: &str = "EGRESS";
