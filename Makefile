@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build demo test bench soak lint clean
+.PHONY: setup build demo test bench fuzz soak lint clean
 
 setup:
 	@./scripts/setup.sh
@@ -15,7 +15,8 @@ demo: build
 	./target/release/fulcrum-demo
 
 # Every layer: unit and property tests (fulcrum --lib), packet fixtures through the
-# verified program (fulcrum-lab --test fixtures), netns labs (fulcrum-lab --test lab),
+# verified program (fulcrum-lab --test fixtures), packet fuzzing through it (--test fuzz),
+# netns labs (fulcrum-lab --test lab),
 # the command line as a user runs it (fulcrum-cli --test balance), and doc examples.
 test: build lint
 	$(CARGO) test --release
@@ -28,6 +29,11 @@ bench: build
 SOAK_CYCLES ?= 10
 soak: build
 	SOAK_CYCLES=$(SOAK_CYCLES) $(CARGO) test --release -p fulcrum-cli --test soak -- --nocapture
+
+# The packet fuzzer for a long run: ten million frames (FUZZ_FRAMES, FUZZ_SECONDS and
+# FUZZ_SEED override); `make test` runs a million.
+fuzz: build
+	FUZZ_FRAMES=$${FUZZ_FRAMES:-10000000} $(CARGO) test --release -p fulcrum-lab --test fuzz -- --nocapture
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -23,7 +23,9 @@ fn client(n: u32) -> SocketAddrV4 {
 /// One measured case: which program, on which interface, with which frames.
 struct Case {
     name: &'static str,
-    target: Option<(&'static str, f64)>,
+    /// The target, as the most the case's net cost may be in MAC-swap calls of the same
+    /// rounds: a ratio holds on a machine that runs everything twice as slowly this week.
+    target: Option<f64>,
     program: Which,
     frames: Frames,
 }
@@ -82,25 +84,25 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
         },
         Case {
             name: "TCP established (flow hit)",
-            target: Some(("<= 30 ns net", 30.0)),
+            target: Some(1.0),
             program: Which::Balancer,
             frames: Frames::Fixed(vec![est]),
         },
         Case {
             name: "TCP SYN to a VIP",
-            target: Some(("<= 60 ns net", 60.0)),
+            target: Some(3.0),
             program: Which::Balancer,
             frames: Frames::Fixed(vec![syn]),
         },
         Case {
             name: "UDP to a VIP (flow hit)",
-            target: None,
+            target: Some(1.0),
             program: Which::Balancer,
             frames: Frames::Fixed(vec![udp]),
         },
         Case {
             name: "new flow every packet (SYN)",
-            target: Some(("<= 200 ns net", 200.0)),
+            target: Some(10.0),
             program: Which::Balancer,
             frames: Frames::Fresh { next: 1 << 20 },
         },
@@ -112,13 +114,13 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
         },
         Case {
             name: "no VIP (pass)",
-            target: Some(("<= 5 ns net", 5.0)),
+            target: Some(0.25),
             program: Which::Balancer,
             frames: Frames::Fixed(vec![other]),
         },
         Case {
             name: "VLAN-tagged established",
-            target: None,
+            target: Some(1.0),
             program: Which::Balancer,
             frames: Frames::Fixed(vec![vlan]),
         },
@@ -177,8 +179,8 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
         if !matches!(case.program, Which::Pass) {
             f = f.against("MAC-swap", macswap);
         }
-        if let Some((text, limit)) = case.target {
-            f = f.target(text, net <= limit);
+        if let Some(ratio) = case.target {
+            f = f.target(format!("net <= {ratio}x MAC-swap"), net <= ratio * macswap);
         }
         figures.push(f);
         if !matches!(case.program, Which::Pass) {

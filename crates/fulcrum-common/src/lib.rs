@@ -26,6 +26,9 @@ pub mod maps {
     /// Per CPU, a direct-mapped cache in front of [`FLOWS`]: an established packet costs
     /// an array read instead of a hash lookup.
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
+    /// Per [`FLOW_CACHE`] index, shared by all CPUs: how many SYNs that index has seen.
+    /// A cached entry stored under an older epoch is checked against [`FLOWS`] again.
+    pub const FLOW_EPOCH: &str = "FLOW_EPOCH";
     /// Interfaces the program may redirect to.
     pub const EGRESS: &str = "EGRESS";
     /// Per-CPU global counters, indexed by [`crate::Counter`].
@@ -47,6 +50,7 @@ pub mod maps {
         BACKENDS,
         FLOWS,
         FLOW_CACHE,
+        FLOW_EPOCH,
         EGRESS,
         GLOBAL_STATS,
         BACKEND_STATS,
@@ -177,9 +181,12 @@ pub struct FlowValue {
 
 /// Value of [`FLOW_CACHE`](maps::FLOW_CACHE): a flow table entry remembered by one CPU.
 ///
-/// A SYN's choice lives only here (`pending`) until the flow's first non-SYN packet pins
-/// it in [`FLOWS`](maps::FLOWS): a SYN flood from spoofed sources then never churns the
-/// shared flow table or evicts established flows from it.
+/// A SYN for a 5-tuple the flow table does not hold lives only here (`pending`) until
+/// the flow's first non-SYN packet pins it in [`FLOWS`](maps::FLOWS): a SYN flood from
+/// spoofed sources then never churns the shared flow table or evicts established flows
+/// from it. A SYN for a 5-tuple the table holds rewrites that entry in place, and every
+/// SYN moves its index's [`FLOW_EPOCH`](maps::FLOW_EPOCH) on, so no CPU's copy of an
+/// older connection on the same 5-tuple is used again.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CachedFlow {
@@ -190,7 +197,9 @@ pub struct CachedFlow {
     pub hits: u16,
     /// 1 while the flow is chosen but not yet in [`FLOWS`](maps::FLOWS).
     pub pending: u16,
-    pub _pad: u32,
+    /// The index's [`FLOW_EPOCH`](maps::FLOW_EPOCH) when the entry was stored; the entry
+    /// is used only while the two agree.
+    pub epoch: u32,
 }
 
 /// See [`CachedFlow::hits`] (a power of two).
@@ -263,6 +272,9 @@ counters! {
     DropFragment = "drop_fragment",
     /// Drop: VIP traffic whose TCP/UDP header is cut short.
     DropTruncatedL4 = "drop_truncated_l4",
+    /// Drop: VIP traffic whose TCP data offset is below 5 words or whose UDP length is
+    /// below 8 bytes.
+    DropBadL4Header = "drop_bad_l4_header",
     /// Drop: the service has no usable backend.
     DropNoBackend = "drop_no_backend",
     /// Drop: the chosen backend's MAC is not known yet.

@@ -3,13 +3,22 @@
 //! Rules, in the order they apply (each is a counter, see `fulcrum_common::Counter`):
 //! what cannot be VIP traffic (short frames, non-IPv4, unreadable IPv4 headers, other
 //! destinations) passes to the kernel untouched; VIP traffic that is malformed or
-//! unsupported (bad header, length beyond the frame, fragments, options, short TCP/UDP
-//! header) is dropped; VIP traffic with no service for its port passes; a service with no
-//! usable backend drops; everything else is forwarded to its backend.
+//! unsupported (bad header, length beyond the frame, fragments, options, a TCP/UDP header
+//! cut short, a TCP data offset below 5, a UDP length below 8) is dropped; VIP traffic
+//! with no service for its port passes; a service with no usable backend drops; everything
+//! else is forwarded to a usable backend. `crates/fulcrum-lab/tests/fuzz` holds the
+//! program to these rules.
 #![no_std]
 #![no_main]
+// BPF without ALU32 has 64-bit atomic adds but no `AtomicU64::fetch_add`; the intrinsic
+// compiles to one `lock xadd` (BPF_ATOMIC | BPF_ADD).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
-use core::mem::size_of;
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::size_of,
+};
 
 mod maps;
 mod packet;
@@ -21,8 +30,8 @@ use fulcrum_common::{
     ServiceValue, TrafficCounters, flow_hash, ring_stride, vip_filter_bucket,
 };
 use maps::{
-    BACKEND_STATS, BACKENDS, EGRESS, FLOW_CACHE, FLOWS, GLOBAL_STATS, MAGLEV, SERVICES, VIP_FILTER,
-    VIPS,
+    BACKEND_STATS, BACKENDS, EGRESS, FLOW_CACHE, FLOW_EPOCH, FLOWS, GLOBAL_STATS, MAGLEV, SERVICES,
+    VIP_FILTER, VIPS,
 };
 use packet::{Eth, Ipv4, Macs, TCP_ACK, TCP_SYN, Tcp, Udp, Vlan, frame_len, ptr_at};
 
@@ -108,7 +117,9 @@ fn balance(ctx: &XdpContext) -> Verdict {
     };
     // SAFETY: a plain read of a global the loader sets before verification.
     let mask = unsafe { core::ptr::read_volatile(&FLOW_CACHE_MASK) };
-    let cache = FLOW_CACHE.get_ptr_mut(cache_index(&parsed.flow) & mask);
+    let index = cache_index(&parsed.flow) & mask;
+    let cache = FLOW_CACHE.get_ptr_mut(index);
+    let epoch = FLOW_EPOCH.get_ptr_mut(index);
     // Established flows: this CPU's cache, else the flow table; no service lookup.
     let mut reason = if parsed.syn {
         Counter::FlowNewSyn
@@ -118,7 +129,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
         Counter::FlowMissNonSyn
     };
     if !parsed.syn {
-        match pinned(&parsed.flow, cache) {
+        match pinned(&parsed.flow, cache, epoch) {
             Pinned::Hit(chosen) => return forward(ctx, chosen),
             Pinned::Stale => reason = Counter::FlowStale,
             Pinned::Miss => {}
@@ -127,7 +138,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     let Some(service) = find_service(&parsed.flow) else {
         return confirm_vip(dst, Verdict::Pass(Counter::PassNoService));
     };
-    match choose(&parsed, &service, cache, reason) {
+    match choose(&parsed, &service, cache, epoch, reason) {
         Ok(chosen) => forward(ctx, chosen),
         Err(v) => v,
     }
@@ -147,9 +158,6 @@ fn confirm_vip(dst: u32, verdict: Verdict) -> Verdict {
 #[inline(always)]
 fn forward(ctx: &XdpContext, chosen: Chosen) -> Verdict {
     let backend = chosen.backend;
-    if backend.ifindex == 0 {
-        return Verdict::Drop(Counter::DropBackendUnresolved);
-    }
     let len = frame_len(ctx) as u64;
     let new_flow = !matches!(chosen.reason, Counter::FlowHit) as u64;
     count_traffic(
@@ -224,6 +232,13 @@ fn parse_l4(ctx: &XdpContext, ip: *const Ipv4, l3: usize) -> Result<Parsed, Verd
             }
             let tcp = ptr_at::<Tcp>(ctx, l4).ok_or(truncated)?;
             let tcp = unsafe { &*tcp };
+            let data_offset = ((tcp.data_offset >> 4) as usize) * 4;
+            if data_offset < size_of::<Tcp>() {
+                return Err(Verdict::Drop(Counter::DropBadL4Header));
+            }
+            if data_offset > total_len - IP_HLEN {
+                return Err(truncated);
+            }
             (
                 tcp.sport,
                 tcp.dport,
@@ -236,6 +251,13 @@ fn parse_l4(ctx: &XdpContext, ip: *const Ipv4, l3: usize) -> Result<Parsed, Verd
             }
             let udp = ptr_at::<Udp>(ctx, l4).ok_or(truncated)?;
             let udp = unsafe { &*udp };
+            let udp_len = u16::from_be(udp.len) as usize;
+            if udp_len < size_of::<Udp>() {
+                return Err(Verdict::Drop(Counter::DropBadL4Header));
+            }
+            if udp_len > total_len - IP_HLEN {
+                return Err(truncated);
+            }
             (udp.sport, udp.dport, false)
         }
         _ => return Err(Verdict::Pass(Counter::PassNoService)),
@@ -273,19 +295,22 @@ fn find_service(flow: &FlowKey) -> Option<ServiceValue> {
 
 enum Pinned {
     Hit(Chosen),
-    /// Pinned to a backend that has since been removed.
+    /// Pinned to a backend that has since been removed, or to a slot not usable now.
     Stale,
     Miss,
 }
 
 /// This CPU's cached entry for the flow, else the flow table's, if its backend is still
-/// the one it was pinned to.
+/// the one it was pinned to. A cached entry stored before the last SYN of its index may
+/// be an older connection's on the same 5-tuple: then the flow table says.
 #[inline(always)]
-fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
+fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>, epoch: Option<*mut u64>) -> Pinned {
+    let now = read_epoch(epoch);
     if let Some(c) = cache {
         // SAFETY: this CPU's own entry; nothing else writes it while the program runs.
         let c = unsafe { &mut *c };
         if c.key == *flow
+            && c.epoch == now
             && let Pinned::Hit(chosen) = validate(&c.value)
         {
             if c.pending != 0 {
@@ -304,13 +329,62 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>) -> Pinned {
     let Some(entry) = FLOWS.get_ptr(flow) else {
         return Pinned::Miss;
     };
-    // SAFETY: plain data, see find_service.
-    let entry = unsafe { *entry };
+    // SAFETY: an entry of the flow table, see read_flow.
+    let entry = unsafe { read_flow(entry) };
     let found = validate(&entry);
     if let (Pinned::Hit(_), Some(c)) = (&found, cache) {
-        cache_store(c, flow, entry, 0);
+        cache_store(c, flow, entry, 0, now);
     }
     found
+}
+
+/// The epoch of a flow cache index (see `CachedFlow::epoch`).
+#[inline(always)]
+fn read_epoch(epoch: Option<*mut u64>) -> u32 {
+    // SAFETY: an aligned array element, read in one load; SYNs on other CPUs bump it with
+    // atomic adds. The cache keeps its low 32 bits: only 2^32 SYNs of one index between
+    // two packets of a flow could make an entry pass for current.
+    epoch.map_or(0, |e| unsafe { core::ptr::read_volatile(e) } as u32)
+}
+
+/// A flow table value in one 8-byte load: a SYN on another CPU may rewrite it meanwhile,
+/// and a torn value could pass for a pin to another backend.
+///
+/// # Safety
+/// `v` is an entry of the flow table (hash map values are 8-byte aligned).
+#[inline(always)]
+unsafe fn read_flow(v: *const FlowValue) -> FlowValue {
+    // SAFETY: see above; FlowValue is two u32s, any bits are valid.
+    unsafe { core::mem::transmute::<u64, FlowValue>(core::ptr::read_volatile(v.cast::<u64>())) }
+}
+
+/// A SYN takes its 5-tuple over from any older connection on it: an entry the flow table
+/// holds for the 5-tuple is rewritten in place (never created: spoofed SYNs for new
+/// 5-tuples write nothing there), then the index's epoch moves on, so every CPU's cached
+/// copy of the older connection is checked against the table again. Returns whether the
+/// choice still waits for the flow's next packet to be pinned, and the epoch to cache it
+/// under.
+#[inline(always)]
+fn take_over(flow: &FlowKey, entry: FlowValue, epoch: Option<*mut u64>) -> (u16, u32) {
+    let pending = match FLOWS.get_ptr_mut(flow) {
+        Some(old) => {
+            // SAFETY: an entry of the flow table; one aligned 8-byte store, so a reader
+            // sees the old value or the new one (see read_flow).
+            unsafe {
+                if read_flow(old) != entry {
+                    let bits = core::mem::transmute::<FlowValue, u64>(entry);
+                    core::ptr::write_volatile(old.cast::<u64>(), bits);
+                }
+            }
+            0
+        }
+        None => 1,
+    };
+    if let Some(e) = epoch {
+        // SAFETY: an array element shared by all CPUs, only ever changed atomically.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(e, 1) };
+    }
+    (pending, read_epoch(epoch))
 }
 
 /// Where a flow sits in this CPU's cache: one multiply, since the index only has to
@@ -326,7 +400,7 @@ fn cache_index(flow: &FlowKey) -> u32 {
 /// Remembers a flow in this CPU's cache, field by field: a struct copy here compiles to
 /// a call of a byte-wise memmove.
 #[inline(always)]
-fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue, pending: u16) {
+fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue, pending: u16, epoch: u32) {
     // SAFETY: this CPU's own entry; nothing else writes it while the program runs.
     unsafe {
         (*c).key.src = flow.src;
@@ -339,15 +413,17 @@ fn cache_store(c: *mut CachedFlow, flow: &FlowKey, value: FlowValue, pending: u1
         (*c).value = value;
         (*c).hits = 0;
         (*c).pending = pending;
-        (*c)._pad = 0;
+        (*c).epoch = epoch;
     }
 }
 
-/// Hit while the entry's backend slot still holds the backend it was pinned to.
+/// Hit while the entry's backend slot still holds the backend it was pinned to and that
+/// backend is usable: a slot being freed reads `{ifindex 0, generation + 1}`, and a flow
+/// pinned in that instant must be chosen again, not dropped until the slot is reused.
 #[inline(always)]
 fn validate(entry: &FlowValue) -> Pinned {
     match BACKENDS.get(entry.backend) {
-        Some(b) if b.generation == entry.generation => Pinned::Hit(Chosen {
+        Some(b) if b.generation == entry.generation && b.ifindex != 0 => Pinned::Hit(Chosen {
             backend_slot: entry.backend,
             backend: *b,
             reason: Counter::FlowHit,
@@ -357,12 +433,13 @@ fn validate(entry: &FlowValue) -> Pinned {
 }
 
 /// A fresh Maglev choice, pinned in this CPU's cache, and in the flow table unless it is
-/// a SYN's (see `CachedFlow::pending`).
+/// a SYN's for a 5-tuple the table does not hold (see `CachedFlow`).
 #[inline(always)]
 fn choose(
     parsed: &Parsed,
     service: &ServiceValue,
     cache: Option<*mut CachedFlow>,
+    epoch: Option<*mut u64>,
     reason: Counter,
 ) -> Result<Chosen, Verdict> {
     let flow = &parsed.flow;
@@ -381,25 +458,23 @@ fn choose(
     let backend = *BACKENDS
         .get(slot)
         .ok_or(Verdict::Drop(Counter::DropNoBackend))?;
+    // The table may still name a slot that user space is freeing: never pin it.
+    if backend.ifindex == 0 {
+        return Err(Verdict::Drop(Counter::DropBackendUnresolved));
+    }
     let entry = FlowValue {
         backend: slot,
         generation: backend.generation,
     };
-    match cache {
-        // A SYN is pinned in this CPU's cache only, until its flow's next packet.
-        Some(c) if parsed.syn => {
-            // SAFETY: this CPU's own entry, see pinned().
-            if unsafe { (*c).key != *flow || (*c).value != entry } {
-                cache_store(c, flow, entry, 1);
-            }
-        }
-        _ => {
-            // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
-            let _ = FLOWS.insert(flow, entry, 0);
-            if let Some(c) = cache {
-                cache_store(c, flow, entry, 0);
-            }
-        }
+    let (pending, now) = if parsed.syn {
+        take_over(flow, entry, epoch)
+    } else {
+        // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
+        let _ = FLOWS.insert(flow, entry, 0);
+        (0, read_epoch(epoch))
+    };
+    if let Some(c) = cache {
+        cache_store(c, flow, entry, pending, now);
     }
     Ok(Chosen {
         backend_slot: slot,

@@ -34,7 +34,8 @@ pub static MAGLEV: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
 pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(1, 0);
 
-/// Written here on every new flow; user space only reads (and exports) it. LRU lists per
+/// Written here on every new flow, and rewritten in place by a SYN for a 5-tuple it
+/// holds; user space only reads (and exports) it. LRU lists per
 /// CPU: inserting a flow takes no lock shared with other CPUs.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
@@ -43,6 +44,12 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
 /// Written and read here only, each CPU its own: no other writer can tear an entry.
 #[map]
 pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bumped here by every SYN, at its flow cache index; read on every flow cache hit. One
+/// entry per cache index, shared by all CPUs (see `CachedFlow::epoch`); 64 bits because
+/// BPF has atomic adds of 64 bits only (without ALU32).
+#[map]
+pub static FLOW_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Written by user space when it attaches to an interface; read to redirect.
 #[map]

@@ -1,6 +1,7 @@
 //! Test labs for Fulcrum: network namespaces with real hosts, servers and clients, and
 //! frame builders for packet fixtures. Used by the tests, the benchmarks and `make demo`.
 pub mod dsr;
+pub mod fixture;
 pub mod frame;
 pub mod netns;
 pub mod testrun;

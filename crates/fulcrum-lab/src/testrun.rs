@@ -52,3 +52,24 @@ pub fn run_frame(program: &Xdp, frame: &[u8], ingress_ifindex: u32) -> anyhow::R
         duration: result.duration,
     })
 }
+
+/// Pins the calling thread to one CPU. The flow cache is per CPU, so a thread running
+/// frames through the program must stay on one CPU for one call to see what the last
+/// left (and a fixture can move it on purpose to show what another CPU sees).
+pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one bit set, applied to this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The CPU the calling thread runs on now.
+pub fn current_cpu() -> usize {
+    // SAFETY: no arguments; returns -1 only where the kernel lacks getcpu.
+    usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0)
+}

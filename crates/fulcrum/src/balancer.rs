@@ -196,6 +196,7 @@ impl BalancerBuilder {
             .override_global(RING_SIZE_GLOBAL, &self.ring_size, true)
             .override_global(FLOW_CACHE_MASK_GLOBAL, &cache_mask, true)
             .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
+            .map_max_entries(maps::FLOW_EPOCH, self.flow_cache)
             .map_max_entries(maps::VIPS, self.max_services)
             .map_max_entries(maps::SERVICES, self.max_services)
             .map_max_entries(maps::MAGLEV, cells as u32)

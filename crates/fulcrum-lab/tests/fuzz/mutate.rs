@@ -1,0 +1,252 @@
+//! Frames for the fuzzer: a seeded PRNG, a corpus of valid frames, and mutations of them
+//! aimed at every rule (lengths, header lengths, fragment bits, options, VLAN tags,
+//! EtherTypes, TCP data offsets, UDP lengths), plus plain random bytes.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use fulcrum_lab::{
+    fixture::{CLIENT, VIP, VIP_ALL_PORTS, VIP_EMPTY},
+    frame::{FrameBuilder, TCP_ACK, TCP_PSH},
+};
+
+/// splitmix64: tiny, seedable, good enough to pick mutations.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+
+    pub fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+
+    pub fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+        &from[self.below(from.len())]
+    }
+}
+
+/// Valid frames: to every kind of service, to no service, to no VIP, with and without a
+/// VLAN tag. A few client ports only, so flows repeat and hit the flow table.
+pub fn corpus() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let host = Ipv4Addr::new(10, 88, 0, 1);
+    for vlan in [None, Some(7)] {
+        for (vip, port) in [
+            (VIP, 80),
+            (VIP, 81),
+            (VIP_ALL_PORTS, 4443),
+            (VIP_EMPTY, 80),
+            (host, 22),
+        ] {
+            for sport in [40000, 40001] {
+                let src = SocketAddrV4::new(CLIENT, sport);
+                let dst = SocketAddrV4::new(vip, port);
+                let tag = |b: FrameBuilder| match vlan {
+                    Some(id) => b.vlan(id),
+                    None => b,
+                };
+                out.push(tag(FrameBuilder::tcp(src, dst).syn()).build());
+                out.push(tag(FrameBuilder::tcp(src, dst)).build());
+                out.push(
+                    tag(FrameBuilder::tcp(src, dst)
+                        .tcp_flags(TCP_ACK | TCP_PSH)
+                        .payload(b"GET / HTTP/1.1\r\n\r\n"))
+                    .build(),
+                );
+            }
+        }
+        for (vip, port) in [(VIP, 53), (VIP, 54), (VIP_ALL_PORTS, 53)] {
+            let src = SocketAddrV4::new(CLIENT, 50000);
+            let dst = SocketAddrV4::new(vip, port);
+            let b = FrameBuilder::udp(src, dst).payload(b"query");
+            out.push(
+                match vlan {
+                    Some(id) => b.vlan(id),
+                    None => b,
+                }
+                .build(),
+            );
+        }
+    }
+    out
+}
+
+/// The shortest frame BPF_PROG_TEST_RUN takes for XDP (and a NIC delivers).
+pub const ETH_HLEN: usize = 14;
+
+/// Offset of the IPv4 header, if the frame's EtherTypes say there is one.
+fn l3_of(f: &[u8]) -> usize {
+    if f.len() >= 18 && f[12] == 0x81 && f[13] == 0 {
+        18
+    } else {
+        14
+    }
+}
+
+fn set16(f: &mut [u8], at: usize, v: u16) {
+    if at + 2 <= f.len() {
+        f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// One mutated or random frame.
+pub fn mutant(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
+    if rng.chance(16) {
+        let len = ETH_HLEN + rng.below(100);
+        return (0..len).map(|_| rng.byte()).collect();
+    }
+    let mut f = rng.pick(corpus).clone();
+    let rounds = 1 + rng.below(3);
+    for _ in 0..rounds {
+        mutate_once(rng, &mut f);
+    }
+    f
+}
+
+fn mutate_once(rng: &mut Rng, f: &mut Vec<u8>) {
+    let l3 = l3_of(f);
+    let l4 = l3 + 20;
+    match rng.below(16) {
+        // Bit flips anywhere, mostly in the headers.
+        0 | 1 => {
+            let span = if rng.chance(2) {
+                f.len().min(l4 + 20)
+            } else {
+                f.len()
+            };
+            for _ in 0..1 + rng.below(3) {
+                if span > 0 {
+                    let at = rng.below(span);
+                    f[at] ^= 1 << rng.below(8);
+                }
+            }
+        }
+        // Bit flips past the EtherType: IPv4 fields, ports, payload.
+        14 => {
+            if f.len() > l3 {
+                let at = l3 + rng.below(f.len() - l3);
+                f[at] ^= 1 << rng.below(8);
+            }
+        }
+        // Another client: a source address or port never seen, so a new flow.
+        15 => {
+            let at = if rng.chance(2) {
+                l3 + 12 + rng.below(4)
+            } else {
+                l4 + rng.below(2)
+            };
+            if at < f.len() {
+                f[at] = rng.byte();
+            }
+        }
+        // Truncation.
+        2 => {
+            let len = ETH_HLEN + rng.below(f.len().saturating_sub(ETH_HLEN) + 1);
+            f.truncate(len);
+        }
+        // IPv4 total length: near the truth or anything.
+        3 => {
+            let truth = f.len().saturating_sub(l3) as i64;
+            let v = if rng.chance(2) {
+                (truth + rng.below(9) as i64 - 4).clamp(0, 0xffff) as u16
+            } else {
+                rng.next() as u16
+            };
+            set16(f, l3 + 2, v);
+        }
+        // Version and IHL.
+        4 => {
+            if l3 < f.len() {
+                f[l3] = if rng.chance(2) {
+                    0x40 | rng.below(16) as u8
+                } else {
+                    rng.byte()
+                };
+            }
+        }
+        // Fragment bits and offset.
+        5 => {
+            let v = *rng.pick(&[0x2000, 0x4000, 0x0001, 0x1fff, 0x6000, 0x8000]) as u16;
+            set16(f, l3 + 6, if rng.chance(4) { rng.next() as u16 } else { v });
+        }
+        // IPv4 options, with IHL and total length that agree (or not).
+        6 => {
+            if f.len() >= l4 {
+                let words = 1 + rng.below(10);
+                let opts: Vec<u8> = (0..words * 4).map(|_| rng.byte()).collect();
+                f.splice(l4..l4, opts);
+                f[l3] = 0x40 | (5 + words) as u8;
+                let total = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]);
+                if !rng.chance(4) {
+                    set16(f, l3 + 2, total.wrapping_add(words as u16 * 4));
+                }
+            }
+        }
+        // Another VLAN tag (stacked, or QinQ's 0x88a8 outside).
+        7 => {
+            if f.len() >= 14 {
+                let outer = *rng.pick(&[0x8100u16, 0x8100, 0x88a8, 0x9100]);
+                let mut tag = outer.to_be_bytes().to_vec();
+                tag.extend_from_slice(&(rng.next() as u16 & 0x0fff).to_be_bytes());
+                f.splice(12..12, tag);
+            }
+        }
+        // Odd EtherTypes, outer or inner.
+        8 => {
+            let et = *rng.pick(&[0x0000u16, 0xffff, 0x86dd, 0x0806, 0x88a8, 0x0801, 0x0600]);
+            let at = if rng.chance(2) { 12 } else { l3 - 2 };
+            set16(f, at, if rng.chance(3) { rng.next() as u16 } else { et });
+        }
+        // TCP data offset, below 5 included.
+        9 => {
+            if l4 + 12 < f.len() {
+                f[l4 + 12] = (rng.below(16) as u8) << 4 | (f[l4 + 12] & 0x0f);
+            }
+        }
+        // UDP length.
+        10 => {
+            let v = if rng.chance(2) {
+                rng.below(40) as u16
+            } else {
+                rng.next() as u16
+            };
+            set16(f, l4 + 4, v);
+        }
+        // Protocol.
+        11 => {
+            if l3 + 9 < f.len() {
+                f[l3 + 9] = *rng.pick(&[1u8, 6, 17, 47, 58, 132, 0, 255]);
+            }
+        }
+        // TCP flags.
+        12 => {
+            if l4 + 13 < f.len() {
+                f[l4 + 13] = rng.byte();
+            }
+        }
+        // Ethernet padding or trailing garbage.
+        _ => {
+            for _ in 0..rng.below(32) {
+                f.push(rng.byte());
+            }
+        }
+    }
+}
