@@ -34,7 +34,6 @@ fn health_checks_reload_api_and_metrics_in_the_lab() {
     let mut lab = DsrLab::new("d", 3).expect("lab");
     let mut servers = lab.http_servers().expect("HTTP servers");
     let dir = temp_dir("lab");
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
     let config_path = dir.join("fulcrum.yaml");
     std::fs::write(&config_path, config(&dir, &[1, 2, 3], &VIP.to_string())).expect("config");
 

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::{
     api::Snapshot,
     handle::DaemonHandle,
+    http::{HttpLimits, HttpStats},
     owner::{Command, Owner},
 };
 
@@ -53,13 +54,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// The API token file could not be read.
-    #[error("reading the API token from {path}")]
-    Token {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The API token file cannot be used.
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
     /// The owner thread could not be started.
     #[error("starting the data plane's owner thread")]
     Thread(#[source] std::io::Error),
@@ -70,11 +67,7 @@ fn token(config: &Config) -> Result<Option<String>, DaemonError> {
     let Some(path) = &config.api.token_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path).map_err(|source| DaemonError::Token {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(Some(text.trim().to_string()))
+    Ok(Some(crate::token::read_token(path)?))
 }
 
 /// An error and its causes on one line.
@@ -115,11 +108,16 @@ pub async fn serve(
         .map_err(DaemonError::Thread)?;
     info!(%listen, "API listening");
     let app = crate::api::router(DaemonHandle::new(commands.clone(), reader), token);
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!(error = %e, "API server stopped");
-        }
-    });
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        app,
+        HttpLimits::default(),
+        Arc::new(HttpStats::default()),
+        async move {
+            let _ = server_stopped.await;
+        },
+    ));
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
@@ -137,7 +135,7 @@ pub async fn serve(
             break Shutdown::Stop;
         }
     };
-    server.abort();
+    let _ = stop_server.send(());
     let _ = server.await;
     let _ = commands.send(Command::Stop(how));
     drop(commands);

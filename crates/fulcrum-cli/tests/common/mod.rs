@@ -4,6 +4,7 @@
 
 use std::{
     net::{SocketAddr, TcpStream},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Stdio},
     time::{Duration, Instant},
@@ -116,7 +117,10 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// A whole configuration file: the API with the lab token in `dir`, then `services`.
 pub fn config_file(dir: &Path, services: &str) -> String {
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+    let token = dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+    // The daemon refuses a token file that group or others may read.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     format!(
         "interfaces: [eth0]\napi:\n  listen: {API}\n  token_file: {}\nservices:\n{services}",
         dir.join("token").display()
