@@ -1,14 +1,47 @@
 //! Adoption: a daemon that starts on pinned state keeps it. Services still configured stay
 //! (others are removed); destinations that were in the table and are still configured
-//! count as healthy until their own checks reach a verdict, so a restart never empties a
-//! VIP while checks warm up; drain state carries over.
+//! start healthy in the checker, so a restart never empties a VIP while checks warm up,
+//! and only `fall` failures in a row take them out; drain state carries over.
 
 use std::collections::{HashMap, HashSet};
 
-use fulcrum::ServiceId;
-use tracing::{error, info};
+use fulcrum::{Balancer, ServiceId};
+use fulcrum_config::Config;
+use fulcrum_health::BackendId;
+use tracing::info;
 
-use crate::{daemon::chain, owner::Owner, targets};
+use crate::{
+    owner::Owner,
+    targets::{self, service_id},
+};
+
+/// The configured backends an adopted table already serves.
+pub(crate) fn serving(
+    lb: &Balancer,
+    config: &Config,
+) -> Result<HashSet<BackendId>, fulcrum::BalancerError> {
+    if !lb.adopted() {
+        return Ok(HashSet::new());
+    }
+    let by_id: HashMap<ServiceId, &fulcrum_config::Service> =
+        config.services.iter().map(|s| (service_id(s), s)).collect();
+    let mut out = HashSet::new();
+    for adopted in lb.services()? {
+        let Some(service) = by_id.get(&adopted.service.id) else {
+            continue;
+        };
+        for d in &adopted.destinations {
+            let address = d.destination.address;
+            if service.backends.iter().any(|b| b.address == address) {
+                out.insert(BackendId {
+                    service: service.name.clone(),
+                    address: address.into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
 
 impl Owner {
     /// Reconciles the adopted services with the configuration; returns the ids kept.
@@ -25,50 +58,21 @@ impl Owner {
             if wanted != adopted.service {
                 self.lb.update_service(wanted)?;
             }
-            let configured: HashMap<_, _> =
-                service.backends.iter().map(|b| (b.address, b)).collect();
-            for d in &adopted.destinations {
+            for d in adopted.destinations.iter().filter(|d| d.drained) {
                 let address = d.destination.address;
-                let Some(b) = configured.get(&address) else {
-                    continue;
-                };
-                let key = (service.name.clone(), address);
-                self.assumed.insert(key.clone());
-                if d.drained && !b.drain {
-                    self.drained_by_api.insert(key);
+                let configured_drain = service
+                    .backends
+                    .iter()
+                    .find(|b| b.address == address)
+                    .map(|b| b.drain);
+                // A drain the configuration does not explain came from the API: keep it.
+                if configured_drain == Some(false) {
+                    self.drained_by_api.insert((service.name.clone(), address));
                 }
             }
             info!(service = %service.name, destinations = adopted.destinations.len(), "adopted");
             kept.insert(id);
         }
         Ok(kept)
-    }
-
-    /// Backends assumed healthy since adoption whose checks have now reached a verdict
-    /// follow that verdict from here on.
-    pub(crate) fn settle_assumed(&mut self) {
-        if self.assumed.is_empty() {
-            return;
-        }
-        let mut changed = HashSet::new();
-        for snap in self.checker.snapshot() {
-            let std::net::IpAddr::V4(address) = snap.backend.address else {
-                continue;
-            };
-            let key = (snap.backend.service, address);
-            let decided = snap
-                .checks
-                .iter()
-                .any(|c| c.status != fulcrum_health::CheckStatus::Unknown);
-            if decided && self.assumed.remove(&key) {
-                self.healthy.insert(key.clone(), snap.healthy);
-                changed.insert(key.0);
-            }
-        }
-        for service in changed {
-            if let Err(e) = self.sync(&service) {
-                error!(%service, error = %chain(&e), "applying a health verdict failed");
-            }
-        }
     }
 }

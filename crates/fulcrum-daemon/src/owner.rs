@@ -22,6 +22,7 @@ use tokio::sync::{mpsc::UnboundedReceiver, watch};
 use tracing::{error, info, info_span, warn};
 
 use crate::{
+    adopt,
     api::{ControlError, Event, Snapshot},
     daemon::{DaemonError, Shutdown, chain},
     status::TrafficStatus,
@@ -80,7 +81,6 @@ pub(crate) struct Owner {
     pub(crate) by_id: HashMap<ServiceId, String>,
     pub(crate) healthy: HashMap<BackendKey, bool>,
     /// Adopted backends counted healthy until their checks reach a verdict.
-    pub(crate) assumed: HashSet<BackendKey>,
     pub(crate) drained_by_api: HashSet<BackendKey>,
     /// Backends wanted in the data plane that it cannot serve, with the reason, by service.
     pub(crate) unresolved: HashMap<String, BTreeMap<Ipv4Addr, String>>,
@@ -123,7 +123,8 @@ impl Owner {
         }
         lb.release_unclaimed()?;
         let (checker, events) = Checker::new(CheckerConfig { source: None })?;
-        checker.set_targets(targets::targets(&config))?;
+        // Backends the adopted table serves start healthy: only `fall` failures take them out.
+        checker.set_targets_adopting(targets::targets(&config), &adopt::serving(&lb, &config)?)?;
         let mut owner = Self {
             lb,
             checker,
@@ -132,7 +133,6 @@ impl Owner {
             by_name: HashMap::new(),
             by_id: HashMap::new(),
             healthy: HashMap::new(),
-            assumed: HashSet::new(),
             drained_by_api: HashSet::new(),
             unresolved: HashMap::new(),
             leaving: HashMap::new(),
@@ -211,10 +211,9 @@ impl Owner {
         }
     }
 
-    /// Whether a backend counts as healthy: its checks say so, or it was adopted and they
-    /// have not decided yet.
+    /// Whether a backend counts as healthy (adopted ones start so, see [`adopt::serving`]).
     pub(crate) fn is_healthy(&self, key: &BackendKey) -> bool {
-        self.healthy.get(key) == Some(&true) || self.assumed.contains(key)
+        self.healthy.get(key) == Some(&true)
     }
 
     /// Indexes the configuration in force by name and by data plane id.
@@ -238,7 +237,6 @@ impl Owner {
             return;
         };
         let service = event.backend.service.clone();
-        self.assumed.remove(&(service.clone(), address));
         self.healthy
             .insert((service.clone(), address), event.healthy);
         let word = if event.healthy {
@@ -320,7 +318,6 @@ impl Owner {
                 error!(%service, error = %chain(&e), "applying the service failed");
             }
         }
-        self.settle_assumed();
         self.sample_rates();
         self.publish();
     }
@@ -339,9 +336,15 @@ impl Owner {
         let mut wanted: Vec<DesiredDestination> = service
             .backends
             .iter()
-            .filter(|b| self.is_healthy(&key(b.address)))
+            // A backend that turns unhealthy is drained, not removed: its established
+            // flows stay (a flapping check must not reset them), new flows go elsewhere.
+            .filter(|b| {
+                self.is_healthy(&key(b.address)) || self.lb.is_drained(&id, b.address).is_ok()
+            })
             .map(|b| {
-                let drained = b.drain || self.drained_by_api.contains(&key(b.address));
+                let drained = b.drain
+                    || self.drained_by_api.contains(&key(b.address))
+                    || !self.is_healthy(&key(b.address));
                 DesiredDestination::new(Destination::new(b.address).with_weight(b.weight), drained)
             })
             .collect();

@@ -23,7 +23,10 @@ use core::{
 mod maps;
 mod packet;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, cty::c_void, helpers::bpf_map_lookup_percpu_elem, macros::xdp,
+    programs::XdpContext,
+};
 use fulcrum_common::{
     BackendValue, CachedFlow, Counter, DEFAULT_FLOW_CACHE, DEFAULT_RING_SIZE, FLOW_TOUCH_EVERY,
     FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, SERVICE_F_STICKY, ServiceKey,
@@ -132,6 +135,11 @@ fn balance(ctx: &XdpContext) -> Verdict {
         match pinned(&parsed.flow, cache, epoch) {
             Pinned::Hit(chosen) => return forward(ctx, chosen),
             Pinned::Stale => reason = Counter::FlowStale,
+            Pinned::Miss if parsed.flow.proto == IPPROTO_TCP => {
+                if let Some(chosen) = pending_elsewhere(&parsed.flow, index, cache, epoch) {
+                    return forward(ctx, chosen);
+                }
+            }
             Pinned::Miss => {}
         }
     }
@@ -336,6 +344,52 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>, epoch: Option<*mut u64
         cache_store(c, flow, entry, 0, now);
     }
     found
+}
+
+/// Most CPUs whose caches a handshake ACK looks through; lookups past the last CPU fail.
+const MAX_CPUS: u32 = 512;
+
+/// The SYN's choice for this flow, waiting in another CPU's cache: a handshake ACK that
+/// lands on another CPU than its SYN (RPS, a migrating client) must not be chosen anew,
+/// since the backend set may have changed since the SYN. Runs only on a TCP miss.
+#[inline(always)]
+fn pending_elsewhere(
+    flow: &FlowKey,
+    index: u32,
+    cache: Option<*mut CachedFlow>,
+    epoch: Option<*mut u64>,
+) -> Option<Chosen> {
+    let now = read_epoch(epoch);
+    let map = (&raw const FLOW_CACHE).cast_mut().cast::<c_void>();
+    let key = (&raw const index).cast::<c_void>();
+    for cpu in 0..MAX_CPUS {
+        // SAFETY: a lookup in a per-CPU array by a valid key; NULL past the last CPU.
+        let other = unsafe { bpf_map_lookup_percpu_elem(map, key, cpu) }.cast::<CachedFlow>();
+        if other.is_null() {
+            return None;
+        }
+        // SAFETY: another CPU's entry, read field by field; a torn read fails the key,
+        // epoch or generation check.
+        let (same, pending, value, stored) = unsafe {
+            (
+                (*other).key == *flow,
+                (*other).pending,
+                (*other).value,
+                (*other).epoch,
+            )
+        };
+        if same && pending != 0 && stored == now {
+            let Pinned::Hit(chosen) = validate(&value) else {
+                return None;
+            };
+            let _ = FLOWS.insert(flow, value, 0);
+            if let Some(c) = cache {
+                cache_store(c, flow, value, 0, now);
+            }
+            return Some(chosen);
+        }
+    }
+    None
 }
 
 /// The epoch of a flow cache index (see `CachedFlow::epoch`).

@@ -315,7 +315,8 @@ impl Probes {
     }
 }
 
-/// One request after another on a fresh connection from a pool of 32 client ports, so
+/// One request after another on a fresh connection from a pool of 32 client ports below
+/// the ephemeral range (so wrk and ab never hold one), so
 /// 5-tuples are reused across backend changes and restarts.
 pub struct Prober(JoinHandle<Probes>);
 
@@ -338,12 +339,12 @@ impl Prober {
             let mut port = 0u16;
             while Instant::now() < end {
                 port = (port + 1) % 32;
-                match probe(41000 + port) {
+                match probe(20000 + port) {
                     Ok(()) => {
                         probes.answered += 1;
                         probes.times.push(Instant::now());
                     }
-                    Err(e) => probes.failures.push(format!("port {}: {e}", 41000 + port)),
+                    Err(e) => probes.failures.push(format!("port {}: {e}", 20000 + port)),
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -439,15 +440,26 @@ fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
 
 /// The client namespace's TCP counters that tell resets.
 pub struct TcpCounters {
+    /// Established connections that ended in a reset, sent or received.
     pub estab_resets: u64,
+    /// Resets the client sent itself, closing with unread data (wrk does at its end).
+    pub own_aborts: u64,
     pub attempt_fails: u64,
 }
 
+impl TcpCounters {
+    /// Established connections reset by the other side (or by a misroute) since `before`.
+    pub fn resets_received_since(&self, before: &Self) -> u64 {
+        (self.estab_resets - before.estab_resets)
+            .saturating_sub(self.own_aborts - before.own_aborts)
+    }
+}
+
 pub fn tcp_counters(ns: &NetNs) -> TcpCounters {
-    let snmp = ns.exec("cat", &["/proc/net/snmp"]).expect("/proc/net/snmp");
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap_or(""), tcp.next().unwrap_or(""));
-    let field = |name: &str| {
+    let field = |file: &str, section: &str, name: &str| -> u64 {
+        let text = ns.exec("cat", &[file]).expect("proc counters");
+        let mut lines = text.lines().filter(|l| l.starts_with(section));
+        let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
         names
             .split_whitespace()
             .position(|n| n == name)
@@ -456,7 +468,9 @@ pub fn tcp_counters(ns: &NetNs) -> TcpCounters {
             .unwrap_or(0)
     };
     TcpCounters {
-        estab_resets: field("EstabResets"),
-        attempt_fails: field("AttemptFails"),
+        estab_resets: field("/proc/net/snmp", "Tcp:", "EstabResets"),
+        own_aborts: field("/proc/net/netstat", "TcpExt:", "TCPAbortOnData")
+            + field("/proc/net/netstat", "TcpExt:", "TCPAbortOnClose"),
+        attempt_fails: field("/proc/net/snmp", "Tcp:", "AttemptFails"),
     }
 }
