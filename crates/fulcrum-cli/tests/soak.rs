@@ -6,17 +6,17 @@
 //!
 //! `SOAK_CYCLES` (default 1) repeats the 40-second script; `make soak` runs more.
 
+mod common;
 mod soak_support;
 
 use std::time::{Duration, Instant};
 
+use common::wait_until;
 use fulcrum_lab::{
     dsr::{DsrLab, VIP, backend_addr},
     traffic::http_server,
 };
-use soak_support::{
-    Daemon, Load, Prober, Restart, SoakDir, api_get, api_post, tcp_counters, wait_until,
-};
+use soak_support::{Daemon, Load, Prober, Restart, SoakDir, api_get, api_post, tcp_counters};
 
 /// Seconds of one cycle of the script.
 const CYCLE: u64 = 40;

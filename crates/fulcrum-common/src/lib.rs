@@ -79,6 +79,10 @@ pub const FLOW_CACHE_MASK_GLOBAL: &str = "FLOW_CACHE_MASK";
 /// program is verified so the modulo is by a constant.
 pub const RING_SIZE_GLOBAL: &str = "RING_SIZE";
 
+/// Name of the global holding the number of possible CPUs, set by the loader so the
+/// verifier walks a loop over the CPUs only that many times.
+pub const CPUS_GLOBAL: &str = "CPUS";
+
 /// Default Maglev table size: a prime well above 100 × the largest backend set.
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
 

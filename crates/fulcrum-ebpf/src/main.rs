@@ -42,6 +42,10 @@ use packet::{Eth, Ipv4, Macs, TCP_ACK, TCP_SYN, Tcp, Udp, Vlan, frame_len, ptr_a
 #[unsafe(no_mangle)]
 static RING_SIZE: u32 = DEFAULT_RING_SIZE;
 
+/// Possible CPUs; the loader overwrites it before verification.
+#[unsafe(no_mangle)]
+static CPUS: u32 = 1;
+
 /// Flow cache entries − 1; the loader overwrites it before verification.
 #[unsafe(no_mangle)]
 static FLOW_CACHE_MASK: u32 = DEFAULT_FLOW_CACHE - 1;
@@ -362,7 +366,9 @@ fn pending_elsewhere(
     let now = read_epoch(epoch);
     let map = (&raw const FLOW_CACHE).cast_mut().cast::<c_void>();
     let key = (&raw const index).cast::<c_void>();
-    for cpu in 0..MAX_CPUS {
+    // SAFETY: a plain read of a global the loader sets before verification.
+    let cpus = unsafe { core::ptr::read_volatile(&CPUS) }.min(MAX_CPUS);
+    for cpu in 0..cpus {
         // SAFETY: a lookup in a per-CPU array by a valid key; NULL past the last CPU.
         let other = unsafe { bpf_map_lookup_percpu_elem(map, key, cpu) }.cast::<CachedFlow>();
         if other.is_null() {

@@ -13,9 +13,9 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use fulcrum_common::{
-    BackendRecord, BackendValue, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, FlowKey, FlowValue,
-    GlobalCounters, Layout, RING_SIZE_GLOBAL, SERVICE_F_STICKY, ServiceKey, ServiceRecord,
-    ServiceValue, TrafficCounters, VipInfo, maps, programs, vip_filter_bucket,
+    BackendRecord, BackendValue, CPUS_GLOBAL, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, FlowKey,
+    FlowValue, GlobalCounters, Layout, RING_SIZE_GLOBAL, SERVICE_F_STICKY, ServiceKey,
+    ServiceRecord, ServiceValue, TrafficCounters, VipInfo, maps, programs, vip_filter_bucket,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -181,6 +181,10 @@ impl BalancerBuilder {
             });
         }
         let cache_mask = self.flow_cache - 1;
+        let cpus = u32::try_from(
+            aya::util::nr_cpus().map_err(|(call, source)| BalancerError::Sys { call, source })?,
+        )
+        .unwrap_or(u32::MAX);
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&str, PathBuf)> = match &self.pin {
             Some(dir) => maps::PINNED
@@ -195,6 +199,7 @@ impl BalancerBuilder {
         let mut ebpf = loader
             .override_global(RING_SIZE_GLOBAL, &self.ring_size, true)
             .override_global(FLOW_CACHE_MASK_GLOBAL, &cache_mask, true)
+            .override_global(CPUS_GLOBAL, &cpus, true)
             .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
             .map_max_entries(maps::FLOW_EPOCH, self.flow_cache)
             .map_max_entries(maps::VIPS, self.max_services)

@@ -4,7 +4,7 @@
 use std::{
     fs::OpenOptions,
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     os::{fd::FromRawFd as _, unix::fs::OpenOptionsExt as _},
     path::PathBuf,
     process::{Child, Stdio},
@@ -15,11 +15,10 @@ use std::{
 use fulcrum_lab::{
     dsr::{DsrLab, VIP},
     netns::NetNs,
-    traffic::http_call,
 };
 
-const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
-const TOKEN: &str = "soak-token-5678";
+use crate::common::{FULCRUM, TOKEN, try_api, wait_until};
+
 /// `fulcrum run`'s exit status after a handover: the data plane stays pinned.
 const EXIT_HANDOVER: i32 = 75;
 
@@ -173,15 +172,6 @@ impl Drop for Daemon {
     }
 }
 
-fn try_api(ns: &NetNs, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let addr: SocketAddr = "127.0.0.1:9180".parse().ok()?;
-    let stream = ns
-        .run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
-        .ok()?
-        .ok()?;
-    http_call(stream, method, path, token).ok()
-}
-
 /// The API's answer to a read; panics if it does not answer.
 pub fn api_get(lab: &DsrLab, path: &str) -> String {
     try_api(&lab.balancer.ns, "GET", path, None)
@@ -194,17 +184,6 @@ pub fn api_post(lab: &DsrLab, path: &str) {
     let (status, body) =
         try_api(&lab.balancer.ns, "POST", path, Some(TOKEN)).expect("the API answers");
     assert_eq!(status, 200, "POST {path}: {body}");
-}
-
-pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
 }
 
 /// What the load generators counted.
