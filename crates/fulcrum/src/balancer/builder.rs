@@ -1,0 +1,272 @@
+//! Loading: table sizes, the verified program and its maps, fresh or adopted from pins.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, Map, MapData},
+    programs::Xdp,
+};
+use fulcrum_common::{
+    CPUS_GLOBAL, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, Layout, RING_SIZE_GLOBAL, maps,
+    programs,
+};
+
+use super::{Balancer, Maps, OBJECT, pinning};
+use crate::{BalancerError, maglev, pin, ring::Rings};
+
+/// Sizes of the data plane's tables, fixed when the program is loaded.
+///
+/// ```no_run
+/// let balancer = fulcrum::Balancer::builder().max_flows(1 << 16).build()?;
+/// # Ok::<(), fulcrum::BalancerError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct BalancerBuilder {
+    pub(super) ring_size: u32,
+    pub(super) max_services: u32,
+    pub(super) max_backends: u32,
+    pub(super) max_flows: u32,
+    pub(super) flow_cache: u32,
+    pub(super) pin: Option<PathBuf>,
+}
+
+impl Default for BalancerBuilder {
+    fn default() -> Self {
+        Self {
+            ring_size: maglev::DEFAULT_SIZE,
+            max_services: 64,
+            max_backends: 4096,
+            max_flows: 1 << 20,
+            flow_cache: DEFAULT_FLOW_CACHE,
+            pin: None,
+        }
+    }
+}
+
+impl BalancerBuilder {
+    /// Maglev table size per service: a prime, at least 100 × the largest backend set
+    /// keeps shares within 1%.
+    pub fn ring_size(mut self, ring_size: u32) -> Self {
+        self.ring_size = ring_size;
+        self
+    }
+
+    /// How many services the data plane can hold (each costs `4 × ring_size` bytes).
+    pub fn max_services(mut self, max: u32) -> Self {
+        self.max_services = max;
+        self
+    }
+
+    /// How many backends, summed over all services.
+    pub fn max_backends(mut self, max: u32) -> Self {
+        self.max_backends = max;
+        self
+    }
+
+    /// Size of the LRU flow table; when full, the least recently used flow is forgotten.
+    pub fn max_flows(mut self, max: u32) -> Self {
+        self.max_flows = max;
+        self
+    }
+
+    /// Entries of each CPU's flow cache (a power of two, 32 bytes each): established
+    /// flows found there skip the flow table's hash lookup.
+    pub fn flow_cache(mut self, entries: u32) -> Self {
+        self.flow_cache = entries;
+        self
+    }
+
+    /// Keeps the maps and XDP links pinned in `dir` (on bpffs, see
+    /// [`pin::instance_dir`](crate::pin::instance_dir)), so the data plane outlives the
+    /// process. If `dir` holds state, it is adopted: services, destinations, flows and
+    /// counters carry on, and the pinned sizes win over this builder's.
+    pub fn pin(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pin = Some(dir.into());
+        self
+    }
+
+    /// Loads and verifies the program and creates its maps (or opens the pinned ones);
+    /// nothing is attached yet.
+    pub fn build(mut self) -> Result<Balancer, BalancerError> {
+        let found = match &self.pin {
+            Some(dir) => pinning::prepare(dir)?,
+            None => None,
+        };
+        if let Some(layout) = &found {
+            self.ring_size = layout.ring_size;
+            self.max_services = layout.max_services;
+            self.max_backends = layout.max_backends;
+            self.max_flows = layout.max_flows;
+            self.flow_cache = layout.flow_cache;
+        }
+        if !maglev::is_prime(self.ring_size) {
+            return Err(BalancerError::Limit {
+                what: "ring size",
+                why: format!("{} is not a prime", self.ring_size),
+            });
+        }
+        let cells = Rings::elements(self.max_services, self.ring_size);
+        if self.max_services == 0 || cells > u64::from(u32::MAX / 8) {
+            return Err(BalancerError::Limit {
+                what: "max services",
+                why: format!(
+                    "{} services × {} slots does not fit one map",
+                    self.max_services, self.ring_size
+                ),
+            });
+        }
+        for (what, v) in [
+            ("max backends", self.max_backends),
+            ("max flows", self.max_flows),
+        ] {
+            if v < 2 {
+                return Err(BalancerError::Limit {
+                    what,
+                    why: format!("{v} is too small"),
+                });
+            }
+        }
+        if !self.flow_cache.is_power_of_two() {
+            return Err(BalancerError::Limit {
+                what: "flow cache",
+                why: format!("{} is not a power of two", self.flow_cache),
+            });
+        }
+        let cache_mask = self.flow_cache - 1;
+        let cpus = u32::try_from(
+            aya::util::nr_cpus().map_err(|(call, source)| BalancerError::Sys { call, source })?,
+        )
+        .unwrap_or(u32::MAX);
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<(&str, PathBuf)> = match &self.pin {
+            Some(dir) => maps::PINNED
+                .iter()
+                .map(|m| (*m, pin::map_path(dir, m)))
+                .collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .override_global(RING_SIZE_GLOBAL, &self.ring_size, true)
+            .override_global(FLOW_CACHE_MASK_GLOBAL, &cache_mask, true)
+            .override_global(CPUS_GLOBAL, &cpus, true)
+            .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
+            .map_max_entries(maps::FLOW_EPOCH, self.flow_cache)
+            .map_max_entries(maps::VIPS, self.max_services)
+            .map_max_entries(maps::SERVICES, self.max_services)
+            .map_max_entries(maps::MAGLEV, cells as u32)
+            .map_max_entries(maps::BACKENDS, self.max_backends)
+            .map_max_entries(maps::FLOWS, self.max_flows)
+            .map_max_entries(maps::BACKEND_STATS, self.max_backends)
+            .map_max_entries(maps::BACKEND_RECORDS, self.max_backends)
+            .map_max_entries(maps::SERVICE_RECORDS, self.max_services)
+            .load(OBJECT)
+            .map_err(|e| BalancerError::Load(Box::new(e)))?;
+        load_xdp(&mut ebpf, programs::BALANCER)?;
+
+        let ring_map = match take(&mut ebpf, maps::MAGLEV)? {
+            Map::Array(data) => data,
+            _ => return Err(wrong_type(maps::MAGLEV)),
+        };
+        let rings = Rings::new(ring_map, self.max_services, self.ring_size)?;
+        let maps = Maps {
+            vips: typed(&mut ebpf, maps::VIPS)?,
+            vip_filter: typed(&mut ebpf, maps::VIP_FILTER)?,
+            services: typed(&mut ebpf, maps::SERVICES)?,
+            backends: typed(&mut ebpf, maps::BACKENDS)?,
+            egress: typed(&mut ebpf, maps::EGRESS)?,
+            global_stats: typed(&mut ebpf, maps::GLOBAL_STATS)?,
+            backend_stats: typed(&mut ebpf, maps::BACKEND_STATS)?,
+            flows: take(&mut ebpf, maps::FLOWS)?,
+            backend_records: typed(&mut ebpf, maps::BACKEND_RECORDS)?,
+            service_records: typed(&mut ebpf, maps::SERVICE_RECORDS)?,
+        };
+        let mut layout: Array<MapData, Layout> = typed(&mut ebpf, maps::LAYOUT)?;
+        let mut balancer = Balancer {
+            ebpf,
+            maps,
+            rings,
+            limits: self.clone(),
+            netlink: None,
+            interfaces: BTreeMap::new(),
+            services: BTreeMap::new(),
+            free_services: (0..self.max_services).collect(),
+            free_backends: (1..self.max_backends).collect(),
+            generations: vec![0; self.max_backends as usize],
+            resolution_requests: BTreeSet::new(),
+            pinned: self.pin.clone().map(|dir| pinning::Pinned {
+                unclaimed: pin::pinned_links(&dir).into_iter().collect(),
+                dir,
+                adopted: found.is_some(),
+                keep: false,
+            }),
+        };
+        if found.is_some() {
+            balancer.adopt()?;
+        } else if self.pin.is_some() {
+            // Written last: a directory without it is a start that did not finish.
+            let fresh = pin::layout(
+                self.ring_size,
+                self.max_services,
+                self.max_backends,
+                self.max_flows,
+                self.flow_cache,
+            );
+            layout
+                .set(0, fresh, 0)
+                .map_err(BalancerError::map(maps::LAYOUT, "write"))?;
+        }
+        Ok(balancer)
+    }
+}
+
+fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<(), BalancerError> {
+    xdp_mut(ebpf, name)?
+        .load()
+        .map_err(|e| program_error(format!("verifying program {name}"), e))
+}
+
+/// The XDP program `name` of a loaded object.
+pub(crate) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, BalancerError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| {
+            program_error(
+                format!("finding program {name}"),
+                aya::programs::ProgramError::NotLoaded,
+            )
+        })?
+        .try_into()
+        .map_err(|e| program_error(format!("program {name}"), e))
+}
+
+pub(super) fn program_error(what: String, e: aya::programs::ProgramError) -> BalancerError {
+    BalancerError::Program {
+        what,
+        source: Box::new(e),
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BalancerError> {
+    ebpf.take_map(name).ok_or_else(|| wrong_type(name))
+}
+
+pub(super) fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, BalancerError> {
+    T::try_from(take(ebpf, name)?).map_err(BalancerError::map(name, "open"))
+}
+
+fn wrong_type(name: &'static str) -> BalancerError {
+    BalancerError::Map {
+        map: name,
+        op: "open",
+        source: Box::new(aya::maps::MapError::InvalidName { name: name.into() }),
+    }
+}
