@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use fulcrum::{AttachMode, Balancer, Counter, Destination, Scheduler, Service, ServiceId};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -30,10 +30,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("must run as root: loading XDP programs needs CAP_BPF and CAP_NET_ADMIN");
-    }
+    crate::capabilities::require("fulcrum balance")?;
     let id: ServiceId = args.service.parse()?;
     let backends = args
         .backends

@@ -1,6 +1,7 @@
 //! The `fulcrum` command.
 
 mod balance;
+mod capabilities;
 mod client;
 mod run;
 

@@ -67,13 +67,16 @@ fn assert_one_line_error(out: &Output, want: &str) {
 }
 
 #[test]
-fn refuses_to_run_without_root() {
+fn refuses_to_run_without_its_capabilities() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", FULCRUM])
         .args(["balance", "lo", "10.0.0.1:80", "10.0.0.2"])
         .output()
         .expect("run setpriv");
-    assert_one_line_error(&out, "must run as root");
+    assert_one_line_error(
+        &out,
+        "missing capabilities CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON",
+    );
 }
 
 #[test]
