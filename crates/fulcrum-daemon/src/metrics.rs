@@ -42,6 +42,17 @@ pub fn render(status: &Status) -> String {
         );
     }
 
+    out.family(
+        "fulcrum_health_local_failures_total",
+        "counter",
+        "Health probes that could not run for a local reason (descriptors, memory, ports).",
+    );
+    out.sample(
+        "fulcrum_health_local_failures_total",
+        &[],
+        status.health_local_failures as f64,
+    );
+
     type Pick = fn(&crate::status::TrafficStatus) -> f64;
     let traffic: [(&str, &str, Pick); 3] = [
         ("packets_total", "Packets forwarded", |t| t.packets as f64),
@@ -167,7 +178,11 @@ impl Exposition {
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
             .collect();
-        let _ = writeln!(self.text, "{name}{{{}}} {value}", labels.join(","));
+        if labels.is_empty() {
+            let _ = writeln!(self.text, "{name} {value}");
+        } else {
+            let _ = writeln!(self.text, "{name}{{{}}} {value}", labels.join(","));
+        }
     }
 
     fn finish(self) -> String {
@@ -231,6 +246,7 @@ mod tests {
                 ("pass_not_vip".into(), 3),
             ],
             reloading: false,
+            health_local_failures: 3,
         }
     }
 
@@ -244,6 +260,7 @@ mod tests {
             "fulcrum_backend_up{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\"} 0",
             "fulcrum_backend_drained{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\"} 1",
             "fulcrum_backend_unresolved{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\"} 1",
+            "fulcrum_health_local_failures_total 3",
             "fulcrum_service_bytes_total{service=\"web \\\"main\\\"\"} 1500",
             "fulcrum_backend_health_info{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\",health=\"down\",last_error=\"connect refused\"} 1",
         ] {

@@ -15,6 +15,9 @@ pub struct Status {
     pub counters: Vec<(String, u64)>,
     /// A reload is being applied; this view is the configuration before it.
     pub reloading: bool,
+    /// Probes that could not run for a reason of this host (no descriptors, memory or
+    /// ports): the checker's trouble, not the backends'.
+    pub health_local_failures: u64,
 }
 
 /// One service and its backends.

@@ -128,6 +128,7 @@ impl Owner {
                 .map(|s| status::counters(&s))
                 .unwrap_or_default(),
             reloading: false,
+            health_local_failures: self.checker.local_failures(),
         }
     }
 }
