@@ -502,6 +502,7 @@ mod real_api {
                     }],
                     counters: vec![("tx".into(), 1)],
                     reloading: false,
+                    health_local_failures: 0,
                 },
                 events: vec![],
                 reload_error: None,

@@ -127,6 +127,7 @@ fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String {
         ],
         counters: vec![("tx".into(), 123_456), ("pass_not_vip".into(), 7)],
         reloading: false,
+        health_local_failures: 0,
     };
     let event = |time: &str, service: &str, backend: Option<[u8; 4]>, message: &str| Event {
         time: time.into(),
