@@ -94,7 +94,7 @@ fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String {
             backend(address, health, drained, error)
         }
     };
-    let status = Status {
+    let mut status = Status {
         services: vec![
             ServiceStatus {
                 name: "web".into(),
@@ -129,6 +129,11 @@ fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String {
         reloading: false,
         health_local_failures: 0,
     };
+    if !all_up {
+        let dns = &mut status.services[1].backends;
+        dns[0].data_plane_error = Some(UNREACHABLE.into());
+        dns[1].leaving = true;
+    }
     let event = |time: &str, service: &str, backend: Option<[u8; 4]>, message: &str| Event {
         time: time.into(),
         service: service.into(),
@@ -580,6 +585,9 @@ fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
+/// Why a backend is left out of the data plane, as the daemon reports it.
+const UNREACHABLE: &str = "backend 10.66.0.21 is reached through gateway 10.66.0.1";
+
 fn backend_sel(address: &str, inner: &str) -> String {
     format!("[data-backend=\"{address}\"] {inner}")
 }
@@ -768,6 +776,17 @@ fn console_shows_services_backends_health_drain_errors_and_changes() {
         .text(&backend_sel("10.66.0.12", "[data-field=last-error]"))
         .expect("error");
     assert_eq!(error, format!("connect refused: GET {LONG_URL}"));
+    // Left out of the data plane, and leaving: both said on the backend's row.
+    let left_out = browser
+        .text(&backend_sel("10.66.0.21", "[data-field=data-plane-error]"))
+        .expect("the data plane's reason");
+    assert!(left_out.contains(UNREACHABLE), "{left_out:?}");
+    assert!(
+        browser
+            .text(&backend_sel("10.66.0.22", "[data-field=leaving]"))
+            .is_some_and(|t| t == "leaving"),
+        "a leaving backend is badged"
+    );
     assert!(
         browser
             .text(&backend_sel("10.66.0.12", "[data-check=http]"))
