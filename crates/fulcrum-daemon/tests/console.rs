@@ -671,7 +671,8 @@ fn console_shows_services_backends_health_drain_errors_and_changes() {
         browser
             .text("[data-service=dns] [data-field=serving]")
             .as_deref(),
-        Some("1 of 2 serving")
+        Some("0 of 2 serving"),
+        "one is out of the data plane, the other drained and leaving"
     );
 
     // Each backend: its address and its health in words.
