@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fulcrum::{Balancer, ServiceId};
+use fulcrum::{ServiceId, ServiceInfo};
 use fulcrum_config::Config;
 use fulcrum_health::BackendId;
 use tracing::info;
@@ -16,17 +16,11 @@ use crate::{
 };
 
 /// The configured backends an adopted table already serves.
-pub(crate) fn serving(
-    lb: &Balancer,
-    config: &Config,
-) -> Result<HashSet<BackendId>, fulcrum::BalancerError> {
-    if !lb.adopted() {
-        return Ok(HashSet::new());
-    }
+pub(crate) fn serving(adopted: &[ServiceInfo], config: &Config) -> HashSet<BackendId> {
     let by_id: HashMap<ServiceId, &fulcrum_config::Service> =
         config.services.iter().map(|s| (service_id(s), s)).collect();
     let mut out = HashSet::new();
-    for adopted in lb.services()? {
+    for adopted in adopted {
         let Some(service) = by_id.get(&adopted.service.id) else {
             continue;
         };
@@ -40,14 +34,17 @@ pub(crate) fn serving(
             }
         }
     }
-    Ok(out)
+    out
 }
 
 impl Owner {
     /// Reconciles the adopted services with the configuration; returns the ids kept.
-    pub(crate) fn adopt(&mut self) -> Result<HashSet<ServiceId>, fulcrum::BalancerError> {
+    pub(crate) fn adopt(
+        &mut self,
+        adopted: Vec<ServiceInfo>,
+    ) -> Result<HashSet<ServiceId>, fulcrum::BalancerError> {
         let mut kept = HashSet::new();
-        for adopted in self.lb.services()? {
+        for adopted in adopted {
             let id = adopted.service.id;
             let Some(service) = self.by_id.get(&id).and_then(|n| self.service(n)).cloned() else {
                 self.lb.remove_service(&id)?;

@@ -3,9 +3,9 @@
 //! changes, reloads, drains, ticks. After every command it publishes an immutable
 //! [`Snapshot`] that the API, `/metrics` and the console read without waiting for it.
 //!
-//! A backend is in the data plane when it is configured and healthy (or leaving during
-//! its drain period); drained, by the configuration or the API, it keeps its flows and
-//! takes no new ones. Every change ends in [`Owner::sync`] of the services it touched.
+//! A backend enters the data plane when it is configured and healthy; drained (by the
+//! configuration or the API), unhealthy once in, or leaving during its drain period, it
+//! keeps its flows and takes no new ones. Every change ends in [`Owner::sync`] of the services it touched.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -79,8 +79,9 @@ pub(crate) struct Owner {
     pub(crate) by_name: HashMap<String, usize>,
     /// Data plane id to service name.
     pub(crate) by_id: HashMap<ServiceId, String>,
+    /// Each backend's verdict; adopted backends start healthy in the checker.
     pub(crate) healthy: HashMap<BackendKey, bool>,
-    /// Adopted backends counted healthy until their checks reach a verdict.
+    /// Backends drained through the API (the configuration's drains are in `config`).
     pub(crate) drained_by_api: HashSet<BackendKey>,
     /// Backends wanted in the data plane that it cannot serve, with the reason, by service.
     pub(crate) unresolved: HashMap<String, BTreeMap<Ipv4Addr, String>>,
@@ -122,9 +123,14 @@ impl Owner {
             lb.attach(iface, mode)?;
         }
         lb.release_unclaimed()?;
+        let adopted = match lb.adopted() {
+            true => lb.services()?,
+            false => Vec::new(),
+        };
         let (checker, events) = Checker::new(CheckerConfig { source: None })?;
         // Backends the adopted table serves start healthy: only `fall` failures take them out.
-        checker.set_targets_adopting(targets::targets(&config), &adopt::serving(&lb, &config)?)?;
+        let serving = adopt::serving(&adopted, &config);
+        checker.set_targets_adopting(targets::targets(&config), &serving)?;
         let mut owner = Self {
             lb,
             checker,
@@ -143,10 +149,7 @@ impl Owner {
         };
         owner.reindex();
         owner.read_health();
-        let adopted = match owner.lb.adopted() {
-            true => owner.adopt()?,
-            false => HashSet::new(),
-        };
+        let adopted = owner.adopt(adopted)?;
         for service in owner.config.services.clone() {
             if !adopted.contains(&service_id(&service)) {
                 owner.lb.add_service(targets::service(&service))?;
@@ -338,14 +341,14 @@ impl Owner {
             .iter()
             // A backend that turns unhealthy is drained, not removed: its established
             // flows stay (a flapping check must not reset them), new flows go elsewhere.
-            .filter(|b| {
-                self.is_healthy(&key(b.address)) || self.lb.is_drained(&id, b.address).is_ok()
-            })
-            .map(|b| {
-                let drained = b.drain
-                    || self.drained_by_api.contains(&key(b.address))
-                    || !self.is_healthy(&key(b.address));
-                DesiredDestination::new(Destination::new(b.address).with_weight(b.weight), drained)
+            .filter_map(|b| {
+                let healthy = self.is_healthy(&key(b.address));
+                if !healthy && self.lb.is_drained(&id, b.address).is_err() {
+                    return None;
+                }
+                let drained = b.drain || self.drained_by_api.contains(&key(b.address)) || !healthy;
+                let d = Destination::new(b.address).with_weight(b.weight);
+                Some(DesiredDestination::new(d, drained))
             })
             .collect();
         let configured: HashSet<Ipv4Addr> = service.backends.iter().map(|b| b.address).collect();
