@@ -8,7 +8,7 @@ use std::{
     net::{SocketAddr, TcpStream, UdpSocket},
     os::unix::fs::OpenOptionsExt as _,
     path::PathBuf,
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail, ensure};
 use aya::maps::{HashMap, Map, MapData};
 use fulcrum_common::{FlowKey, FlowValue, maps};
 use fulcrum_lab::{
+    daemon::Daemon,
     dsr::{DsrLab, VIP, backend_addr},
     netns::NetNs,
     traffic::{http_call, udp_server},
@@ -76,48 +77,29 @@ impl Drop for Files {
 }
 
 /// `fulcrum run` in the balancer's namespace with the host's mounts; SIGTERM on drop.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(ns: &NetNs, config: &PathBuf, log: PathBuf) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?
-            .parent()
-            .context("the bench binary's directory")?
-            .join("fulcrum");
-        let log = OpenOptions::new().create(true).append(true).open(log)?;
-        let child = ns
-            .command_with_host_mounts(exe.to_str().context("path")?)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting fulcrum run (make build builds it)")?;
-        Ok(Self(child))
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
-    }
-
-    fn handover(mut self) -> anyhow::Result<()> {
-        self.signal(libc::SIGUSR2);
-        let status = self.0.wait()?;
-        ensure!(
-            status.code() == Some(EXIT_HANDOVER),
-            "a handover exits with {EXIT_HANDOVER}, not {status}"
-        );
-        std::mem::forget(self);
-        Ok(())
-    }
+fn start_daemon(ns: &NetNs, config: &PathBuf, log: PathBuf) -> anyhow::Result<Daemon> {
+    let exe = std::env::current_exe()?
+        .parent()
+        .context("the bench binary's directory")?
+        .join("fulcrum");
+    let log = OpenOptions::new().create(true).append(true).open(log)?;
+    let mut command = ns.command_with_host_mounts(exe.to_str().context("path")?);
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log);
+    Daemon::spawn(command).context("starting fulcrum run (make build builds it)")
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let _ = self.0.wait();
-    }
+/// SIGUSR2: the daemon exits leaving the data plane pinned.
+fn hand_over(mut daemon: Daemon) -> anyhow::Result<()> {
+    let code = daemon.stop_with(libc::SIGUSR2)?;
+    ensure!(
+        code == Some(EXIT_HANDOVER),
+        "a handover exits with {EXIT_HANDOVER}, not {code:?}"
+    );
+    Ok(())
 }
 
 fn api(ns: &NetNs, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
@@ -177,7 +159,7 @@ fn startup() -> anyhow::Result<Vec<Figure>> {
     let mut probe = UdpProbe::new(&lab.client.ns)?;
 
     let t0 = Instant::now();
-    let daemon = Daemon::start(&lab.balancer.ns, &config, log.clone())?;
+    let daemon = start_daemon(&lab.balancer.ns, &config, log.clone())?;
     wait_for(
         "the first forwarded datagram",
         Duration::from_secs(30),
@@ -190,9 +172,9 @@ fn startup() -> anyhow::Result<Vec<Figure>> {
     let fresh_ready = t0.elapsed();
 
     fill_flows(&files.instance)?;
-    daemon.handover()?;
+    hand_over(daemon)?;
     let t1 = Instant::now();
-    let next = Daemon::start(&lab.balancer.ns, &config, log)?;
+    let next = start_daemon(&lab.balancer.ns, &config, log)?;
     let (mut asked, mut lost) = (0u32, 0u32);
     wait_for("the adopting daemon's API", Duration::from_secs(60), || {
         asked += 1;
@@ -283,7 +265,7 @@ fn reads_during_reload() -> anyhow::Result<Vec<Figure>> {
             .collect()
     };
     let config = files.config(&services(1))?;
-    let _daemon = Daemon::start(&lab.balancer.ns, &config, files.dir.join("daemon.log"))?;
+    let _daemon = start_daemon(&lab.balancer.ns, &config, files.dir.join("daemon.log"))?;
     let ns = &lab.balancer.ns;
     wait_for("1000 services in the API", Duration::from_secs(120), || {
         api(ns, "GET", "/api/v1/services")

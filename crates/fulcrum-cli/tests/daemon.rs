@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{
-    API, Daemon, FULCRUM, TOKEN, api, config_file, spread, temp_dir, wait_until, web_service,
+    API, FULCRUM, TOKEN, api, config_file, spread, start_daemon, temp_dir, wait_until, web_service,
 };
 use fulcrum_lab::{
     dsr::{DsrLab, VIP, backend_addr},
@@ -37,7 +37,7 @@ fn health_checks_reload_api_and_metrics_in_the_lab() {
     let config_path = dir.join("fulcrum.yaml");
     std::fs::write(&config_path, config(&dir, &[1, 2, 3], &VIP.to_string())).expect("config");
 
-    let daemon = Daemon::start(&lab, &config_path);
+    let daemon = start_daemon(&lab, &config_path);
     wait_until(
         "the API and three healthy backends",
         Duration::from_secs(15),

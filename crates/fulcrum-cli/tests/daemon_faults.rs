@@ -13,8 +13,8 @@ use std::{
 };
 
 use common::{
-    Daemon, FULCRUM, TOKEN, api, config_file, services, spread, temp_dir, wait_for_up, wait_until,
-    web_service,
+    FULCRUM, TOKEN, api, config_file, services, spread, start_daemon, temp_dir, wait_for_up,
+    wait_until, web_service,
 };
 use fulcrum_lab::{
     dsr::{BALANCER, DsrLab, VIP, backend_addr},
@@ -71,7 +71,7 @@ fn a_backend_the_data_plane_cannot_reach_is_reported_and_the_rest_of_its_service
         &path,
         &config_file(&dir, &web_service(&VIP.to_string(), "", &backends)),
     );
-    let daemon = Daemon::start(&lab, &path);
+    let daemon = start_daemon(&lab, &path);
     wait_for_up(&lab, 3, Duration::from_secs(15));
     wait_until("the API to give the reason", Duration::from_secs(5), || {
         services(&lab.balancer.ns).contains(&format!(
@@ -124,7 +124,7 @@ fn a_reload_that_cannot_be_applied_changes_nothing_and_stays_reported() {
         &path,
         &config_file(&dir, &web_service(&vip, "", &addresses(&[1, 2]))),
     );
-    let daemon = Daemon::start(&lab, &path);
+    let daemon = start_daemon(&lab, &path);
     wait_for_up(&lab, 2, Duration::from_secs(15));
     let mut open =
         HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, 80))).expect("connect");
@@ -253,7 +253,7 @@ fn a_vip_on_an_address_of_this_host_is_refused_unless_the_service_allows_it() {
         &path,
         &config_file(&dir, &web_service(&VIP.to_string(), "", &backends)),
     );
-    let daemon = Daemon::start(&lab, &path);
+    let daemon = start_daemon(&lab, &path);
     wait_for_up(&lab, 1, Duration::from_secs(15));
     write(&path, &on_host);
     let (code, body) = reload(&lab);
@@ -268,7 +268,7 @@ fn a_vip_on_an_address_of_this_host_is_refused_unless_the_service_allows_it() {
     assert!(services(&lab.balancer.ns).contains(&format!("\"vip\":\"{local}\"")));
     drop(daemon);
 
-    let daemon = Daemon::start(&lab, &path);
+    let daemon = start_daemon(&lab, &path);
     wait_for_up(&lab, 1, Duration::from_secs(15));
     drop(daemon);
     drop(servers);
@@ -287,7 +287,7 @@ fn a_backend_removed_with_a_drain_period_keeps_its_connections_then_leaves() {
         &path,
         &config_file(&dir, &web_service(&vip, period, &addresses(&[1, 2, 3]))),
     );
-    let daemon = Daemon::start(&lab, &path);
+    let daemon = start_daemon(&lab, &path);
     wait_for_up(&lab, 3, Duration::from_secs(15));
     let mut open =
         HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, 80))).expect("connect");
@@ -359,7 +359,7 @@ fn api_reads_answer_while_a_1000_service_reload_is_applied() {
     let dir = temp_dir("big-reload");
     let path = dir.join("fulcrum.yaml");
     write(&path, &thousand_services(&dir, 1));
-    let daemon = Daemon::start(&lab, &path);
+    let daemon = start_daemon(&lab, &path);
     wait_for_up(&lab, 2000, Duration::from_secs(60));
 
     write(&path, &thousand_services(&dir, 2));

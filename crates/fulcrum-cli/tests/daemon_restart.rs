@@ -7,22 +7,18 @@ mod common;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
-    time::{Duration, Instant},
+    process::Stdio,
+    time::Duration,
 };
 
-use common::{TOKEN, api, config_file, spread, temp_dir, try_api, wait_until, web_service};
+use common::{
+    FULCRUM, TOKEN, api, config_file, spread, temp_dir, try_api, wait_until, web_service,
+};
 use fulcrum_lab::{
+    daemon::Daemon,
     dsr::{DsrLab, VIP, backend_addr},
     traffic::HttpConnection,
 };
-
-const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
-
-/// The daemon with the host's mounts, so that its pins outlive it; SIGTERM on drop.
-struct Pinned {
-    child: Option<Child>,
-}
 
 /// Removes the pinned directory at the end, whatever happened.
 struct PinDir(PathBuf);
@@ -33,50 +29,14 @@ impl Drop for PinDir {
     }
 }
 
-impl Pinned {
-    fn start(lab: &DsrLab, config: &Path) -> Self {
-        let child = lab
-            .balancer
-            .ns
-            .command_with_host_mounts(FULCRUM)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start fulcrum run");
-        Self { child: Some(child) }
-    }
-
-    fn signal(&self, signal: i32) {
-        if let Some(c) = &self.child {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as libc::pid_t, signal) };
-        }
-    }
-
-    /// Signals and waits (bounded) for the exit status.
-    fn stop_with(&mut self, signal: i32) -> Option<i32> {
-        self.signal(signal);
-        let mut child = self.child.take()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the daemon did not exit after signal {signal}");
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.stop_with(libc::SIGTERM);
-        }
-    }
+/// The daemon with the host's mounts, so that its pins outlive it; SIGTERM on drop.
+fn start_pinned(lab: &DsrLab, config: &Path) -> Daemon {
+    let mut command = lab.balancer.ns.command_with_host_mounts(FULCRUM);
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null());
+    Daemon::spawn(command).expect("start fulcrum run")
 }
 
 /// The first answer of a freshly started daemon's API.
@@ -109,7 +69,7 @@ fn handover_and_crash_keep_forwarding_and_the_next_daemon_adopts() {
         &path,
         &format!("instance: {instance}\n{}", config_file(&dir, &service)),
     );
-    let mut daemon = Pinned::start(&lab, &path);
+    let mut daemon = start_pinned(&lab, &path);
     wait_until("two healthy backends", Duration::from_secs(20), || {
         try_api(&lab.balancer.ns, "GET", "/api/v1/services", None)
             .is_some_and(|(_, b)| b.matches("\"health\":\"up\"").count() == 2)
@@ -125,7 +85,7 @@ fn handover_and_crash_keep_forwarding_and_the_next_daemon_adopts() {
     );
 
     assert_eq!(
-        daemon.stop_with(libc::SIGUSR2),
+        daemon.stop_with(libc::SIGUSR2).expect("exits"),
         Some(75),
         "a handover exits with 75"
     );
@@ -138,7 +98,7 @@ fn handover_and_crash_keep_forwarding_and_the_next_daemon_adopts() {
     assert!(spread(&lab, 10).iter().all(|s| *s == "backend-1"));
 
     for (round, signal) in [(1, libc::SIGKILL), (2, libc::SIGTERM)] {
-        daemon = Pinned::start(&lab, &path);
+        daemon = start_pinned(&lab, &path);
         let first = first_answer(&lab);
         assert_eq!(
             first.matches("\"health\":\"up\"").count(),
@@ -160,7 +120,7 @@ fn handover_and_crash_keep_forwarding_and_the_next_daemon_adopts() {
         );
         assert!(spread(&lab, 10).iter().all(|s| *s == "backend-1"));
         if signal == libc::SIGKILL {
-            daemon.stop_with(libc::SIGKILL);
+            daemon.stop_with(libc::SIGKILL).expect("killed");
             assert!(
                 lab.balancer_has_xdp().expect("ip link"),
                 "XDP stays after a crash"
@@ -168,7 +128,7 @@ fn handover_and_crash_keep_forwarding_and_the_next_daemon_adopts() {
             assert_eq!(open.get().expect("forwarding after a crash").server, on);
         }
     }
-    assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
+    assert_eq!(daemon.stop_with(libc::SIGTERM).expect("exits"), Some(0));
     assert!(!lab.balancer_has_xdp().expect("ip link"), "stop means stop");
     assert!(!pins.exists(), "SIGTERM removes the pinned state");
     drop(servers);

@@ -6,11 +6,12 @@ use std::{
     net::{SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use fulcrum_lab::{
+    daemon::Daemon,
     dsr::{DsrLab, VIP},
     netns::NetNs,
     traffic::{http_call, http_get},
@@ -21,42 +22,15 @@ pub const TOKEN: &str = "lab-token-0123";
 pub const API: &str = "127.0.0.1:9180";
 
 /// The daemon in the balancer's namespace, stopped (SIGTERM) on drop.
-pub struct Daemon(pub Child);
-
-impl Daemon {
-    /// Starts `fulcrum run --config PATH` in the lab's balancer namespace.
-    pub fn start(lab: &DsrLab, config: &Path) -> Self {
-        Daemon(
-            lab.balancer
-                .ns
-                .command(FULCRUM)
-                .args(["run", "--config"])
-                .arg(config)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start fulcrum run"),
-        )
-    }
-
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `fulcrum run --config PATH` in the lab's balancer namespace (`ip netns exec`:
+/// pins go to a bpffs private to it, so parallel tests never share state).
+pub fn start_daemon(lab: &DsrLab, config: &Path) -> Daemon {
+    let mut command = lab.balancer.ns.command(FULCRUM);
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null());
+    Daemon::spawn(command).expect("start fulcrum run")
 }
 
 /// One HTTP request to the daemon's API from inside the balancer's namespace.

@@ -13,6 +13,7 @@ use std::{
 };
 
 use fulcrum_lab::{
+    daemon::Daemon as LabDaemon,
     dsr::{DsrLab, VIP},
     netns::NetNs,
 };
@@ -89,7 +90,7 @@ pub struct Restarted {
 /// `fulcrum run` in the balancer's namespace with the host's mounts, stopped (SIGTERM)
 /// on drop. Every run appends to one log.
 pub struct Daemon {
-    child: Child,
+    process: LabDaemon,
     log: PathBuf,
 }
 
@@ -101,27 +102,19 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("log");
-        let child = lab
-            .balancer
-            .ns
-            .command_with_host_mounts(FULCRUM)
+        let mut command = lab.balancer.ns.command_with_host_mounts(FULCRUM);
+        command
             .args(["run", "--config"])
             .arg(dir.config_path())
             .env("FULCRUM_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("start fulcrum run");
-        Self { child, log }
+            .stderr(out);
+        let process = LabDaemon::spawn(command).expect("start fulcrum run");
+        Self { process, log }
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
     }
 
     /// Restarts the daemon and waits until the new one answers its API.
@@ -129,18 +122,21 @@ impl Daemon {
         let at = Instant::now();
         match kind {
             Restart::Handover => {
-                self.signal(libc::SIGUSR2);
-                let status = self.child.wait().expect("wait for the daemon");
+                let code = self
+                    .process
+                    .stop_with(libc::SIGUSR2)
+                    .expect("the daemon exits");
                 assert_eq!(
-                    status.code(),
+                    code,
                     Some(EXIT_HANDOVER),
                     "a handover exits with {EXIT_HANDOVER}; log:\n{}",
                     self.log()
                 );
             }
             Restart::Kill => {
-                self.signal(libc::SIGKILL);
-                let _ = self.child.wait();
+                self.process
+                    .stop_with(libc::SIGKILL)
+                    .expect("the daemon dies");
             }
         }
         *self = Self::start(lab, dir);
@@ -154,21 +150,6 @@ impl Daemon {
             at,
             back_after: at.elapsed(),
         }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
