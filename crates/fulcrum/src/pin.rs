@@ -154,13 +154,7 @@ pub(crate) fn check(dir: &Path, found: &Layout) -> Result<(), BalancerError> {
 /// Removes everything pinned in `dir`, and `dir`: the links detach once nothing else
 /// holds them.
 pub(crate) fn remove_all(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.filter_map(Result::ok) {
-            if let Err(e) = std::fs::remove_file(entry.path()) {
-                warn!(path = %entry.path().display(), error = %e, "could not unpin");
-            }
-        }
-    }
+    remove_entries(dir);
     match std::fs::remove_dir(dir) {
         Ok(()) => info!(dir = %dir.display(), "pinned state removed"),
         Err(e) => warn!(dir = %dir.display(), error = %e, "could not remove the pin directory"),
@@ -170,10 +164,19 @@ pub(crate) fn remove_all(dir: &Path) {
 /// Removes pins in `dir` left without a layout (a start that died before finishing), so
 /// they are never mistaken for state.
 pub(crate) fn remove_partial(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.filter_map(Result::ok) {
-            warn!(path = %entry.path().display(), "removing a pin without a layout");
-            let _ = std::fs::remove_file(entry.path());
+    if std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
+        warn!(dir = %dir.display(), "removing pins left without a layout");
+    }
+    remove_entries(dir);
+}
+
+fn remove_entries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if let Err(e) = std::fs::remove_file(entry.path()) {
+            warn!(path = %entry.path().display(), error = %e, "could not unpin");
         }
     }
 }
