@@ -7,6 +7,7 @@
 //! data plane. Everything needs root (or CAP_BPF + CAP_NET_ADMIN).
 mod balancer;
 mod error;
+mod flow_record;
 pub mod maglev;
 pub mod netlink;
 mod pass;
@@ -20,6 +21,7 @@ pub use balancer::{
     ServiceInfo, Unresolved,
 };
 pub use error::BalancerError;
+pub use flow_record::FlowRecord;
 pub use fulcrum_common::Counter;
 pub use pass::PassProgram;
 pub use service::{Destination, ParseServiceError, Protocol, Scheduler, Service, ServiceId};
