@@ -88,7 +88,12 @@ impl Checker<'_> {
     pub(crate) fn flow_sharing(&mut self, raw: &Spanned<RawFlowSharing>) -> Option<FlowSharing> {
         let (at, f) = (&raw.referenced, &raw.value);
         let listen = self
-            .required(&f.listen, at, "flow_sharing.listen", "listen: 10.0.2.11:7946")
+            .required(
+                &f.listen,
+                at,
+                "flow_sharing.listen",
+                "listen: 10.0.2.11:7946",
+            )
             .and_then(|l| self.unicast(l, "flow_sharing.listen".into()));
         let mut seen: HashMap<SocketAddr, u64> = HashMap::new();
         let peers: Vec<_> = (f.peers.iter().flatten().enumerate())
@@ -122,8 +127,7 @@ impl Checker<'_> {
                     .to_owned(),
             );
         }
-        if let (Some(Some(_)), Some(SocketAddr::V6(_)), Some(l)) = (&multicast, listen, &f.listen)
-        {
+        if let (Some(Some(_)), Some(SocketAddr::V6(_)), Some(l)) = (&multicast, listen, &f.listen) {
             self.report::<()>(
                 &l.referenced,
                 "flow_sharing.listen",
@@ -131,7 +135,12 @@ impl Checker<'_> {
             );
         }
         let key_file = self
-            .required(&f.key_file, at, "flow_sharing.key_file", "key_file: /etc/fulcrum/flow-key")
+            .required(
+                &f.key_file,
+                at,
+                "flow_sharing.key_file",
+                "key_file: /etc/fulcrum/flow-key",
+            )
             .and_then(|k| {
                 if k.value.trim().is_empty() {
                     self.report(
@@ -149,10 +158,18 @@ impl Checker<'_> {
             &f.refresh_interval,
             FlowSharing::DEFAULT_REFRESH_INTERVAL,
         );
-        let batch_delay =
-            self.duration(P, "batch_delay", &f.batch_delay, FlowSharing::DEFAULT_BATCH_DELAY);
-        let sync_timeout =
-            self.duration(P, "sync_timeout", &f.sync_timeout, FlowSharing::DEFAULT_SYNC_TIMEOUT);
+        let batch_delay = self.duration(
+            P,
+            "batch_delay",
+            &f.batch_delay,
+            FlowSharing::DEFAULT_BATCH_DELAY,
+        );
+        let sync_timeout = self.duration(
+            P,
+            "sync_timeout",
+            &f.sync_timeout,
+            FlowSharing::DEFAULT_SYNC_TIMEOUT,
+        );
         let max_rate = match &f.max_rate {
             None => Some(FlowSharing::DEFAULT_MAX_RATE),
             Some(r) if r.value > 0 => Some(r.value),
@@ -197,7 +214,9 @@ impl Checker<'_> {
             Ok(a) => self.report(
                 &text.referenced,
                 path,
-                format!("{a} cannot receive records; use a unicast address and a port other than 0"),
+                format!(
+                    "{a} cannot receive records; use a unicast address and a port other than 0"
+                ),
             ),
             Err(_) => self.report(
                 &text.referenced,
@@ -214,7 +233,12 @@ impl Checker<'_> {
         let (at, m): (&Location, _) = (&raw.referenced, &raw.value);
         let path = "flow_sharing.multicast";
         let group = self
-            .required(&m.group, at, format_args!("{path}.group"), "group: 239.77.0.1:7946")
+            .required(
+                &m.group,
+                at,
+                format_args!("{path}.group"),
+                "group: 239.77.0.1:7946",
+            )
             .and_then(|g| match g.value.trim().parse::<SocketAddrV4>() {
                 Ok(a) if a.ip().is_multicast() && a.port() != 0 => Some(a),
                 _ => self.report(
@@ -228,7 +252,12 @@ impl Checker<'_> {
                 ),
             });
         let interface = self
-            .required(&m.interface, at, format_args!("{path}.interface"), "interface: eth0")
+            .required(
+                &m.interface,
+                at,
+                format_args!("{path}.interface"),
+                "interface: eth0",
+            )
             .and_then(|i| {
                 let n = i.value.trim();
                 let ok = !n.is_empty()

@@ -198,7 +198,10 @@ fn the_commented_example_file_parses_and_sets_every_field() {
     assert_eq!(names, ["web", "dns", "all-ports"]);
     let sharing = config.flow_sharing.as_ref().expect("flow_sharing");
     assert_eq!(sharing.peers.len(), 1);
-    assert_eq!(sharing.multicast.as_ref().map(|m| &*m.interface), Some("eth0"));
+    assert_eq!(
+        sharing.multicast.as_ref().map(|m| &*m.interface),
+        Some("eth0")
+    );
     let [web, dns, all] = &config.services[..] else {
         unreachable!("three services")
     };

@@ -10,8 +10,8 @@ use std::{
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::flow_sharing::RawFlowSharing;
 use crate::error::{Position, Problem, WEIGHTS, quote, weight_problem};
+use crate::flow_sharing::RawFlowSharing;
 use crate::model::{
     Api, Backend, CheckKind, Config, DnsCheck, DnsType, HealthCheck, HealthRule, HttpCheck,
     Protocol, Rcode, Scheduler, Service, XdpMode,
@@ -134,7 +134,12 @@ pub(crate) struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    pub(crate) fn report<T>(&mut self, at: &Location, path: impl Display, message: String) -> Option<T> {
+    pub(crate) fn report<T>(
+        &mut self,
+        at: &Location,
+        path: impl Display,
+        message: String,
+    ) -> Option<T> {
         self.problems.push(Problem {
             origin: self.origin.to_owned(),
             position: Position::of(at),
@@ -762,7 +767,11 @@ fn places(c: &RawConfig, origin: &str) -> Places {
 }
 
 /// Remembers where `key` was seen first, and returns that when it is seen again.
-pub(crate) fn earlier<K: Hash + Eq, V: Copy>(seen: &mut HashMap<K, V>, key: K, here: V) -> Option<V> {
+pub(crate) fn earlier<K: Hash + Eq, V: Copy>(
+    seen: &mut HashMap<K, V>,
+    key: K,
+    here: V,
+) -> Option<V> {
     match seen.entry(key) {
         Entry::Occupied(first) => Some(*first.get()),
         Entry::Vacant(slot) => {

@@ -95,7 +95,12 @@ impl Opener {
             return Err(Reject::BadMac);
         }
         self.guard
-            .check(header.sender, header.sequence, header.timestamp_ms, now_unix)
+            .check(
+                header.sender,
+                header.sequence,
+                header.timestamp_ms,
+                now_unix,
+            )
             .map_err(|r| match r {
                 Refusal::Stale => Reject::Stale,
                 Refusal::Replayed => Reject::Replayed,
@@ -128,13 +133,20 @@ mod tests {
             opener.open(&good, "10.0.0.3:7946".parse().unwrap(), NOW),
             Err(Reject::UnknownSender)
         );
-        assert_eq!(opener.open(&good[..10], peer(), NOW), Err(Reject::Malformed));
-        let forged = Sealer::new(key(2), 9, NOW).seal(&Body::SyncRequest, NOW).to_vec();
+        assert_eq!(
+            opener.open(&good[..10], peer(), NOW),
+            Err(Reject::Malformed)
+        );
+        let forged = Sealer::new(key(2), 9, NOW)
+            .seal(&Body::SyncRequest, NOW)
+            .to_vec();
         assert_eq!(opener.open(&forged, peer(), NOW), Err(Reject::BadMac));
         let mut flipped = good.clone();
         flipped[20] ^= 1;
         assert_eq!(opener.open(&flipped, peer(), NOW), Err(Reject::BadMac));
-        let old = sealer.seal(&Body::SyncRequest, NOW - Duration::from_secs(31)).to_vec();
+        let old = sealer
+            .seal(&Body::SyncRequest, NOW - Duration::from_secs(31))
+            .to_vec();
         assert_eq!(opener.open(&old, peer(), NOW), Err(Reject::Stale));
         let (header, body) = opener.open(&good, peer(), NOW).expect("accepted");
         assert_eq!((header.sender, body), (9, Body::SyncRequest));

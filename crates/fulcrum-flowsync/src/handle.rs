@@ -55,9 +55,12 @@ impl Settings {
 /// number, not the id, tells a restart from a replay) and distinct per balancer.
 pub fn sender_id(listen: SocketAddr) -> u64 {
     // FNV-1a over the address's text: stable across versions and platforms.
-    listen.to_string().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    listen
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// What peers sent, for the daemon to act on.
@@ -132,10 +135,12 @@ impl FlowSync {
     /// the handle and the receiver of what peers send. Needs a tokio runtime.
     pub fn start(settings: Settings) -> Result<(Self, mpsc::Receiver<Event>), FlowSyncError> {
         let transport = Transport::bind(settings.listen, settings.multicast.as_ref())?;
-        let local = transport.local_addr().map_err(|source| TransportError::Bind {
-            address: settings.listen,
-            source,
-        })?;
+        let local = transport
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                address: settings.listen,
+                source,
+            })?;
         let status = Arc::new(watch::Sender::new(FlowSyncStatus {
             listen: Some(local),
             multicast_group: transport.group,
@@ -191,6 +196,48 @@ impl FlowSync {
         ))
     }
 
+    /// A handle that sends, for whoever produces records (it may live on another thread).
+    pub fn sender(&self) -> FlowSender {
+        FlowSender {
+            outgoing: self.outgoing.clone(),
+            status: self.status.clone(),
+        }
+    }
+
+    /// Shares new records; see [`FlowSender::share`].
+    pub fn share(&self, records: Vec<FlowRecord>) {
+        self.sender().share(records);
+    }
+
+    /// Sends a full set; see [`FlowSender::send_full`].
+    pub async fn send_full(&self, records: Vec<FlowRecord>, to: Target) {
+        self.sender().send_full(records, to).await;
+    }
+
+    /// True once the start-up sync ended; see [`crate::sync`].
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
+    /// Counters and peers, for the API and metrics.
+    pub fn status(&self) -> watch::Receiver<FlowSyncStatus> {
+        self.status.subscribe()
+    }
+
+    /// The address bound (the real port when `listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Sends records through a running [`FlowSync`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FlowSender {
+    outgoing: mpsc::Sender<Outgoing>,
+    status: Arc<watch::Sender<FlowSyncStatus>>,
+}
+
+impl FlowSender {
     /// Shares new records with every peer, within `batch_delay`. Never waits: when the
     /// queue is full the records are dropped and counted (`share_dropped`); the next
     /// refresh carries them.
@@ -210,19 +257,9 @@ impl FlowSync {
         let _ = self.outgoing.send(Outgoing::Full { records, to }).await;
     }
 
-    /// True once the start-up sync ended; see [`crate::sync`].
-    pub fn ready(&self) -> watch::Receiver<bool> {
-        self.ready.clone()
-    }
-
-    /// Counters and peers, for the API and metrics.
-    pub fn status(&self) -> watch::Receiver<FlowSyncStatus> {
-        self.status.subscribe()
-    }
-
-    /// The address bound (the real port when `listen` asked for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// [`FlowSender::send_full`] from a thread outside the runtime (the data plane's owner).
+    pub fn send_full_blocking(&self, records: Vec<FlowRecord>, to: Target) {
+        let _ = self.outgoing.blocking_send(Outgoing::Full { records, to });
     }
 }
 

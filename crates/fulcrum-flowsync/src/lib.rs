@@ -22,6 +22,6 @@ pub mod wire;
 
 pub use auth::{Key, KeyError};
 pub use envelope::Reject;
-pub use handle::{Event, FlowSync, FlowSyncError, Settings, Target, sender_id};
+pub use handle::{Event, FlowSender, FlowSync, FlowSyncError, Settings, Target, sender_id};
 pub use status::{FlowSyncStatus, PeerStatus, Rejected};
 pub use transport::Multicast;

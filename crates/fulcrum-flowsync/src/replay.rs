@@ -119,7 +119,11 @@ mod tests {
             assert_eq!(g.check(1, seq, ts(NOW), NOW), Ok(()), "{seq}");
         }
         for seq in [1000, 1001, 1002, 1003] {
-            assert_eq!(g.check(1, seq, ts(NOW), NOW), Err(Refusal::Replayed), "{seq}");
+            assert_eq!(
+                g.check(1, seq, ts(NOW), NOW),
+                Err(Refusal::Replayed),
+                "{seq}"
+            );
         }
         assert_eq!(g.check(1, 1003 + WINDOW, ts(NOW), NOW), Ok(()));
         // Now 1004 is WINDOW below the highest: too old to tell, so refused.

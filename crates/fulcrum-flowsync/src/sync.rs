@@ -165,7 +165,10 @@ mod tests {
         assert_eq!(retry.request, vec![b]);
         assert!(!retry.became_ready);
         assert_eq!(s.next_wakeup(), Some(now + Duration::from_secs(4)));
-        assert!(!s.on_tick(now + TIMEOUT - Duration::from_millis(1)).became_ready);
+        assert!(
+            !s.on_tick(now + TIMEOUT - Duration::from_millis(1))
+                .became_ready
+        );
         assert!(s.on_tick(now + TIMEOUT).became_ready);
         assert!(s.is_ready());
     }

@@ -90,8 +90,13 @@ impl Transport {
             socket
                 .set_multicast_loop_v4(false)
                 .map_err(|e| fail("IP_MULTICAST_LOOP", e))?;
-            set_mreqn(&socket, libc::IP_MULTICAST_IF, Ipv4Addr::UNSPECIFIED, ifindex)
-                .map_err(|e| fail("IP_MULTICAST_IF", e))?;
+            set_mreqn(
+                &socket,
+                libc::IP_MULTICAST_IF,
+                Ipv4Addr::UNSPECIFIED,
+                ifindex,
+            )
+            .map_err(|e| fail("IP_MULTICAST_IF", e))?;
         }
         let group = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
             .map_err(|e| fail("socket", e))?;

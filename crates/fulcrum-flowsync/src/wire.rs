@@ -331,13 +331,20 @@ mod tests {
         let (header, body) = roundtrip(Body::Records(records.clone()));
         assert_eq!(header, HEADER);
         assert_eq!(body, Body::Records(records));
-        assert_eq!(roundtrip(Body::SyncDone { records: 7 }).1, Body::SyncDone { records: 7 });
+        assert_eq!(
+            roundtrip(Body::SyncDone { records: 7 }).1,
+            Body::SyncDone { records: 7 }
+        );
     }
 
     #[test]
     fn a_full_datagram_fits_the_mtu() {
         let mut out = Vec::new();
-        encode(&HEADER, &Body::Records(vec![record(); MAX_RECORDS]), &mut out);
+        encode(
+            &HEADER,
+            &Body::Records(vec![record(); MAX_RECORDS]),
+            &mut out,
+        );
         assert!(out.len() + MAC_LEN <= 1452, "{} bytes", out.len() + MAC_LEN);
     }
 

@@ -6,9 +6,7 @@ mod common;
 use std::{net::UdpSocket, time::Duration};
 
 use common::*;
-use fulcrum_flowsync::{
-    Event, FlowSync, Target, envelope::Sealer, sender_id, wire::Body,
-};
+use fulcrum_flowsync::{Event, FlowSync, Target, envelope::Sealer, sender_id, wire::Body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_cross_and_bad_datagrams_are_refused_and_counted() {
@@ -16,7 +14,9 @@ async fn records_cross_and_bad_datagrams_are_refused_and_counted() {
     // The "attacker" socket is a configured peer of both, so its datagrams get past the
     // sender check and reach the MAC and replay checks; it also sees what A sends.
     let mallory = UdpSocket::bind("127.0.0.1:0").unwrap();
-    mallory.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    mallory
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let m_addr = mallory.local_addr().unwrap();
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
 
@@ -33,7 +33,8 @@ async fn records_cross_and_bad_datagrams_are_refused_and_counted() {
         }
     };
     assert_eq!(from, a_addr);
-    b.send_full(vec![record(1000, "10.0.0.11")], Target::Peer(from)).await;
+    b.send_full(vec![record(1000, "10.0.0.11")], Target::Peer(from))
+        .await;
     assert_eq!(
         next_not_request(&mut a_events).await,
         Event::Records {
@@ -51,7 +52,11 @@ async fn records_cross_and_bad_datagrams_are_refused_and_counted() {
     assert!(!*a.ready().borrow(), "mallory has not answered");
     let a_status = a.status();
     until("B marked synced", || {
-        a_status.borrow().peers.iter().any(|p| p.address == b_addr && p.synced)
+        a_status
+            .borrow()
+            .peers
+            .iter()
+            .any(|p| p.address == b_addr && p.synced)
     })
     .await;
 

@@ -18,8 +18,19 @@ fn lab() -> Lab {
     let prefix = unique_prefix("mc");
     let a = NetNs::create(&format!("{prefix}a")).unwrap();
     let b = NetNs::create(&format!("{prefix}b")).unwrap();
-    a.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.name()])
-        .unwrap();
+    a.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        b.name(),
+    ])
+    .unwrap();
     for (ns, addr) in [(&a, "10.77.0.1/24"), (&b, "10.77.0.2/24")] {
         ns.ip(&["addr", "add", addr, "dev", "eth0"]).unwrap();
         ns.ip(&["link", "set", "eth0", "up"]).unwrap();
@@ -59,7 +70,8 @@ async fn records_go_through_the_group_and_the_first_dump_ends_the_sync() {
         }
     };
     assert_eq!(from, "10.77.0.1:7946".parse().unwrap());
-    b.send_full(vec![record(1000, "10.0.0.11")], Target::Peer(from)).await;
+    b.send_full(vec![record(1000, "10.0.0.11")], Target::Peer(from))
+        .await;
     let mut dumped = Vec::new();
     loop {
         match next(&mut a_events).await {
@@ -85,7 +97,13 @@ async fn records_go_through_the_group_and_the_first_dump_ends_the_sync() {
             break (from, records);
         }
     };
-    assert_eq!(got, ("10.77.0.1:7946".parse().unwrap(), vec![record(2000, "10.0.0.12")]));
+    assert_eq!(
+        got,
+        (
+            "10.77.0.1:7946".parse().unwrap(),
+            vec![record(2000, "10.0.0.12")]
+        )
+    );
     // B's own group datagrams are not looped back to B.
     b.share(vec![record(3000, "10.0.0.13")]);
     loop {
