@@ -97,7 +97,15 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         )
     })?;
     let width = (!args.wide).then_some(TABLE_WIDTH);
-    output(&render(&snapshot, width))
+    let mut text = render(&snapshot, width);
+    // Older daemons and daemons without flow sharing answer 404: nothing to add.
+    if let Ok(flows) = api.request("GET", "/api/v1/flow-sharing", None)
+        && flows.status == 200
+        && let Ok(flows) = serde_json::from_slice::<serde_json::Value>(&flows.body)
+    {
+        text.push_str(&crate::flow_status::render(&flows));
+    }
+    output(&text)
 }
 
 /// Drains (`drained`) or undrains a backend of a service.

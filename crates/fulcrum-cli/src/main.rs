@@ -3,6 +3,7 @@
 mod balance;
 mod capabilities;
 mod client;
+mod flow_status;
 mod run;
 
 use std::process::ExitCode;

@@ -118,12 +118,19 @@ pub async fn serve(
         None => None,
     };
     owner.flow_sender = flow_sync.as_ref().map(|((sync, _), _)| sync.sender());
+    if let Some(config) = &owner.config.flow_sharing
+        && !owner.adopted_data_plane
+    {
+        let until = std::time::Instant::now() + config.sync_timeout;
+        owner.held_imports = Some(crate::flow_sharing::HeldImports::new(until));
+        owner.imports.send_modify(|i| i.holding = true);
+    }
     let (announce_gate_tx, announce_gate) = watch::channel(true);
     let mut flow_tasks = Vec::new();
     flow_tasks.extend(crate::flow_sharing::drive_gate(
         announce_gate_tx,
         flow_sync.as_ref().map(|((sync, _), _)| sync),
-        owner.adopted_data_plane,
+        owner.imports.subscribe(),
     ));
     let flow_view = crate::flow_sharing::FlowSharingView {
         sync: flow_sync.as_ref().map(|((sync, _), _)| sync.status()),

@@ -36,6 +36,50 @@ pub struct ImportTotals {
     pub failed: u64,
     /// New flows the data plane reported and this balancer shared.
     pub shared: u64,
+    /// A starting balancer holds peers' records until its backends are healthy (or
+    /// `sync_timeout` passed), since only healthy backends are in its data plane.
+    pub holding: bool,
+    /// Records held so far.
+    pub held: u64,
+}
+
+/// Records held at start; see [`ImportTotals::holding`].
+pub(crate) struct HeldImports {
+    records: Vec<fulcrum::FlowRecord>,
+    until: std::time::Instant,
+}
+
+/// Records held at most; beyond it they are imported as they come.
+const MAX_HELD: usize = 1 << 22;
+
+impl HeldImports {
+    pub(crate) fn new(until: std::time::Instant) -> Self {
+        Self {
+            records: Vec::new(),
+            until,
+        }
+    }
+
+    /// Holds `records`; false when full (import them now).
+    pub(crate) fn hold(&mut self, records: &[fulcrum::FlowRecord]) -> bool {
+        if self.records.len() + records.len() > MAX_HELD {
+            return false;
+        }
+        self.records.extend_from_slice(records);
+        true
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub(crate) fn expired(&self, now: std::time::Instant) -> bool {
+        now >= self.until
+    }
+
+    pub(crate) fn into_records(self) -> Vec<fulcrum::FlowRecord> {
+        self.records
+    }
 }
 
 impl ImportTotals {
@@ -110,21 +154,21 @@ pub(crate) fn start(
 }
 
 /// The gate the BGP speaker reads: open at once unless flow sharing is on and the data
-/// plane was not adopted, then open when the start-up sync ends.
+/// plane was not adopted; then open when the start-up sync ended and the owner imported
+/// what it held (`imports.holding` false).
 pub(crate) fn drive_gate(
     gate: watch::Sender<bool>,
     sync: Option<&FlowSync>,
-    adopted: bool,
+    mut imports: watch::Receiver<ImportTotals>,
 ) -> Option<JoinHandle<()>> {
-    let sync = sync?;
-    if adopted {
+    let mut ready = sync?.ready();
+    if !imports.borrow().holding {
         info!("adopted the pinned data plane, which kept its flows: announcing without waiting");
         return None;
     }
     let _ = gate.send_replace(false);
-    let mut ready = sync.ready();
     Some(tokio::spawn(async move {
-        if ready.wait_for(|r| *r).await.is_ok() {
+        if ready.wait_for(|r| *r).await.is_ok() && imports.wait_for(|i| !i.holding).await.is_ok() {
             info!("flow sharing: peers' flows learned (or sync_timeout passed); announcing");
             let _ = gate.send_replace(true);
         }

@@ -105,6 +105,10 @@ pub(crate) struct Owner {
     pub(crate) flow_sender: Option<fulcrum_flowsync::FlowSender>,
     /// What imports did, for the API.
     pub(crate) imports: watch::Sender<crate::flow_sharing::ImportTotals>,
+    /// Peers' records held while a starting balancer's backends are not yet healthy (they
+    /// enter the data plane only then, and a record for a backend not in it is refused),
+    /// until the deadline; see [`crate::flow_sharing::HeldImports`].
+    pub(crate) held_imports: Option<crate::flow_sharing::HeldImports>,
 }
 
 impl Owner {
@@ -170,6 +174,7 @@ impl Owner {
             flow_events,
             flow_sender: None,
             imports: watch::Sender::new(Default::default()),
+            held_imports: None,
         };
         owner.reindex();
         owner.read_health();
@@ -193,7 +198,10 @@ impl Owner {
         let mut how = Shutdown::Stop;
         while let Ok(command) = commands.recv() {
             match command {
-                Command::Health(event) => self.on_health(event),
+                Command::Health(event) => {
+                    self.on_health(event);
+                    self.release_held_imports();
+                }
                 Command::Drain {
                     service,
                     backend,
@@ -212,7 +220,10 @@ impl Owner {
                         let _ = reply.send(result);
                     }
                 }
-                Command::Tick => self.tick(),
+                Command::Tick => {
+                    self.tick();
+                    self.release_held_imports();
+                }
                 Command::FlowEvents(events) => self.share_flows(&events),
                 Command::ImportFlows(records) => self.import_flows(&records),
                 Command::DumpFlows(to) => self.dump_flows(to),
@@ -252,8 +263,48 @@ impl Owner {
     }
 
     fn import_flows(&mut self, records: &[fulcrum::FlowRecord]) {
+        if let Some(held) = &mut self.held_imports
+            && held.hold(records)
+        {
+            let n = held.len();
+            self.imports.send_modify(|t| t.held = n as u64);
+            self.release_held_imports();
+            return;
+        }
         let report = self.lb.import_flows(records);
         self.imports.send_modify(|t| t.add(&report));
+    }
+
+    /// Imports the held records once every configured backend is healthy or the deadline
+    /// passed; from then on records are imported as they come.
+    pub(crate) fn release_held_imports(&mut self) {
+        let Some(held) = &self.held_imports else {
+            return;
+        };
+        let all_healthy = (self.config.services.iter()).all(|s| {
+            s.backends
+                .iter()
+                .all(|b| self.is_healthy(&(s.name.clone(), b.address)))
+        });
+        if !all_healthy && !held.expired(Instant::now()) {
+            return;
+        }
+        let Some(held) = self.held_imports.take() else {
+            return;
+        };
+        let records = held.into_records();
+        let report = self.lb.import_flows(&records);
+        info!(
+            records = records.len(),
+            imported = report.imported,
+            unknown_backend = report.unknown_backend,
+            "flow sharing: imported the peers' flows held at start"
+        );
+        self.imports.send_modify(|t| {
+            t.add(&report);
+            t.held = 0;
+            t.holding = false;
+        });
     }
 
     fn dump_flows(&mut self, to: fulcrum_flowsync::Target) {
