@@ -3,7 +3,8 @@
 //! so a connection that keeps working on backend-1 when the client's route moves to B
 //! proves that B learned the flow from A. B started after A learns A's flows from the
 //! start-up dump; a flow opened while both run reaches B as it is made; a B with the
-//! wrong key learns nothing and both sides count the refusals.
+//! wrong key learns nothing and both sides count the refusals; a reload that gives B the
+//! right key file restarts its flow sharing, and B then learns what it missed.
 
 mod common;
 
@@ -162,7 +163,7 @@ fn flows_made_through_a_reach_b_and_bad_keys_are_counted() {
     b.stop_with(libc::SIGTERM).expect("B stops");
     std::fs::write(&key, [0x33; 32]).expect("other key");
     let a_bad_before = count(&flows(&lab.balancer.ns).unwrap(), &["rejected", "bad_mac"]);
-    let _b = start(&b_host.ns, &b_config);
+    let b = start(&b_host.ns, &b_config);
     wait_ready(&b_host.ns);
     let a_flows = flows(&lab.balancer.ns).unwrap();
     assert!(

@@ -19,8 +19,8 @@ pub struct ConfigDiff {
     pub xdp_mode_changed: bool,
     /// `api` changed: the listener must be rebound or the token reread.
     pub api_changed: bool,
-    /// `flow_sharing` changed: takes effect at restart only (the data plane's ring of new
-    /// flows is sized when it is loaded).
+    /// `flow_sharing` changed: flow sharing restarts with the new settings (turning it on
+    /// or off takes a restart: the data plane's ring of new flows is sized at load).
     pub flow_sharing_changed: bool,
     /// Services only in the new configuration, or whose (vip, port, protocol) changed; in
     /// the new file's order.

@@ -132,24 +132,29 @@ pub async fn serve(
         flow_sync.as_ref().map(|((sync, _), _)| sync),
         owner.imports.subscribe(),
     ));
+    let flow_status = watch::Sender::new(Default::default());
     let flow_view = crate::flow_sharing::FlowSharingView {
-        sync: flow_sync.as_ref().map(|((sync, _), _)| sync.status()),
+        sync: flow_sync.as_ref().map(|_| flow_status.subscribe()),
         imports: owner.imports.subscribe(),
         gate: announce_gate,
     };
     let ring = owner.flow_events.take();
+    let (flow_restart, flow_restarts) = tokio::sync::mpsc::unbounded_channel();
+    owner.flow_restart = Some(flow_restart);
+    let owner_flow_config = owner.config.flow_sharing.clone();
     let thread = std::thread::Builder::new()
         .name("fulcrum-owner".into())
         .spawn(move || owner.run(inbox))
         .map_err(DaemonError::Thread)?;
-    let mut flow_sync = flow_sync.map(|((sync, events), refresh)| {
-        flow_tasks.push(crate::flow_sharing::relay_incoming(
-            events,
+    if let (Some((first, _)), Some(config)) = (flow_sync, owner_flow_config) {
+        flow_tasks.push(crate::flow_sharing::supervise(
+            first,
+            config,
             commands.clone(),
-            refresh,
+            flow_status,
+            flow_restarts,
         ));
-        sync
-    });
+    }
     if let Some(ring) = ring {
         flow_tasks.push(crate::flow_sharing::read_ring(ring, commands.clone())?);
     }
@@ -186,7 +191,6 @@ pub async fn serve(
     let _ = stop_server.send(());
     let _ = server.await;
     flow_tasks.iter().for_each(JoinHandle::abort);
-    drop(flow_sync.take());
     let _ = commands.send(Command::Stop(how));
     drop(commands);
     match tokio::task::spawn_blocking(move || thread.join()).await {

@@ -110,6 +110,7 @@ pub struct FlowSharingStatus {
 /// The watches the API reads flow sharing from, never through the owner.
 #[derive(Clone, Debug)]
 pub struct FlowSharingView {
+    /// Fed by [`supervise`], so it survives a restart of flow sharing.
     pub(crate) sync: Option<watch::Receiver<FlowSyncStatus>>,
     pub(crate) imports: watch::Receiver<ImportTotals>,
     pub(crate) gate: watch::Receiver<bool>,
@@ -203,6 +204,80 @@ pub(crate) fn read_ring(
             }
         }
     }))
+}
+
+/// Why a reload cannot apply this `flow_sharing` change, if it cannot: turning it on or
+/// off needs the data plane's ring of new flows, which is sized when the data plane is
+/// loaded; and a key file that cannot be used is found before anything changes.
+pub(crate) fn reload_problem(
+    old: Option<&fulcrum_config::FlowSharing>,
+    new: Option<&fulcrum_config::FlowSharing>,
+) -> Option<String> {
+    match (old, new) {
+        (Some(_), Some(new)) => Key::from_file(&new.key_file).err().map(|e| e.to_string()),
+        (None, Some(_)) => Some(
+            "flow_sharing: turning flow sharing on takes effect at restart only (the data \
+             plane's ring of new flows is sized when it is loaded); reload refused"
+                .into(),
+        ),
+        _ => Some(
+            "flow_sharing: turning flow sharing off takes effect at restart only; reload \
+             refused"
+                .into(),
+        ),
+    }
+}
+
+/// Runs flow sharing for the daemon's life: relays what peers send, publishes the status,
+/// and restarts it with the settings a reload sends (dropping the old sockets first, so
+/// the same `listen` can be bound again). A restart that fails is logged and the old
+/// settings are started again.
+pub(crate) fn supervise(
+    first: (FlowSync, tmpsc::Receiver<Event>),
+    mut config: fulcrum_config::FlowSharing,
+    commands: mpsc::Sender<Command>,
+    status_out: watch::Sender<FlowSyncStatus>,
+    mut restarts: tmpsc::UnboundedReceiver<fulcrum_config::FlowSharing>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut sync, mut events) = first;
+        loop {
+            let relay = relay_incoming(events, commands.clone(), config.refresh_interval);
+            let mut status = sync.status();
+            let new = loop {
+                status_out.send_replace(status.borrow_and_update().clone());
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() { return },
+                    new = restarts.recv() => break new,
+                }
+            };
+            relay.abort();
+            sync.stop().await;
+            let Some(new) = new else {
+                return;
+            };
+            let started = match start(&new) {
+                Ok(started) => {
+                    config = new;
+                    started
+                }
+                Err(e) => {
+                    error!(error = %crate::daemon::chain(&e), "flow sharing: restart with the reloaded settings failed; restarting the previous ones");
+                    match start(&config) {
+                        Ok(started) => started,
+                        Err(e) => {
+                            error!(error = %crate::daemon::chain(&e), "flow sharing: stopped");
+                            return;
+                        }
+                    }
+                }
+            };
+            (sync, events) = started;
+            if commands.send(Command::FlowSender(sync.sender())).is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// Turns what peers send, and the refresh timer, into owner commands.

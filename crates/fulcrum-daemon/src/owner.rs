@@ -61,6 +61,8 @@ pub(crate) enum Command {
     ImportFlows(Vec<fulcrum::FlowRecord>),
     /// Scan the flow table and send it whole (a peer's dump request, or the refresh).
     DumpFlows(fulcrum_flowsync::Target),
+    /// Flow sharing restarted with new settings: send through this from now on.
+    FlowSender(fulcrum_flowsync::FlowSender),
 }
 
 /// A backend removed from the configuration that keeps its flows until `until`.
@@ -109,6 +111,9 @@ pub(crate) struct Owner {
     /// enter the data plane only then, and a record for a backend not in it is refused),
     /// until the deadline; see [`crate::flow_sharing::HeldImports`].
     pub(crate) held_imports: Option<crate::flow_sharing::HeldImports>,
+    /// Where a reload that changed `flow_sharing` sends the new settings.
+    pub(crate) flow_restart:
+        Option<tokio::sync::mpsc::UnboundedSender<fulcrum_config::FlowSharing>>,
 }
 
 impl Owner {
@@ -175,6 +180,7 @@ impl Owner {
             flow_sender: None,
             imports: watch::Sender::new(Default::default()),
             held_imports: None,
+            flow_restart: None,
         };
         owner.reindex();
         owner.read_health();
@@ -227,6 +233,7 @@ impl Owner {
                 Command::FlowEvents(events) => self.share_flows(&events),
                 Command::ImportFlows(records) => self.import_flows(&records),
                 Command::DumpFlows(to) => self.dump_flows(to),
+                Command::FlowSender(sender) => self.flow_sender = Some(sender),
                 Command::Stop(asked) => {
                     how = asked;
                     break;
