@@ -185,5 +185,24 @@ fn flows_made_through_a_reach_b_and_bad_keys_are_counted() {
         b_flows["synced"], true,
         "B gave up waiting at sync_timeout: {b_flows}"
     );
+
+    // Reload B with a key file holding the right key: flow sharing restarts, asks A again,
+    // and the flow B missed now goes through B on its backend.
+    let right = b_dir.join("flow-key-2");
+    std::fs::write(&right, [0x5a; 32]).expect("key");
+    write_config(&b_dir, B_ADDR, BALANCER, &right, 1);
+    b.signal(libc::SIGHUP);
+    wait_until(
+        "B imported after the reload",
+        Duration::from_secs(15),
+        || flows(&b_host.ns).is_some_and(|f| count(&f, &["imports", "imported"]) >= 1),
+    );
+    route_via(&lab, B_ADDR);
+    assert_eq!(
+        after.get().expect("flow learned after the reload").server,
+        "backend-1"
+    );
+    route_via(&lab, BALANCER);
+    drop(b);
     let _ = std::fs::remove_dir_all(dir);
 }
