@@ -111,53 +111,14 @@ pub async fn serve(
             source,
         })?;
     let (commands, inbox) = mpsc::channel();
-    // Flow sharing starts before the owner runs, so the first requests go out at once;
-    // peers' answers wait in the owner's queue.
-    let flow_sync = match &owner.config.flow_sharing {
-        Some(config) => Some((crate::flow_sharing::start(config)?, config.refresh_interval)),
-        None => None,
-    };
-    owner.flow_sender = flow_sync.as_ref().map(|((sync, _), _)| sync.sender());
-    if let Some(config) = &owner.config.flow_sharing
-        && !owner.adopted_data_plane
-    {
-        let until = std::time::Instant::now() + config.sync_timeout;
-        owner.held_imports = Some(crate::flow_sharing::HeldImports::new(until));
-        owner.imports.send_modify(|i| i.holding = true);
-    }
     let (announce_gate_tx, announce_gate) = watch::channel(true);
-    let mut flow_tasks = Vec::new();
-    flow_tasks.extend(crate::flow_sharing::drive_gate(
-        announce_gate_tx,
-        flow_sync.as_ref().map(|((sync, _), _)| sync),
-        owner.imports.subscribe(),
-    ));
-    let flow_status = watch::Sender::new(Default::default());
-    let flow_view = crate::flow_sharing::FlowSharingView {
-        sync: flow_sync.as_ref().map(|_| flow_status.subscribe()),
-        imports: owner.imports.subscribe(),
-        gate: announce_gate,
-    };
-    let ring = owner.flow_events.take();
-    let (flow_restart, flow_restarts) = tokio::sync::mpsc::unbounded_channel();
-    owner.flow_restart = Some(flow_restart);
-    let owner_flow_config = owner.config.flow_sharing.clone();
+    let (flows, flow_view) =
+        crate::flow_sharing::prepare(&mut owner, announce_gate_tx, announce_gate.clone())?;
     let thread = std::thread::Builder::new()
         .name("fulcrum-owner".into())
         .spawn(move || owner.run(inbox))
         .map_err(DaemonError::Thread)?;
-    if let (Some((first, _)), Some(config)) = (flow_sync, owner_flow_config) {
-        flow_tasks.push(crate::flow_sharing::supervise(
-            first,
-            config,
-            commands.clone(),
-            flow_status,
-            flow_restarts,
-        ));
-    }
-    if let Some(ring) = ring {
-        flow_tasks.push(crate::flow_sharing::read_ring(ring, commands.clone())?);
-    }
+    let flow_tasks = flows.run(&commands)?;
     info!(%listen, "API listening");
     let handle = DaemonHandle::new(commands.clone(), reader).with_flow_sharing(flow_view);
     let app = crate::api::router(handle, token);

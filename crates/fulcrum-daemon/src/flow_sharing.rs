@@ -128,9 +128,92 @@ impl FlowSharingView {
     }
 }
 
+/// Flow sharing set up before the owner thread runs (so the first sync requests go out
+/// at once, and peers' answers wait in the owner's queue), its tasks not spawned yet.
+pub(crate) struct Prepared {
+    first: Option<(
+        FlowSync,
+        tmpsc::Receiver<Event>,
+        fulcrum_config::FlowSharing,
+    )>,
+    ring: Option<FlowEvents>,
+    status: watch::Sender<FlowSyncStatus>,
+    restarts: tmpsc::UnboundedReceiver<fulcrum_config::FlowSharing>,
+    gate_task: Option<JoinHandle<()>>,
+}
+
+/// Starts flow sharing when configured, gives the owner what it needs (the sender, the
+/// held imports of a fresh start, the reload channel) and drives the announce gate.
+pub(crate) fn prepare(
+    owner: &mut crate::owner::Owner,
+    gate: watch::Sender<bool>,
+    gate_rx: watch::Receiver<bool>,
+) -> Result<(Prepared, FlowSharingView), DaemonError> {
+    let config = owner.config.flow_sharing.clone();
+    let first = match config {
+        Some(config) => {
+            let (sync, events) = start(&config)?;
+            Some((sync, events, config))
+        }
+        None => None,
+    };
+    owner.flow_sender = first.as_ref().map(|(sync, ..)| sync.sender());
+    if let Some((.., config)) = &first
+        && !owner.adopted_data_plane
+    {
+        let until = std::time::Instant::now() + config.sync_timeout;
+        owner.held_imports = Some(HeldImports::new(until));
+        owner.imports.send_modify(|i| i.holding = true);
+    }
+    let gate_task = drive_gate(
+        gate,
+        first.as_ref().map(|(sync, ..)| sync),
+        owner.imports.subscribe(),
+    );
+    let (restart, restarts) = tmpsc::unbounded_channel();
+    owner.flow_restart = Some(restart);
+    let status = watch::Sender::new(FlowSyncStatus::default());
+    let view = FlowSharingView {
+        sync: first.as_ref().map(|_| status.subscribe()),
+        imports: owner.imports.subscribe(),
+        gate: gate_rx,
+    };
+    let prepared = Prepared {
+        first,
+        ring: owner.flow_events.take(),
+        status,
+        restarts,
+        gate_task,
+    };
+    Ok((prepared, view))
+}
+
+impl Prepared {
+    /// Spawns the tasks; abort them at shutdown.
+    pub(crate) fn run(
+        self,
+        commands: &mpsc::Sender<Command>,
+    ) -> Result<Vec<JoinHandle<()>>, DaemonError> {
+        let mut tasks: Vec<_> = self.gate_task.into_iter().collect();
+        if let Some((sync, events, config)) = self.first {
+            tasks.push(supervise(
+                (sync, events),
+                config,
+                commands.clone(),
+                self.status,
+                self.restarts,
+            ));
+        }
+        if let Some(ring) = self.ring {
+            tasks.push(read_ring(ring, commands.clone())?);
+        }
+        Ok(tasks)
+    }
+}
+
 /// Starts flow sharing from the configuration: reads the key, binds the sockets and
 /// sends the start-up sync requests.
-pub(crate) fn start(
+fn start(
     config: &fulcrum_config::FlowSharing,
 ) -> Result<(FlowSync, tmpsc::Receiver<Event>), DaemonError> {
     let key = Key::from_file(&config.key_file)?;
@@ -157,7 +240,7 @@ pub(crate) fn start(
 /// The gate the BGP speaker reads: open at once unless flow sharing is on and the data
 /// plane was not adopted; then open when the start-up sync ended and the owner imported
 /// what it held (`imports.holding` false).
-pub(crate) fn drive_gate(
+fn drive_gate(
     gate: watch::Sender<bool>,
     sync: Option<&FlowSync>,
     mut imports: watch::Receiver<ImportTotals>,
@@ -177,7 +260,7 @@ pub(crate) fn drive_gate(
 }
 
 /// Reads the data plane's ring of new flows and passes the raw events to the owner.
-pub(crate) fn read_ring(
+fn read_ring(
     events: FlowEvents,
     commands: mpsc::Sender<Command>,
 ) -> Result<JoinHandle<()>, DaemonError> {
@@ -232,7 +315,7 @@ pub(crate) fn reload_problem(
 /// and restarts it with the settings a reload sends (dropping the old sockets first, so
 /// the same `listen` can be bound again). A restart that fails is logged and the old
 /// settings are started again.
-pub(crate) fn supervise(
+fn supervise(
     first: (FlowSync, tmpsc::Receiver<Event>),
     mut config: fulcrum_config::FlowSharing,
     commands: mpsc::Sender<Command>,
@@ -281,7 +364,7 @@ pub(crate) fn supervise(
 }
 
 /// Turns what peers send, and the refresh timer, into owner commands.
-pub(crate) fn relay_incoming(
+fn relay_incoming(
     mut events: tmpsc::Receiver<Event>,
     commands: mpsc::Sender<Command>,
     refresh_interval: Duration,
