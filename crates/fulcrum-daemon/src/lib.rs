@@ -5,6 +5,7 @@ pub mod api;
 pub mod console;
 pub mod daemon;
 pub mod flow_metrics;
+mod flow_owner;
 pub mod flow_sharing;
 mod handle;
 mod host;
