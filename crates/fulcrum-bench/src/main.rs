@@ -11,6 +11,7 @@ mod packet;
 mod report;
 mod restart;
 mod scale;
+mod sharing;
 
 use std::path::PathBuf;
 
@@ -18,7 +19,7 @@ use anyhow::bail;
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["packet", "scale", "e2e", "control", "restart"];
+    let all = ["packet", "sharing", "scale", "e2e", "control", "restart"];
     for w in &wanted {
         if !all.contains(&w.as_str()) {
             bail!("unknown suite '{w}'; suites are: {}", all.join(", "));
@@ -28,6 +29,9 @@ fn main() -> anyhow::Result<()> {
     let mut figures = Vec::new();
     if run("packet") {
         figures.extend(packet::run()?);
+    }
+    if run("sharing") {
+        figures.extend(sharing::run()?);
     }
     if run("scale") {
         figures.extend(scale::run()?);
