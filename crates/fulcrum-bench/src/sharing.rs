@@ -135,6 +135,20 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
             .note("on − off, same frames, same rounds"),
         );
     }
+    let (on_info, off_info) = (on.balancer()?.info()?, off.balancer()?.info()?);
+    figures.push(
+        Figure::new(
+            "sharing",
+            "translated program size, sharing on",
+            f64::from(on_info.size_translated().unwrap_or(0)),
+            "bytes",
+        )
+        .against(
+            "sharing off",
+            f64::from(off_info.size_translated().unwrap_or(0)),
+        )
+        .note("after verification: off, the verifier removed the emission"),
+    );
     drop(events);
     figures.extend(user_space(&mut on)?);
     // `on` drops first: its namespace guard returns the thread to `off`'s.
