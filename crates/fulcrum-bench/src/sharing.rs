@@ -103,12 +103,23 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
         "{emitted} flow events for {want} flows pinned with sharing on"
     );
 
+    // Round by round, on against off: what the machine's drift moves, it moves for both.
+    let index = |c: (Path, bool)| cases.iter().position(|x| *x == c).unwrap_or(0);
+    let per_round = |path: Path| {
+        let (off, on) = (&means[index((path, false))], &means[index((path, true))]);
+        let mut ratios: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b).collect();
+        median_spread(&mut ratios)
+    };
+    let round_ratios = [per_round(Path::MidStream), per_round(Path::FirstAck)];
     let stats: Vec<(f64, f64)> = means.iter_mut().map(|m| median_spread(m)).collect();
     let mut figures = Vec::new();
-    for (path, name) in [
+    for ((path, name), (ratio, ratio_spread)) in [
         (Path::MidStream, "new flow, first packet not a SYN"),
         (Path::FirstAck, "new flow, handshake ACK pins it"),
-    ] {
+    ]
+    .into_iter()
+    .zip(round_ratios)
+    {
         let at = |sharing| {
             cases
                 .iter()
@@ -133,6 +144,18 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
                 "ns",
             )
             .note("on − off, same frames, same rounds"),
+        );
+        figures.push(
+            Figure::new(
+                "sharing",
+                format!("{name}, added by sharing, per round"),
+                (ratio - 1.0) * 100.0,
+                "%",
+            )
+            .note(format!(
+                "median over rounds of each round's on / off − 1; spread {:.1} points",
+                ratio_spread * 100.0
+            )),
         );
     }
     let (on_info, off_info) = (on.balancer()?.info()?, off.balancer()?.info()?);
