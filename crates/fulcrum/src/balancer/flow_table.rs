@@ -1,6 +1,7 @@
-//! Reading the whole flow table at once with `BPF_MAP_LOOKUP_BATCH`: thousands of
-//! entries per syscall instead of two syscalls per entry, so a scan of a million flows
-//! holds the balancer's owner for a fraction of a second, not seconds.
+//! The flow table in bulk, with `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_UPDATE_BATCH`:
+//! thousands of entries per syscall instead of one or two syscalls per entry, so a scan
+//! or an import of a million flows holds the balancer's owner for a fraction of a
+//! second, not seconds.
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
@@ -11,6 +12,8 @@ use crate::BalancerError;
 
 /// `BPF_MAP_LOOKUP_BATCH` of `enum bpf_cmd` (linux/bpf.h), since Linux 5.6.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// `BPF_MAP_UPDATE_BATCH`, likewise.
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// Entries asked for per syscall.
 const CHUNK: usize = 8192;
 
@@ -92,6 +95,63 @@ fn batched(data: &MapData) -> std::io::Result<Vec<(FlowKey, FlowValue)>> {
         token = next;
         first = false;
     }
+}
+
+/// Writes `entries` to the flow table; returns how many were written (all, unless the
+/// kernel refused one: the rest are not tried).
+pub(super) fn write(
+    flows: &mut Map,
+    entries: &[(FlowKey, FlowValue)],
+) -> Result<usize, BalancerError> {
+    let fd = match &*flows {
+        Map::LruHashMap(data) | Map::HashMap(data) => data.fd().as_fd().as_raw_fd(),
+        _ => return Err(super::builder::wrong_type(maps::FLOWS)),
+    };
+    let mut written = 0;
+    for chunk in entries.chunks(CHUNK) {
+        let keys: Vec<FlowKey> = chunk.iter().map(|(k, _)| *k).collect();
+        let values: Vec<FlowValue> = chunk.iter().map(|(_, v)| *v).collect();
+        let mut attr = BatchAttr {
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: attr points at `count` keys and values of the table's sizes, which
+        // outlive the call; the kernel only reads them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        if rc == 0 {
+            written += chunk.len();
+            continue;
+        }
+        let unsupported = std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL);
+        if unsupported && written == 0 && attr.count == 0 {
+            return one_at_a_time(flows, entries);
+        }
+        return Ok(written + (attr.count as usize).min(chunk.len()));
+    }
+    Ok(written)
+}
+
+/// [`write`] on a kernel without batch operations.
+fn one_at_a_time(
+    flows: &mut Map,
+    entries: &[(FlowKey, FlowValue)],
+) -> Result<usize, BalancerError> {
+    let mut table: HashMap<&mut MapData, FlowKey, FlowValue> =
+        HashMap::try_from(flows).map_err(BalancerError::map(maps::FLOWS, "open"))?;
+    Ok(entries
+        .iter()
+        .take_while(|(key, value)| table.insert(key, value, 0).is_ok())
+        .count())
 }
 
 fn one_by_one(flows: &Map) -> Result<Vec<(FlowKey, FlowValue)>, BalancerError> {
