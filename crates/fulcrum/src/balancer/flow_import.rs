@@ -102,7 +102,6 @@ impl Balancer {
                 }
             }
         }
-        drop(flows);
         let written = flow_table::write(&mut self.maps.flows, &changed)?;
         report.imported += written;
         report.failed += changed.len() - written;
