@@ -21,6 +21,8 @@ use crate::{
 
 const ROUNDS: usize = 12;
 const CALLS: usize = 10_000;
+/// New flows each balancer takes in a row before the other's turn.
+const SLICE: usize = 250;
 /// Flows in the table for the scan and import figures.
 const TABLE: u32 = 100_000;
 const TABLE_ROUNDS: usize = 5;
@@ -63,35 +65,49 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
         (Path::FirstAck, false),
         (Path::FirstAck, true),
     ];
+    let index = |c: (Path, bool)| cases.iter().position(|x| *x == c).unwrap_or(0);
     let mut means = vec![Vec::new(); cases.len()];
     let mut next = 0u32;
     for round in 0..=ROUNDS {
-        // The same new flows for every case of the round.
+        // The same new flows for both balancers; on and off take turns every SLICE
+        // flows, so a neighbour's burst on this shared machine hits both alike.
         let base = next;
         next += CALLS as u32;
-        for k in 0..cases.len() {
-            let i = (k + round) % cases.len();
-            let (path, sharing) = cases[i];
-            let dp = if sharing { &on } else { &off };
-            let program = dp.balancer()?;
+        for k in 0..2 {
+            let path = [Path::MidStream, Path::FirstAck][(k + round) % 2];
             // First-ACK flows live apart from mid-stream ones, so each is new to its path.
             let offset = if path == Path::FirstAck { 1 << 23 } else { 0 };
-            let mut total = 0u128;
-            for n in base..base + CALLS as u32 {
-                let c = client(n + offset);
-                if path == Path::FirstAck {
-                    run_frame(program, &FrameBuilder::tcp(c, vip).syn().build(), dp.fx0)?;
+            let mut total = [0u128; 2];
+            for (s, slice) in (base..base + CALLS as u32)
+                .collect::<Vec<_>>()
+                .chunks(SLICE)
+                .enumerate()
+            {
+                for turn in 0..2 {
+                    let sharing = (turn + s) % 2 == 1;
+                    let dp = if sharing { &on } else { &off };
+                    let program = dp.balancer()?;
+                    for n in slice {
+                        let c = client(n + offset);
+                        if path == Path::FirstAck {
+                            run_frame(program, &FrameBuilder::tcp(c, vip).syn().build(), dp.fx0)?;
+                        }
+                        let ack = FrameBuilder::tcp(c, vip).build();
+                        total[usize::from(sharing)] +=
+                            run_frame(program, &ack, dp.fx0)?.duration.as_nanos();
+                    }
                 }
-                let ack = FrameBuilder::tcp(c, vip).build();
-                total += run_frame(program, &ack, dp.fx0)?.duration.as_nanos();
             }
             if round > 0 {
-                means[i].push(total as f64 / CALLS as f64);
+                for sharing in [false, true] {
+                    let i = index((path, sharing));
+                    means[i].push(total[usize::from(sharing)] as f64 / CALLS as f64);
+                }
             }
-            // Read out between cases, untimed, as the daemon's reader would meanwhile.
-            drained.clear();
-            events.drain(&mut drained);
         }
+        // Read out between rounds, untimed, as the daemon's reader would meanwhile.
+        drained.clear();
+        events.drain(&mut drained);
     }
     let stats = on.lb.stats()?;
     let lost = stats.get(Counter::FlowEventsLost);
@@ -104,7 +120,6 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
     );
 
     // Round by round, on against off: what the machine's drift moves, it moves for both.
-    let index = |c: (Path, bool)| cases.iter().position(|x| *x == c).unwrap_or(0);
     let per_round = |path: Path| {
         let (off, on) = (&means[index((path, false))], &means[index((path, true))]);
         let mut ratios: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b).collect();
