@@ -12,6 +12,7 @@ mod packet;
 mod report;
 mod restart;
 mod scale;
+mod sharing;
 
 use std::path::PathBuf;
 
@@ -19,7 +20,7 @@ use anyhow::bail;
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["packet", "scale", "e2e", "control", "restart", "flowsync"];
+    let all = ["packet", "sharing", "scale", "e2e", "control", "restart", "flowsync"];
     for w in &wanted {
         if !all.contains(&w.as_str()) {
             bail!("unknown suite '{w}'; suites are: {}", all.join(", "));
@@ -29,6 +30,9 @@ fn main() -> anyhow::Result<()> {
     let mut figures = Vec::new();
     if run("packet") {
         figures.extend(packet::run()?);
+    }
+    if run("sharing") {
+        figures.extend(sharing::run()?);
     }
     if run("scale") {
         figures.extend(scale::run()?);

@@ -364,6 +364,9 @@ impl Default for GlobalCounters {
 }
 
 const _: () = assert!(COUNTERS == PACKET_COUNTERS + 2);
+// The size GLOBAL_STATS is pinned with in layout version 1: new counters of the data
+// plane need a new layout version, or a map of their own as flow events have.
+const _: () = assert!(size_of::<GlobalCounters>() == 23 * 8);
 
 /// One round of the murmur3 finaliser: cheap, well mixed, identical in kernel and user space.
 #[inline(always)]

@@ -35,7 +35,8 @@ pub static MAGLEV: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(1, 0);
 
 /// Written here on every new flow, and rewritten in place by a SYN for a 5-tuple it
-/// holds; user space only reads (and exports) it. LRU lists per
+/// holds; user space reads it (counts, scans for flow sharing) and writes only flows
+/// imported from other balancers. LRU lists per
 /// CPU: inserting a flow takes no lock shared with other CPUs.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =

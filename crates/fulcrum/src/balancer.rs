@@ -32,6 +32,7 @@ mod destinations;
 mod flow_events;
 mod flow_import;
 mod flow_records;
+mod flow_table;
 mod pinning;
 
 pub use builder::BalancerBuilder;

@@ -25,7 +25,8 @@ impl std::ops::Add for Traffic {
     }
 }
 
-/// The data plane's global counters: one per action and one per reason.
+/// The data plane's global counters: one per action, one per reason, and flow sharing's
+/// events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GlobalStats(pub(crate) [u64; COUNTERS]);
 

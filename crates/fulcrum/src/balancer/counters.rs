@@ -2,7 +2,7 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use fulcrum_common::{
-    COUNTERS, FlowEventCounters, GlobalCounters, PACKET_COUNTERS, TrafficCounters, maps,
+    COUNTERS, Counter, FlowEventCounters, GlobalCounters, PACKET_COUNTERS, TrafficCounters, maps,
 };
 
 use super::{Balancer, builder::wrong_type};
@@ -25,8 +25,8 @@ impl Balancer {
         let events = self.flow_event_counters()?;
         let mut counts = [0; COUNTERS];
         counts[..PACKET_COUNTERS].copy_from_slice(&total.counts);
-        counts[PACKET_COUNTERS] = events.emitted;
-        counts[PACKET_COUNTERS + 1] = events.lost;
+        counts[Counter::FlowEventsEmitted as usize] = events.emitted;
+        counts[Counter::FlowEventsLost as usize] = events.lost;
         Ok(GlobalStats(counts))
     }
 

@@ -75,3 +75,10 @@ impl Balancer {
         Ok(FlowEvents { ring })
     }
 }
+
+// The daemon reads the ring on another task than the balancer's owner.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<FlowEvents>();
+    send::<FlowEvent>();
+};

@@ -7,7 +7,7 @@ use aya::maps::{Array, HashMap, MapData};
 use fulcrum_common::{FlowKey, FlowValue, flow_cache_index, maps};
 use tracing::warn;
 
-use super::{Balancer, builder::wrong_type, flow_records::flow_key};
+use super::{Balancer, builder::wrong_type, flow_records::flow_key, flow_table};
 use crate::{BalancerError, FlowRecord};
 
 /// What [`Balancer::import_flows`] did with each record.
@@ -87,37 +87,44 @@ impl Balancer {
         report: &mut ImportReport,
     ) -> Result<(), BalancerError> {
         let mask = self.limits.flow_cache - 1;
-        let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> =
-            HashMap::try_from(&mut self.maps.flows)
-                .map_err(BalancerError::map(maps::FLOWS, "open"))?;
+        let flows: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(&self.maps.flows).map_err(BalancerError::map(maps::FLOWS, "open"))?;
+        let mut changed = Vec::with_capacity(writes.len());
+        let mut moved = Vec::new();
+        for (key, value) in writes {
+            match flows.get(key, 0).ok() {
+                Some(held) if held == *value => report.unchanged += 1,
+                held => {
+                    if held.is_some() {
+                        moved.push(flow_cache_index(key) & mask);
+                    }
+                    changed.push((*key, *value));
+                }
+            }
+        }
+        let written = flow_table::write(&mut self.maps.flows, &changed)?;
+        report.imported += written;
+        report.failed += changed.len() - written;
+        if written < changed.len() {
+            warn!(
+                refused = changed.len() - written,
+                "the flow table refused imported flows"
+            );
+        }
+        // CPUs that cached an old pin of a moved flow look in the table again.
         let epochs = self
             .ebpf
             .map_mut(maps::FLOW_EPOCH)
             .ok_or_else(|| wrong_type(maps::FLOW_EPOCH))?;
         let mut epochs: Array<&mut MapData, u64> =
             Array::try_from(epochs).map_err(BalancerError::map(maps::FLOW_EPOCH, "open"))?;
-        for (key, value) in writes {
-            let held = flows.get(key, 0).ok();
-            if held == Some(*value) {
-                report.unchanged += 1;
-                continue;
-            }
-            if let Err(e) = flows.insert(key, value, 0) {
-                report.failed += 1;
-                warn!(error = %e, "the flow table refused an imported flow");
-                continue;
-            }
-            report.imported += 1;
-            if held.is_some() {
-                // CPUs that cached the old pin look in the table again (see CachedFlow).
-                let index = flow_cache_index(key) & mask;
-                let epoch = epochs
-                    .get(&index, 0)
-                    .map_err(BalancerError::map(maps::FLOW_EPOCH, "read"))?;
-                epochs
-                    .set(index, epoch.wrapping_add(1), 0)
-                    .map_err(BalancerError::map(maps::FLOW_EPOCH, "write"))?;
-            }
+        for index in moved {
+            let epoch = epochs
+                .get(&index, 0)
+                .map_err(BalancerError::map(maps::FLOW_EPOCH, "read"))?;
+            epochs
+                .set(index, epoch.wrapping_add(1), 0)
+                .map_err(BalancerError::map(maps::FLOW_EPOCH, "write"))?;
         }
         Ok(())
     }

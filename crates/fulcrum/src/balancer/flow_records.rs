@@ -6,10 +6,9 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
 };
 
-use aya::maps::{HashMap, MapData};
-use fulcrum_common::{FlowEvent, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP, maps};
+use fulcrum_common::{FlowEvent, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP};
 
-use super::Balancer;
+use super::{Balancer, flow_table};
 use crate::{BalancerError, FlowRecord, Protocol, ServiceId};
 
 /// Who holds a backend slot now.
@@ -39,22 +38,17 @@ impl Balancer {
     /// Every flow of the flow table that the data plane would forward as it is pinned,
     /// as records: for a peer that asks for all of them, and for sharing long-lived flows
     /// again. SYNs waiting for their handshake's next packet are not in the table yet.
-    /// One walk of the table, two syscalls per flow.
+    /// Reads the table in batches of thousands of entries per syscall.
     pub fn scan_flows(&self) -> Result<Vec<FlowRecord>, BalancerError> {
-        let flows: HashMap<&MapData, FlowKey, FlowValue> =
-            HashMap::try_from(&self.maps.flows).map_err(BalancerError::map(maps::FLOWS, "open"))?;
+        let entries = flow_table::entries(&self.maps.flows)?;
         let owners = self.owners();
-        let mut out = Vec::new();
-        for entry in flows.iter() {
-            // An entry evicted while the walk is on it is skipped, not an error.
-            let Ok((key, value)) = entry else { continue };
-            if let Some(owner) = owners.get(&value.backend).filter(|o| o.resolved)
-                && let Some(r) = record(&key, &value, owner)
-            {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        Ok(entries
+            .iter()
+            .filter_map(|(key, value)| {
+                let owner = owners.get(&value.backend).filter(|o| o.resolved)?;
+                record(key, value, owner)
+            })
+            .collect())
     }
 
     /// Every claimed backend slot's service, address and generation.
