@@ -20,7 +20,9 @@ use anyhow::bail;
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["packet", "sharing", "scale", "e2e", "control", "restart", "flowsync"];
+    let all = [
+        "packet", "sharing", "scale", "e2e", "control", "restart", "flowsync",
+    ];
     for w in &wanted {
         if !all.contains(&w.as_str()) {
             bail!("unknown suite '{w}'; suites are: {}", all.join(", "));
