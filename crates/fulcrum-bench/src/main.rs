@@ -6,6 +6,7 @@
 mod control;
 mod dataplane;
 mod e2e;
+mod fleet;
 mod object;
 mod packet;
 mod report;
@@ -18,7 +19,7 @@ use anyhow::bail;
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["packet", "scale", "e2e", "control", "restart"];
+    let all = ["packet", "scale", "e2e", "control", "restart", "fleet"];
     for w in &wanted {
         if !all.contains(&w.as_str()) {
             bail!("unknown suite '{w}'; suites are: {}", all.join(", "));
@@ -40,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("restart") {
         figures.extend(restart::run()?);
+    }
+    if run("fleet") {
+        figures.extend(fleet::run()?);
     }
     println!("{}", report::table(&figures));
     let path = PathBuf::from(

@@ -4,6 +4,7 @@ pub mod bird;
 pub mod daemon;
 pub mod dsr;
 pub mod ecmp;
+pub mod failover;
 pub mod fixture;
 pub mod fleet;
 pub mod frame;
