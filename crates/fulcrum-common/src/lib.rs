@@ -35,6 +35,14 @@ pub mod maps {
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
     /// Per-CPU traffic counters per backend slot.
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// New and changed [`FLOWS`] entries ([`crate::FlowEvent`]s) for flow sharing, written
+    /// only while [`crate::SHARE_FLOWS_GLOBAL`] is on. Not pinned: it holds no state, and a
+    /// restarted process makes its own.
+    pub const FLOW_EVENTS: &str = "FLOW_EVENTS";
+    /// Per-CPU counters of [`FLOW_EVENTS`] ([`crate::FlowEventCounters`]): a map of its own,
+    /// so [`GLOBAL_STATS`] keeps the size it is pinned with and a pinned instance made
+    /// before flow sharing existed is still adopted (its directory gains this map).
+    pub const FLOW_EVENT_STATS: &str = "FLOW_EVENT_STATS";
     /// User space only: the sizes and version of the pinned layout (one [`crate::Layout`]).
     pub const LAYOUT: &str = "LAYOUT";
     /// User space only: per backend slot, who holds it ([`crate::BackendRecord`]).
@@ -54,6 +62,7 @@ pub mod maps {
         EGRESS,
         GLOBAL_STATS,
         BACKEND_STATS,
+        FLOW_EVENT_STATS,
         BACKEND_RECORDS,
         SERVICE_RECORDS,
         LAYOUT,
@@ -82,6 +91,11 @@ pub const RING_SIZE_GLOBAL: &str = "RING_SIZE";
 /// Name of the global holding the number of possible CPUs, set by the loader so the
 /// verifier walks a loop over the CPUs only that many times.
 pub const CPUS_GLOBAL: &str = "CPUS";
+
+/// Name of the global that turns [`FLOW_EVENTS`](maps::FLOW_EVENTS) on (non-zero), set
+/// by the loader before verification: off, the verifier prunes the emission and it costs
+/// nothing.
+pub const SHARE_FLOWS_GLOBAL: &str = "SHARE_FLOWS";
 
 /// Default Maglev table size: a prime well above 100 × the largest backend set.
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
@@ -206,6 +220,26 @@ pub struct CachedFlow {
     pub epoch: u32,
 }
 
+/// One entry of [`FLOW_EVENTS`](maps::FLOW_EVENTS): a flow the program just wrote to
+/// [`FLOWS`](maps::FLOWS), as the table holds it. Slot numbers are this balancer's own:
+/// user space names the service and backend by address before sharing it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    pub value: FlowValue,
+}
+
+/// Value of [`FLOW_EVENT_STATS`](maps::FLOW_EVENT_STATS), per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEventCounters {
+    /// Events written to the ring.
+    pub emitted: u64,
+    /// Events lost because the ring was full.
+    pub lost: u64,
+}
+
 /// See [`CachedFlow::hits`] (a power of two).
 pub const FLOW_TOUCH_EVERY: u16 = 64;
 
@@ -228,6 +262,8 @@ const _: () = assert!(size_of::<FlowKey>() == 16);
 const _: () = assert!(size_of::<FlowValue>() == 8);
 const _: () = assert!(size_of::<CachedFlow>() == 32);
 const _: () = assert!(size_of::<TrafficCounters>() == 24);
+const _: () = assert!(size_of::<FlowEvent>() == 24);
+const _: () = assert!(size_of::<FlowEventCounters>() == 16);
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident = $label:literal,)*) => {
@@ -295,26 +331,39 @@ counters! {
     FlowMissNonSyn = "flow_miss_non_syn",
     /// Flow entry whose backend has since been removed: chosen again.
     FlowStale = "flow_stale",
+    /// Flow sharing: a new or changed flow entry written to the event ring (counted in
+    /// [`FLOW_EVENT_STATS`](maps::FLOW_EVENT_STATS), like every counter after it).
+    FlowEventsEmitted = "flow_events_emitted",
+    /// Flow sharing: a new or changed flow entry not shared because the ring was full
+    /// (user space reads it too slowly).
+    FlowEventsLost = "flow_events_lost",
 }
 
 /// Number of global counters.
 pub const COUNTERS: usize = Counter::ALL.len();
 
-/// Value of [`GLOBAL_STATS`](maps::GLOBAL_STATS): all global counters in one per-CPU
+/// Counters kept in [`GLOBAL_STATS`](maps::GLOBAL_STATS): those before
+/// [`Counter::FlowEventsEmitted`]. The rest live in
+/// [`FLOW_EVENT_STATS`](maps::FLOW_EVENT_STATS), in [`FlowEventCounters`]' order.
+pub const PACKET_COUNTERS: usize = Counter::FlowEventsEmitted as usize;
+
+/// Value of [`GLOBAL_STATS`](maps::GLOBAL_STATS): all packet counters in one per-CPU
 /// entry, so a packet pays one map lookup for its action and its reason.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GlobalCounters {
-    pub counts: [u64; COUNTERS],
+    pub counts: [u64; PACKET_COUNTERS],
 }
 
 impl Default for GlobalCounters {
     fn default() -> Self {
         Self {
-            counts: [0; COUNTERS],
+            counts: [0; PACKET_COUNTERS],
         }
     }
 }
+
+const _: () = assert!(COUNTERS == PACKET_COUNTERS + 2);
 
 /// One round of the murmur3 finaliser: cheap, well mixed, identical in kernel and user space.
 #[inline(always)]
@@ -340,6 +389,17 @@ pub const fn flow_hash(key: &FlowKey, sticky: bool) -> u32 {
         h = mix32(h ^ key.proto as u32);
     }
     h
+}
+
+/// Where a flow sits in each CPU's [`FLOW_CACHE`](maps::FLOW_CACHE) and its
+/// [`FLOW_EPOCH`](maps::FLOW_EPOCH), before masking: one multiply, since the index only
+/// has to spread flows on this balancer (the Maglev hash is what a fleet must agree on).
+#[inline(always)]
+pub const fn flow_cache_index(flow: &FlowKey) -> u32 {
+    let ports = (flow.sport as u32) << 16 | flow.dport as u32;
+    let mixed =
+        (flow.src ^ flow.dst.rotate_left(16) ^ ports ^ flow.proto as u32).wrapping_mul(0x9e37_79b1);
+    mixed ^ (mixed >> 16)
 }
 
 /// Version of the pinned layout: bumped whenever a pinned map's key, value, size rule or
@@ -410,6 +470,8 @@ mod pod {
     unsafe impl aya::Pod for CachedFlow {}
     unsafe impl aya::Pod for TrafficCounters {}
     unsafe impl aya::Pod for GlobalCounters {}
+    unsafe impl aya::Pod for FlowEvent {}
+    unsafe impl aya::Pod for FlowEventCounters {}
     unsafe impl aya::Pod for Layout {}
     unsafe impl aya::Pod for BackendRecord {}
     unsafe impl aya::Pod for ServiceRecord {}

@@ -19,6 +19,9 @@ pub struct ConfigDiff {
     pub xdp_mode_changed: bool,
     /// `api` changed: the listener must be rebound or the token reread.
     pub api_changed: bool,
+    /// `flow_sharing` changed: flow sharing is restarted with the new settings (its
+    /// start-up sync is not repeated, the balancer already announces).
+    pub flow_sharing_changed: bool,
     /// Services only in the new configuration, or whose (vip, port, protocol) changed; in
     /// the new file's order.
     pub added: Vec<String>,
@@ -100,6 +103,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         interfaces_changed: old.interfaces != new.interfaces,
         xdp_mode_changed: old.xdp_mode != new.xdp_mode,
         api_changed: old.api != new.api,
+        flow_sharing_changed: old.flow_sharing != new.flow_sharing,
         ..ConfigDiff::default()
     };
     for o in &old.services {

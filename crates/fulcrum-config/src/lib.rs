@@ -23,10 +23,13 @@
 
 mod diff;
 mod error;
+mod flow_sharing;
 mod model;
 mod place;
 mod validate;
 
+#[cfg(test)]
+mod flow_sharing_tests;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +41,7 @@ use crate::validate::RawConfig;
 
 pub use diff::{ConfigDiff, DrainChange, Reweight, ServiceDiff, diff};
 pub use error::{ConfigError, Position, Problem};
+pub use flow_sharing::{FlowMulticast, FlowSharing};
 pub use model::{
     Api, Backend, CheckKind, Config, DnsCheck, DnsType, HealthCheck, HealthRule, HttpCheck,
     Protocol, Rcode, Scheduler, Service, XdpMode,

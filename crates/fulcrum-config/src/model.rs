@@ -27,6 +27,8 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Where services and backends are written, for problems found while applying.
     pub places: crate::place::Places,
+    /// `flow_sharing` (none): sharing flows with other balancers; off without it.
+    pub flow_sharing: Option<crate::flow_sharing::FlowSharing>,
 }
 
 /// How XDP is attached; native is the fast path, generic works on any driver.

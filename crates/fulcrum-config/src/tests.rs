@@ -109,6 +109,7 @@ fn the_issue_example_parses_to_the_expected_model() {
             drain_period: Duration::ZERO,
         }],
         places: Default::default(),
+        flow_sharing: None,
     };
     assert_eq!(valid(EXAMPLE), expected);
 }
@@ -195,6 +196,12 @@ fn the_commented_example_file_parses_and_sets_every_field() {
     let config = load(&file).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = config.services.iter().map(|s| &*s.name).collect();
     assert_eq!(names, ["web", "dns", "all-ports"]);
+    let sharing = config.flow_sharing.as_ref().expect("flow_sharing");
+    assert_eq!(sharing.peers.len(), 1);
+    assert_eq!(
+        sharing.multicast.as_ref().map(|m| &*m.interface),
+        Some("eth0")
+    );
     let [web, dns, all] = &config.services[..] else {
         unreachable!("three services")
     };
@@ -280,7 +287,7 @@ fn unknown_field_at_top_level() {
     assert_eq!(
         problem(&format!("{EXAMPLE}listen: 0.0.0.0:80\n")),
         "f.yaml:23:1: listen: unknown field `listen`, expected one of instance, interfaces, \
-         xdp_mode, api, services"
+         xdp_mode, api, services, flow_sharing"
     );
 }
 

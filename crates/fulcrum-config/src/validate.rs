@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use crate::error::{Position, Problem, WEIGHTS, quote, weight_problem};
+use crate::flow_sharing::RawFlowSharing;
 use crate::model::{
     Api, Backend, CheckKind, Config, DnsCheck, DnsType, HealthCheck, HealthRule, HttpCheck,
     Protocol, Rcode, Scheduler, Service, XdpMode,
@@ -26,6 +27,7 @@ pub(crate) struct RawConfig {
     xdp_mode: XdpMode,
     api: Option<RawApi>,
     services: Option<Vec<Spanned<RawService>>>,
+    flow_sharing: Option<Spanned<RawFlowSharing>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -126,13 +128,18 @@ pub(crate) fn validate(raw: Spanned<RawConfig>, origin: &str) -> Result<Config, 
 
 /// Collects problems; each conversion returns `None` when its part had one, and the parts
 /// are combined only once all of them have been looked at.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     origin: &'a str,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    fn report<T>(&mut self, at: &Location, path: impl Display, message: String) -> Option<T> {
+    pub(crate) fn report<T>(
+        &mut self,
+        at: &Location,
+        path: impl Display,
+        message: String,
+    ) -> Option<T> {
         self.problems.push(Problem {
             origin: self.origin.to_owned(),
             position: Position::of(at),
@@ -144,7 +151,7 @@ impl Checker<'_> {
 
     /// A field that must be given. Reported at its parent: a missing field has no place of
     /// its own, and the parent is where it should be added.
-    fn required<'r, T>(
+    pub(crate) fn required<'r, T>(
         &mut self,
         field: &'r Option<T>,
         parent: &Location,
@@ -202,6 +209,7 @@ impl Checker<'_> {
             services.push(service);
         }
         let instance = self.instance(c.instance.as_ref());
+        let flow_sharing = c.flow_sharing.as_ref().map(|f| self.flow_sharing(f));
         Some(Config {
             instance: instance?,
             interfaces: interfaces?,
@@ -209,6 +217,10 @@ impl Checker<'_> {
             api: api?,
             services: services.into_iter().collect::<Option<_>>()?,
             places: places(c, self.origin),
+            flow_sharing: match flow_sharing {
+                None => None,
+                Some(f) => Some(f?),
+            },
         })
     }
 
@@ -682,7 +694,7 @@ impl Checker<'_> {
         })
     }
 
-    fn duration(
+    pub(crate) fn duration(
         &mut self,
         path: &str,
         field: &str,
@@ -755,7 +767,11 @@ fn places(c: &RawConfig, origin: &str) -> Places {
 }
 
 /// Remembers where `key` was seen first, and returns that when it is seen again.
-fn earlier<K: Hash + Eq, V: Copy>(seen: &mut HashMap<K, V>, key: K, here: V) -> Option<V> {
+pub(crate) fn earlier<K: Hash + Eq, V: Copy>(
+    seen: &mut HashMap<K, V>,
+    key: K,
+    here: V,
+) -> Option<V> {
     match seen.entry(key) {
         Entry::Occupied(first) => Some(*first.get()),
         Entry::Vacant(slot) => {

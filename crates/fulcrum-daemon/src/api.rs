@@ -64,6 +64,11 @@ pub trait Control: Send + Sync + 'static {
     ) -> Result<(), ControlError>;
     /// Reads the configuration file again and applies the difference.
     fn reload(&self) -> Result<(), ControlError>;
+    /// Flow sharing's status, read from its own watches; `None` where there is none (a
+    /// stand-in control in tests).
+    fn flow_sharing(&self) -> Option<crate::flow_sharing::FlowSharingStatus> {
+        None
+    }
 }
 
 struct Shared<C> {
@@ -112,6 +117,7 @@ pub fn router<C: Control>(control: C, token: Option<String>) -> Router {
             post(undrain::<C>),
         )
         .route("/api/v1/reload", post(reload::<C>))
+        .route("/api/v1/flow-sharing", get(flow_sharing::<C>))
         .with_state(shared)
 }
 
@@ -127,7 +133,10 @@ async fn console() -> Response {
 }
 
 async fn metrics_text<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Response {
-    let text = metrics::render(&shared.control.snapshot().status);
+    let mut text = metrics::render(&shared.control.snapshot().status);
+    if let Some(flows) = shared.control.flow_sharing() {
+        text.push_str(&crate::flow_metrics::render(&flows));
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -136,6 +145,13 @@ async fn metrics_text<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Respo
         text,
     )
         .into_response()
+}
+
+async fn flow_sharing<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Response {
+    match shared.control.flow_sharing() {
+        Some(status) => Json(status).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no flow sharing here".into()),
+    }
 }
 
 async fn services<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Json<Snapshot> {

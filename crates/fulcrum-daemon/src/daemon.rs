@@ -11,7 +11,7 @@ use std::{
 };
 
 use fulcrum_config::Config;
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -57,6 +57,15 @@ pub enum DaemonError {
     /// The API token file cannot be used.
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
+    /// The flow sharing key file cannot be used; the message names it.
+    #[error(transparent)]
+    FlowKey(#[from] fulcrum_flowsync::KeyError),
+    /// Flow sharing could not bind or join its group.
+    #[error(transparent)]
+    FlowSharing(#[from] fulcrum_flowsync::FlowSyncError),
+    /// The data plane's flow event ring cannot be polled.
+    #[error("polling the flow event ring")]
+    FlowRing(#[source] std::io::Error),
     /// The owner thread could not be started.
     #[error("starting the data plane's owner thread")]
     Thread(#[source] std::io::Error),
@@ -89,7 +98,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = Shutdown>,
 ) -> Result<Shutdown, DaemonError> {
     let (view, reader) = watch::channel(Arc::new(Snapshot::default()));
-    let (owner, mut health) = Owner::start(&config_path, view)?;
+    let (mut owner, mut health) = Owner::start(&config_path, view)?;
     let token = token(&owner.config)?;
     if token.is_none() {
         warn!("no api.token_file: drain, undrain and reload through the API are refused");
@@ -102,12 +111,44 @@ pub async fn serve(
             source,
         })?;
     let (commands, inbox) = mpsc::channel();
+    // Flow sharing starts before the owner runs, so the first requests go out at once;
+    // peers' answers wait in the owner's queue.
+    let flow_sync = match &owner.config.flow_sharing {
+        Some(config) => Some((crate::flow_sharing::start(config)?, config.refresh_interval)),
+        None => None,
+    };
+    owner.flow_sender = flow_sync.as_ref().map(|((sync, _), _)| sync.sender());
+    let (announce_gate_tx, announce_gate) = watch::channel(true);
+    let mut flow_tasks = Vec::new();
+    flow_tasks.extend(crate::flow_sharing::drive_gate(
+        announce_gate_tx,
+        flow_sync.as_ref().map(|((sync, _), _)| sync),
+        owner.adopted_data_plane,
+    ));
+    let flow_view = crate::flow_sharing::FlowSharingView {
+        sync: flow_sync.as_ref().map(|((sync, _), _)| sync.status()),
+        imports: owner.imports.subscribe(),
+        gate: announce_gate,
+    };
+    let ring = owner.flow_events.take();
     let thread = std::thread::Builder::new()
         .name("fulcrum-owner".into())
         .spawn(move || owner.run(inbox))
         .map_err(DaemonError::Thread)?;
+    let mut flow_sync = flow_sync.map(|((sync, events), refresh)| {
+        flow_tasks.push(crate::flow_sharing::relay_incoming(
+            events,
+            commands.clone(),
+            refresh,
+        ));
+        sync
+    });
+    if let Some(ring) = ring {
+        flow_tasks.push(crate::flow_sharing::read_ring(ring, commands.clone())?);
+    }
     info!(%listen, "API listening");
-    let app = crate::api::router(DaemonHandle::new(commands.clone(), reader), token);
+    let handle = DaemonHandle::new(commands.clone(), reader).with_flow_sharing(flow_view);
+    let app = crate::api::router(handle, token);
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::http::serve(
         listener,
@@ -137,6 +178,8 @@ pub async fn serve(
     };
     let _ = stop_server.send(());
     let _ = server.await;
+    flow_tasks.iter().for_each(JoinHandle::abort);
+    drop(flow_sync.take());
     let _ = commands.send(Command::Stop(how));
     drop(commands);
     match tokio::task::spawn_blocking(move || thread.join()).await {

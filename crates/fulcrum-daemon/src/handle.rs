@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::{
     api::{Control, ControlError, Snapshot},
+    flow_sharing::{FlowSharingStatus, FlowSharingView},
     owner::{Command, Reply},
 };
 
@@ -18,6 +19,7 @@ use crate::{
 pub struct DaemonHandle {
     commands: mpsc::Sender<Command>,
     view: watch::Receiver<Arc<Snapshot>>,
+    flow_sharing: Option<FlowSharingView>,
 }
 
 impl DaemonHandle {
@@ -25,7 +27,16 @@ impl DaemonHandle {
         commands: mpsc::Sender<Command>,
         view: watch::Receiver<Arc<Snapshot>>,
     ) -> Self {
-        Self { commands, view }
+        Self {
+            commands,
+            view,
+            flow_sharing: None,
+        }
+    }
+
+    pub(crate) fn with_flow_sharing(mut self, view: FlowSharingView) -> Self {
+        self.flow_sharing = Some(view);
+        self
     }
 
     /// The latest published snapshot, shared.
@@ -72,5 +83,9 @@ impl Control for DaemonHandle {
 
     fn reload(&self) -> Result<(), ControlError> {
         self.call(|reply| Command::Reload { reply: Some(reply) })
+    }
+
+    fn flow_sharing(&self) -> Option<FlowSharingStatus> {
+        self.flow_sharing.as_ref().map(FlowSharingView::status)
     }
 }

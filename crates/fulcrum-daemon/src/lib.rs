@@ -4,6 +4,8 @@ mod adopt;
 pub mod api;
 pub mod console;
 pub mod daemon;
+pub mod flow_metrics;
+pub mod flow_sharing;
 mod handle;
 mod host;
 pub mod http;

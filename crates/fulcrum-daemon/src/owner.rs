@@ -55,6 +55,12 @@ pub(crate) enum Command {
     Tick,
     /// Stop the thread, detaching or leaving the data plane for the next daemon.
     Stop(Shutdown),
+    /// Flows the data plane just pinned: name them by address and share them.
+    FlowEvents(Vec<fulcrum::FlowEvent>),
+    /// Peers' records to write into the flow table.
+    ImportFlows(Vec<fulcrum::FlowRecord>),
+    /// Scan the flow table and send it whole (a peer's dump request, or the refresh).
+    DumpFlows(fulcrum_flowsync::Target),
 }
 
 /// A backend removed from the configuration that keeps its flows until `until`.
@@ -91,6 +97,14 @@ pub(crate) struct Owner {
     pub(crate) rates: HashMap<RateKey, Rate>,
     pub(crate) reload_error: Option<String>,
     pub(crate) view: watch::Sender<Arc<Snapshot>>,
+    /// Whether the data plane was adopted from pins (its flows survived the restart).
+    pub(crate) adopted_data_plane: bool,
+    /// The data plane's ring of new flows, until the daemon takes it to read.
+    pub(crate) flow_events: Option<fulcrum::FlowEvents>,
+    /// Where shared and dumped records go, while flow sharing runs.
+    pub(crate) flow_sender: Option<fulcrum_flowsync::FlowSender>,
+    /// What imports did, for the API.
+    pub(crate) imports: watch::Sender<crate::flow_sharing::ImportTotals>,
 }
 
 impl Owner {
@@ -118,11 +132,17 @@ impl Owner {
                     * 2,
             )
             .pin(fulcrum::pin::instance_dir(&config.instance))
+            .share_flows(config.flow_sharing.is_some())
             .build()?;
         for iface in &config.interfaces {
             lb.attach(iface, mode)?;
         }
         lb.release_unclaimed()?;
+        let adopted_data_plane = lb.adopted();
+        let flow_events = match config.flow_sharing {
+            Some(_) => Some(lb.flow_events()?),
+            None => None,
+        };
         let adopted = match lb.adopted() {
             true => lb.services()?,
             false => Vec::new(),
@@ -146,6 +166,10 @@ impl Owner {
             rates: HashMap::new(),
             reload_error: None,
             view,
+            adopted_data_plane,
+            flow_events,
+            flow_sender: None,
+            imports: watch::Sender::new(Default::default()),
         };
         owner.reindex();
         owner.read_health();
@@ -189,6 +213,9 @@ impl Owner {
                     }
                 }
                 Command::Tick => self.tick(),
+                Command::FlowEvents(events) => self.share_flows(&events),
+                Command::ImportFlows(records) => self.import_flows(&records),
+                Command::DumpFlows(to) => self.dump_flows(to),
                 Command::Stop(asked) => {
                     how = asked;
                     break;
@@ -211,6 +238,31 @@ impl Owner {
                 info!(pinned = ?dir, "handing over; the data plane stays pinned and forwarding");
                 self.lb.leave_pinned();
             }
+        }
+    }
+
+    fn share_flows(&mut self, events: &[fulcrum::FlowEvent]) {
+        let Some(sender) = &self.flow_sender else {
+            return;
+        };
+        let records = self.lb.flow_records(events);
+        let n = records.len() as u64;
+        sender.share(records);
+        self.imports.send_modify(|t| t.shared += n);
+    }
+
+    fn import_flows(&mut self, records: &[fulcrum::FlowRecord]) {
+        let report = self.lb.import_flows(records);
+        self.imports.send_modify(|t| t.add(&report));
+    }
+
+    fn dump_flows(&mut self, to: fulcrum_flowsync::Target) {
+        let Some(sender) = &self.flow_sender else {
+            return;
+        };
+        match self.lb.scan_flows() {
+            Ok(records) => sender.send_full_blocking(records, to),
+            Err(e) => error!(error = %chain(&e), "flow sharing: scanning the flow table failed"),
         }
     }
 

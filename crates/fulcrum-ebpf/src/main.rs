@@ -20,6 +20,7 @@ use core::{
     mem::size_of,
 };
 
+mod flow_events;
 mod maps;
 mod packet;
 
@@ -30,7 +31,7 @@ use aya_ebpf::{
 use fulcrum_common::{
     BackendValue, CachedFlow, Counter, DEFAULT_FLOW_CACHE, DEFAULT_RING_SIZE, FLOW_TOUCH_EVERY,
     FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, SERVICE_F_STICKY, ServiceKey,
-    ServiceValue, TrafficCounters, flow_hash, ring_stride, vip_filter_bucket,
+    ServiceValue, TrafficCounters, flow_cache_index, flow_hash, ring_stride, vip_filter_bucket,
 };
 use maps::{
     BACKEND_STATS, BACKENDS, EGRESS, FLOW_CACHE, FLOW_EPOCH, FLOWS, GLOBAL_STATS, MAGLEV, SERVICES,
@@ -124,7 +125,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     };
     // SAFETY: a plain read of a global the loader sets before verification.
     let mask = unsafe { core::ptr::read_volatile(&FLOW_CACHE_MASK) };
-    let index = cache_index(&parsed.flow) & mask;
+    let index = flow_cache_index(&parsed.flow) & mask;
     let cache = FLOW_CACHE.get_ptr_mut(index);
     let epoch = FLOW_EPOCH.get_ptr_mut(index);
     // Established flows: this CPU's cache, else the flow table; no service lookup.
@@ -328,6 +329,7 @@ fn pinned(flow: &FlowKey, cache: Option<*mut CachedFlow>, epoch: Option<*mut u64
             if c.pending != 0 {
                 // The handshake goes on: the flow earns its place in the shared table.
                 let _ = FLOWS.insert(flow, c.value, 0);
+                flow_events::written(flow, c.value);
                 c.pending = 0;
             } else {
                 c.hits = c.hits.wrapping_add(1);
@@ -389,6 +391,7 @@ fn pending_elsewhere(
                 return None;
             };
             let _ = FLOWS.insert(flow, value, 0);
+            flow_events::written(flow, value);
             if let Some(c) = cache {
                 cache_store(c, flow, value, 0, now);
             }
@@ -434,6 +437,7 @@ fn take_over(flow: &FlowKey, entry: FlowValue, epoch: Option<*mut u64>) -> (u16,
                 if read_flow(old) != entry {
                     let bits = core::mem::transmute::<FlowValue, u64>(entry);
                     core::ptr::write_volatile(old.cast::<u64>(), bits);
+                    flow_events::written(flow, entry);
                 }
             }
             0
@@ -445,16 +449,6 @@ fn take_over(flow: &FlowKey, entry: FlowValue, epoch: Option<*mut u64>) -> (u16,
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(e, 1) };
     }
     (pending, read_epoch(epoch))
-}
-
-/// Where a flow sits in this CPU's cache: one multiply, since the index only has to
-/// spread flows on this balancer (the Maglev hash is what a fleet must agree on).
-#[inline(always)]
-fn cache_index(flow: &FlowKey) -> u32 {
-    let ports = (flow.sport as u32) << 16 | flow.dport as u32;
-    let mixed =
-        (flow.src ^ flow.dst.rotate_left(16) ^ ports ^ flow.proto as u32).wrapping_mul(0x9e37_79b1);
-    mixed ^ (mixed >> 16)
 }
 
 /// Remembers a flow in this CPU's cache, field by field: a struct copy here compiles to
@@ -531,6 +525,7 @@ fn choose(
     } else {
         // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
         let _ = FLOWS.insert(flow, entry, 0);
+        flow_events::written(flow, entry);
         (0, read_epoch(epoch))
     };
     if let Some(c) = cache {

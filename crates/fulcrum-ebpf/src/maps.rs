@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use fulcrum_common::{
-    BackendRecord, BackendValue, CachedFlow, FlowKey, FlowValue, GlobalCounters, Layout,
-    ServiceKey, ServiceRecord, ServiceValue, TrafficCounters, VIP_FILTER_SIZE, VipInfo,
+    BackendRecord, BackendValue, CachedFlow, FlowEventCounters, FlowKey, FlowValue, GlobalCounters,
+    Layout, ServiceKey, ServiceRecord, ServiceValue, TrafficCounters, VIP_FILTER_SIZE, VipInfo,
 };
 
 /// Written by user space when a service is added or removed; read per packet: a zero
@@ -50,6 +50,15 @@ pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(1
 /// BPF has atomic adds of 64 bits only (without ALU32).
 #[map]
 pub static FLOW_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Written here, only while flow sharing is on, whenever an entry of [`FLOWS`] is
+/// created or changed; read by user space, which shares the flows with other balancers.
+#[map]
+pub static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+/// Written here with each [`FLOW_EVENTS`] entry, or its loss; summed by user space.
+#[map]
+pub static FLOW_EVENT_STATS: PerCpuArray<FlowEventCounters> = PerCpuArray::with_max_entries(1, 0);
 
 /// Written by user space when it attaches to an interface; read to redirect.
 #[map]

@@ -8,7 +8,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use aya::maps::{Map, MapData};
 use fulcrum::{
-    AttachMode, Balancer, Counter, Destination, GlobalStats, Protocol, Service, ServiceId,
+    AttachMode, Balancer, BalancerBuilder, Counter, Destination, GlobalStats, Protocol, Service,
+    ServiceId,
 };
 
 use crate::{
@@ -71,6 +72,11 @@ pub struct Fixture {
 impl Fixture {
     /// The namespace, the balancer, no services.
     pub fn new() -> Self {
+        Self::with_builder(|b| b)
+    }
+
+    /// As [`Fixture::new`], with load-time choices of the caller's (flow sharing).
+    pub fn with_builder(choose: impl FnOnce(BalancerBuilder) -> BalancerBuilder) -> Self {
         pin_to_cpu(current_cpu()).expect("pin the test thread to its CPU");
         let ns = NetNs::create(&format!("{}-fx", unique_prefix("f"))).expect("create netns");
         // The veths would send IPv6 router and multicast listener solicitations through
@@ -119,12 +125,14 @@ impl Fixture {
         .expect("neighbour");
         let fx0_mac = read_mac(&ns, "fx0");
         let guard = ns.enter().expect("enter netns");
-        let mut lb = Balancer::builder()
-            .max_services(8)
-            .max_backends(64)
-            .max_flows(4096)
-            .build()
-            .expect("load the balancer");
+        let mut lb = choose(
+            Balancer::builder()
+                .max_services(8)
+                .max_backends(64)
+                .max_flows(4096),
+        )
+        .build()
+        .expect("load the balancer");
         lb.attach("fx0", AttachMode::Native).expect("attach fx0");
         lb.attach("fy0", AttachMode::Native).expect("attach fy0");
         let fx0 = ifindex("fx0");
@@ -139,9 +147,16 @@ impl Fixture {
 
     /// A fixture with the web service (VIP:80/tcp) on backends 1..=3.
     pub fn with_web() -> Self {
-        let mut f = Self::new();
+        Self::web_on(Self::new(), &[1, 2, 3])
+    }
+
+    /// `f` with the web service (VIP:80/tcp) on the given backends.
+    pub fn web_on(mut f: Self, backends: &[u8]) -> Self {
         f.lb.add_service(Service::new(web())).expect("add service");
-        let dests: Vec<_> = (1..=3).map(|n| Destination::new(backend(n))).collect();
+        let dests: Vec<_> = backends
+            .iter()
+            .map(|n| Destination::new(backend(*n)))
+            .collect();
         f.lb.set_destinations(&web(), &dests)
             .expect("set destinations");
         f

@@ -23,18 +23,25 @@ use crate::{
     netlink::Netlink,
     pin,
     ring::Rings,
-    stats::{GlobalStats, Traffic},
+    stats::Traffic,
 };
 
 mod builder;
+mod counters;
 mod destinations;
+mod flow_events;
+mod flow_import;
+mod flow_records;
 mod pinning;
 
 pub use builder::BalancerBuilder;
 use builder::program_error;
 pub(crate) use builder::xdp_mut;
 
+use counters::sum_traffic;
 pub use destinations::{DesiredDestination, Unresolved};
+pub use flow_events::FlowEvents;
+pub use flow_import::ImportReport;
 
 /// The compiled XDP object, embedded at build time.
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fulcrum"));
@@ -353,22 +360,6 @@ impl Balancer {
         Ok(out)
     }
 
-    /// Global counters, summed over CPUs.
-    pub fn stats(&self) -> Result<GlobalStats, BalancerError> {
-        let values = self
-            .maps
-            .global_stats
-            .get(&0, 0)
-            .map_err(BalancerError::map(maps::GLOBAL_STATS, "read"))?;
-        let mut total = GlobalCounters::default();
-        for cpu in values.iter() {
-            for (t, v) in total.counts.iter_mut().zip(cpu.counts.iter()) {
-                *t += v;
-            }
-        }
-        Ok(GlobalStats(total))
-    }
-
     /// Re-reads the kernel's neighbour table and applies changes: newly resolved
     /// destinations start taking flows, changed MACs are followed. Returns how many
     /// destinations changed.
@@ -647,22 +638,6 @@ fn per_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, BalancerError> {
         call: "per-CPU value",
         source,
     })
-}
-
-fn sum_traffic(
-    map: &PerCpuArray<MapData, TrafficCounters>,
-    index: u32,
-) -> Result<Traffic, BalancerError> {
-    let values = map
-        .get(&index, 0)
-        .map_err(BalancerError::map("traffic counters", "read"))?;
-    Ok(values.iter().fold(Traffic::default(), |t, c| {
-        t + Traffic {
-            packets: c.packets,
-            bytes: c.bytes,
-            new_flows: c.new_flows,
-        }
-    }))
 }
 
 pub(crate) fn fmt_mac(mac: [u8; 6]) -> String {

@@ -106,6 +106,9 @@ pub enum BalancerError {
     /// Talking to the kernel's routing tables failed.
     #[error("neighbour resolution")]
     Netlink(#[from] NetlinkError),
+    /// The ring of flow events cannot be handed out.
+    #[error("flow events: {0}")]
+    FlowEvents(&'static str),
     /// The Maglev table could not be built.
     #[error("service {id}")]
     Maglev {

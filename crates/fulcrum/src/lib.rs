@@ -17,12 +17,16 @@ mod service;
 mod stats;
 
 pub use balancer::{
-    AttachMode, Balancer, BalancerBuilder, DesiredDestination, DestinationInfo, NextHop,
-    ServiceInfo, Unresolved,
+    AttachMode, Balancer, BalancerBuilder, DesiredDestination, DestinationInfo, FlowEvents,
+    ImportReport, NextHop, ServiceInfo, Unresolved,
 };
 pub use error::BalancerError;
 pub use flow_record::FlowRecord;
 pub use fulcrum_common::Counter;
+/// A flow the data plane just pinned, as [`FlowEvents`] yields it: its 5-tuple and this
+/// balancer's backend slot and generation (`Copy`, `Send`); name it by address with
+/// [`Balancer::flow_records`].
+pub use fulcrum_common::FlowEvent;
 pub use pass::PassProgram;
 pub use service::{Destination, ParseServiceError, Protocol, Scheduler, Service, ServiceId};
 pub use stats::{GlobalStats, Traffic};

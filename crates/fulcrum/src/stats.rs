@@ -1,6 +1,6 @@
 //! Counters as user space reports them, summed over CPUs.
 
-use fulcrum_common::{Counter, GlobalCounters};
+use fulcrum_common::{COUNTERS, Counter};
 
 /// Packets, bytes and new flows of one service or destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,13 +26,13 @@ impl std::ops::Add for Traffic {
 }
 
 /// The data plane's global counters: one per action and one per reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GlobalStats(pub(crate) GlobalCounters);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalStats(pub(crate) [u64; COUNTERS]);
 
 impl GlobalStats {
     /// One counter's value.
     pub fn get(&self, counter: Counter) -> u64 {
-        self.0.counts.get(counter as usize).copied().unwrap_or(0)
+        self.0.get(counter as usize).copied().unwrap_or(0)
     }
 
     /// Every counter with its value, in a stable order.
@@ -43,9 +43,15 @@ impl GlobalStats {
     /// What changed since `earlier`, counter by counter.
     pub fn since(&self, earlier: &GlobalStats) -> GlobalStats {
         let mut out = *self;
-        for (o, e) in out.0.counts.iter_mut().zip(earlier.0.counts.iter()) {
+        for (o, e) in out.0.iter_mut().zip(earlier.0.iter()) {
             *o = o.saturating_sub(*e);
         }
         out
+    }
+}
+
+impl Default for GlobalStats {
+    fn default() -> Self {
+        Self([0; COUNTERS])
     }
 }

@@ -11,11 +11,11 @@ use aya::{
     programs::Xdp,
 };
 use fulcrum_common::{
-    CPUS_GLOBAL, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, Layout, RING_SIZE_GLOBAL, maps,
-    programs,
+    CPUS_GLOBAL, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, Layout, RING_SIZE_GLOBAL,
+    SHARE_FLOWS_GLOBAL, maps, programs,
 };
 
-use super::{Balancer, Maps, OBJECT, pinning};
+use super::{Balancer, Maps, OBJECT, flow_events, pinning};
 use crate::{BalancerError, maglev, pin, ring::Rings};
 
 /// Sizes of the data plane's tables, fixed when the program is loaded.
@@ -32,6 +32,7 @@ pub struct BalancerBuilder {
     pub(super) max_flows: u32,
     pub(super) flow_cache: u32,
     pub(super) pin: Option<PathBuf>,
+    pub(super) share_flows: bool,
 }
 
 impl Default for BalancerBuilder {
@@ -43,6 +44,7 @@ impl Default for BalancerBuilder {
             max_flows: 1 << 20,
             flow_cache: DEFAULT_FLOW_CACHE,
             pin: None,
+            share_flows: false,
         }
     }
 }
@@ -86,6 +88,14 @@ impl BalancerBuilder {
     /// counters carry on, and the pinned sizes win over this builder's.
     pub fn pin(mut self, dir: impl Into<PathBuf>) -> Self {
         self.pin = Some(dir.into());
+        self
+    }
+
+    /// Reports every flow the data plane pins or re-pins through
+    /// [`Balancer::flow_events`], for sharing with other balancers. Off by default, and
+    /// then free: the verifier removes the code that reports.
+    pub fn share_flows(mut self, on: bool) -> Self {
+        self.share_flows = on;
         self
     }
 
@@ -141,6 +151,8 @@ impl BalancerBuilder {
             aya::util::nr_cpus().map_err(|(call, source)| BalancerError::Sys { call, source })?,
         )
         .unwrap_or(u32::MAX);
+        let share_flows = u32::from(self.share_flows);
+        let event_ring = flow_events::ring_bytes(self.share_flows);
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&str, PathBuf)> = match &self.pin {
             Some(dir) => maps::PINNED
@@ -156,6 +168,8 @@ impl BalancerBuilder {
             .override_global(RING_SIZE_GLOBAL, &self.ring_size, true)
             .override_global(FLOW_CACHE_MASK_GLOBAL, &cache_mask, true)
             .override_global(CPUS_GLOBAL, &cpus, true)
+            .override_global(SHARE_FLOWS_GLOBAL, &share_flows, true)
+            .map_max_entries(maps::FLOW_EVENTS, event_ring)
             .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
             .map_max_entries(maps::FLOW_EPOCH, self.flow_cache)
             .map_max_entries(maps::VIPS, self.max_services)
@@ -263,7 +277,7 @@ pub(super) fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     T::try_from(take(ebpf, name)?).map_err(BalancerError::map(name, "open"))
 }
 
-fn wrong_type(name: &'static str) -> BalancerError {
+pub(super) fn wrong_type(name: &'static str) -> BalancerError {
     BalancerError::Map {
         map: name,
         op: "open",
