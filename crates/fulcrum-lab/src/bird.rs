@@ -156,6 +156,12 @@ impl Bird {
         Ok(parse_next_hops(&out))
     }
 
+    /// Whether BIRD's BGP protocol `name` has its session up.
+    pub fn established(&self, name: &str) -> bool {
+        self.birdc(&["show", "protocols", name])
+            .is_ok_and(|out| out.contains("Established"))
+    }
+
     /// Every route to `prefix` BIRD holds, one line per path with its protocol.
     pub fn routes(&self, prefix: &str) -> anyhow::Result<String> {
         self.birdc(&["show", "route", "for", prefix, "all"])

@@ -23,7 +23,7 @@ pub const HOLD_SECS: u16 = 3;
 /// Graceful restart time the balancers advertise.
 pub const RESTART_SECS: u16 = 4;
 /// How long a starting balancer waits at most for its peers' flows.
-pub const SYNC_TIMEOUT_SECS: u16 = 3;
+pub const SYNC_TIMEOUT_SECS: u16 = 6;
 /// The balancer that dies (balancer 1 survives).
 pub const VICTIM: u8 = 2;
 /// The balancer that carries on.
@@ -293,8 +293,9 @@ impl Failover {
     }
 
     /// Restarts the victim with a fresh data plane and watches the router: the victim's
-    /// path may come back only once its flow sharing has synced. Returns whether it came
-    /// back too early.
+    /// path may come back only once its flow sharing has synced. Its peer stays out of
+    /// reach until its BGP session has been up for a second, so a balancer that announced
+    /// without waiting for the sync would be seen doing it. Returns whether it was.
     pub fn restart_victim(&mut self, death: Death) -> anyhow::Result<bool> {
         if death == Death::Crash {
             ensure!(
@@ -303,9 +304,12 @@ impl Failover {
             );
             self.lab.reconnect(VICTIM)?;
         }
+        let ns = &self.lab.balancer(VICTIM).ns;
+        let peer = format!("{}/32", balancer_addr(SURVIVOR));
+        ns.ip(&["route", "add", "prohibit", &peer])?;
         self.fleet.start(&self.lab, VICTIM)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut early = false;
+        let (mut early, mut up_since, mut blocked) = (false, None, true);
         loop {
             // The router first, then the status: synced never goes back to false, so a
             // path seen before an unsynced status was announced before the sync ended.
@@ -315,7 +319,16 @@ impl Failover {
             if back && self.sharing && !synced {
                 early = true;
             }
-            if back && self.lab.kernel_next_hops()?.len() == 2 {
+            if blocked {
+                let up = self.lab.bird.established(&format!("lb{VICTIM}"));
+                let since = *up_since.get_or_insert_with(Instant::now);
+                if !up {
+                    up_since = None;
+                } else if since.elapsed() > Duration::from_secs(1) {
+                    ns.ip(&["route", "del", "prohibit", &peer])?;
+                    blocked = false;
+                }
+            } else if back && self.lab.kernel_next_hops()?.len() == 2 {
                 return Ok(early);
             }
             if Instant::now() > deadline {
