@@ -17,6 +17,8 @@ use crate::model::{
 };
 use crate::place::{Places, ServicePlaces};
 
+mod bgp;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
@@ -26,6 +28,7 @@ pub(crate) struct RawConfig {
     xdp_mode: XdpMode,
     api: Option<RawApi>,
     services: Option<Vec<Spanned<RawService>>>,
+    bgp: Option<Spanned<bgp::RawBgp>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -52,6 +55,12 @@ struct RawService {
     #[serde(default)]
     allow_local_vip: bool,
     drain_period: Option<Spanned<String>>,
+    announce: Option<crate::model::Announce>,
+    min_healthy: Option<Spanned<u32>>,
+    med: Option<u32>,
+    local_pref: Option<u32>,
+    communities: Option<Vec<Spanned<String>>>,
+    large_communities: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +211,10 @@ impl Checker<'_> {
             services.push(service);
         }
         let instance = self.instance(c.instance.as_ref());
+        let bgp = match &c.bgp {
+            None => Some(None),
+            Some(raw) => self.bgp(raw).map(Some),
+        };
         Some(Config {
             instance: instance?,
             interfaces: interfaces?,
@@ -209,6 +222,7 @@ impl Checker<'_> {
             api: api?,
             services: services.into_iter().collect::<Option<_>>()?,
             places: places(c, self.origin),
+            bgp: bgp?,
         })
     }
 
@@ -318,6 +332,15 @@ impl Checker<'_> {
             )
             .and_then(|backends| self.backends(backends, path, vip));
         let drain_period = self.drain_period(path, &s.drain_period);
+        let announce = bgp::RawAnnounce {
+            announce: s.announce,
+            min_healthy: s.min_healthy.as_ref(),
+            med: s.med,
+            local_pref: s.local_pref,
+            communities: s.communities.as_deref(),
+            large_communities: s.large_communities.as_deref(),
+        };
+        let announce = self.announcement(path, announce, s.backends.as_ref().map(Vec::len));
         Some(Service {
             name: name?,
             vip: vip?,
@@ -329,6 +352,7 @@ impl Checker<'_> {
             backends: backends?,
             allow_local_vip: s.allow_local_vip,
             drain_period: drain_period?,
+            announce: announce?,
         })
     }
 
