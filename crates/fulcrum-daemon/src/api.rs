@@ -35,6 +35,9 @@ pub struct Snapshot {
     pub events: Vec<Event>,
     /// Why the last reload was refused, while the running configuration stays.
     pub reload_error: Option<String>,
+    /// The configuration in force, for readers that act on it (the BGP task).
+    #[serde(skip)]
+    pub config: Option<Arc<fulcrum_config::Config>>,
 }
 
 /// Why a control call failed; each maps to one HTTP status.
@@ -64,6 +67,10 @@ pub trait Control: Send + Sync + 'static {
     ) -> Result<(), ControlError>;
     /// Reads the configuration file again and applies the difference.
     fn reload(&self) -> Result<(), ControlError>;
+    /// The BGP speaker's peers and routes; empty when BGP is not configured.
+    fn bgp(&self) -> crate::bgp::BgpStatus {
+        crate::bgp::BgpStatus::default()
+    }
 }
 
 struct Shared<C> {
@@ -112,6 +119,7 @@ pub fn router<C: Control>(control: C, token: Option<String>) -> Router {
             post(undrain::<C>),
         )
         .route("/api/v1/reload", post(reload::<C>))
+        .route("/api/v1/bgp", get(bgp::<C>))
         .with_state(shared)
 }
 
@@ -127,7 +135,8 @@ async fn console() -> Response {
 }
 
 async fn metrics_text<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Response {
-    let text = metrics::render(&shared.control.snapshot().status);
+    let mut text = metrics::render(&shared.control.snapshot().status);
+    text.push_str(&metrics::render_bgp(&shared.control.bgp()));
     (
         [(
             header::CONTENT_TYPE,
@@ -140,6 +149,10 @@ async fn metrics_text<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Respo
 
 async fn services<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Json<Snapshot> {
     Json(shared.control.snapshot())
+}
+
+async fn bgp<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Json<crate::bgp::BgpStatus> {
+    Json(shared.control.bgp())
 }
 
 async fn drain<C: Control>(

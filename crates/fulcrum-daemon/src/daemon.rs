@@ -101,13 +101,25 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
+    let restarted = owner.lb.adopted();
+    // Flow sharing drives this gate (closed until its start-up sync ends); constant here.
+    let (announce_gate_tx, announce_gate) = watch::channel(true);
+    let (bgp_view, bgp_reader) = watch::channel(crate::bgp::BgpView::default());
+    let (stop_bgp, bgp_stop) = tokio::sync::oneshot::channel();
+    let bgp_task = crate::bgp::spawn(
+        reader.clone(),
+        announce_gate,
+        restarted,
+        bgp_view,
+        bgp_stop,
+    );
     let (commands, inbox) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("fulcrum-owner".into())
         .spawn(move || owner.run(inbox))
         .map_err(DaemonError::Thread)?;
     info!(%listen, "API listening");
-    let app = crate::api::router(DaemonHandle::new(commands.clone(), reader), token);
+    let app = crate::api::router(DaemonHandle::new(commands.clone(), reader).with_bgp(bgp_reader), token);
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::http::serve(
         listener,
@@ -135,6 +147,14 @@ pub async fn serve(
             break Shutdown::Stop;
         }
     };
+    // Routes go first (withdrawn and `shutdown_delay` waited, or handed over), while the
+    // data plane still forwards.
+    let (bgp_done, bgp_finished) = tokio::sync::oneshot::channel();
+    if stop_bgp.send((how, bgp_done)).is_ok() {
+        let _ = bgp_finished.await;
+    }
+    let _ = bgp_task.await;
+    drop(announce_gate_tx);
     let _ = stop_server.send(());
     let _ = server.await;
     let _ = commands.send(Command::Stop(how));

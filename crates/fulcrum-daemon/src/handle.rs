@@ -18,6 +18,7 @@ use crate::{
 pub struct DaemonHandle {
     commands: mpsc::Sender<Command>,
     view: watch::Receiver<Arc<Snapshot>>,
+    bgp: Option<watch::Receiver<crate::bgp::BgpView>>,
 }
 
 impl DaemonHandle {
@@ -25,7 +26,17 @@ impl DaemonHandle {
         commands: mpsc::Sender<Command>,
         view: watch::Receiver<Arc<Snapshot>>,
     ) -> Self {
-        Self { commands, view }
+        Self {
+            commands,
+            view,
+            bgp: None,
+        }
+    }
+
+    /// Reads BGP status from the BGP task's watch.
+    pub(crate) fn with_bgp(mut self, bgp: watch::Receiver<crate::bgp::BgpView>) -> Self {
+        self.bgp = Some(bgp);
+        self
     }
 
     /// The latest published snapshot, shared.
@@ -72,5 +83,11 @@ impl Control for DaemonHandle {
 
     fn reload(&self) -> Result<(), ControlError> {
         self.call(|reply| Command::Reload { reply: Some(reply) })
+    }
+
+    fn bgp(&self) -> crate::bgp::BgpStatus {
+        (self.bgp.as_ref())
+            .map(|b| b.borrow().status(std::time::Instant::now()))
+            .unwrap_or_default()
     }
 }
