@@ -97,7 +97,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         )
     })?;
     let width = (!args.wide).then_some(TABLE_WIDTH);
-    output(&render(&snapshot, width))
+    let mut text = render(&snapshot, width);
+    // Daemons without BGP answer 404 here; their status is the table alone.
+    if let Ok(response) = api.request("GET", "/api/v1/bgp", None)
+        && response.status == 200
+    {
+        text.push_str(&crate::bgp_status::render(&response.body));
+    }
+    output(&text)
 }
 
 /// Drains (`drained`) or undrains a backend of a service.

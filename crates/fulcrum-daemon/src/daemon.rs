@@ -110,6 +110,7 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
+    let restarted = owner.lb.adopted();
     let (commands, inbox) = mpsc::channel();
     // Flow sharing starts before the owner runs, so the first requests go out at once;
     // peers' answers wait in the owner's queue.
@@ -125,6 +126,16 @@ pub async fn serve(
         flow_sync.as_ref().map(|((sync, _), _)| sync),
         owner.adopted_data_plane,
     ));
+    // Flow sharing drives the gate: closed until its start-up sync ends.
+    let (bgp_view, bgp_reader) = watch::channel(crate::bgp::BgpView::default());
+    let (stop_bgp, bgp_stop) = tokio::sync::oneshot::channel();
+    let bgp_task = crate::bgp::spawn(
+        reader.clone(),
+        announce_gate.clone(),
+        restarted,
+        bgp_view,
+        bgp_stop,
+    );
     let flow_view = crate::flow_sharing::FlowSharingView {
         sync: flow_sync.as_ref().map(|((sync, _), _)| sync.status()),
         imports: owner.imports.subscribe(),
@@ -147,7 +158,9 @@ pub async fn serve(
         flow_tasks.push(crate::flow_sharing::read_ring(ring, commands.clone())?);
     }
     info!(%listen, "API listening");
-    let handle = DaemonHandle::new(commands.clone(), reader).with_flow_sharing(flow_view);
+    let handle = DaemonHandle::new(commands.clone(), reader)
+        .with_flow_sharing(flow_view)
+        .with_bgp(bgp_reader);
     let app = crate::api::router(handle, token);
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::http::serve(
@@ -176,6 +189,13 @@ pub async fn serve(
             break Shutdown::Stop;
         }
     };
+    // Routes go first (withdrawn and `shutdown_delay` waited, or handed over), while the
+    // data plane still forwards.
+    let (bgp_done, bgp_finished) = tokio::sync::oneshot::channel();
+    if stop_bgp.send((how, bgp_done)).is_ok() {
+        let _ = bgp_finished.await;
+    }
+    let _ = bgp_task.await;
     let _ = stop_server.send(());
     let _ = server.await;
     flow_tasks.iter().for_each(JoinHandle::abort);

@@ -6,6 +6,10 @@ use std::fmt::Write as _;
 
 use crate::status::{BackendStatus, Health, ServiceStatus, Status};
 
+mod bgp;
+
+pub use bgp::render_bgp;
+
 /// Global counters that are actions; every other global counter is a reason.
 const ACTIONS: [&str; 4] = ["tx", "redirect", "pass", "drop"];
 

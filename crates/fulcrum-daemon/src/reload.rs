@@ -205,6 +205,9 @@ fn describe(diff: &ConfigDiff) -> String {
     if !diff.removed.is_empty() {
         parts.push(format!("removed {}", diff.removed.join(", ")));
     }
+    if diff.bgp_changed {
+        parts.push("bgp reconfigured".to_owned());
+    }
     for c in &diff.changed {
         parts.push(format!(
             "{}: +{} -{} backends",

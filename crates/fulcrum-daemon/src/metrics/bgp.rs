@@ -1,0 +1,85 @@
+//! `fulcrum_bgp_*`: the speaker's peers and routes.
+
+use super::Exposition;
+use crate::bgp::BgpStatus;
+
+/// Session states in the order RFC 4271 lists them, one `fulcrum_bgp_peer_state` series each.
+const STATES: [&str; 6] = [
+    "Idle",
+    "Connect",
+    "Active",
+    "OpenSent",
+    "OpenConfirm",
+    "Established",
+];
+
+/// The BGP families; nothing when BGP is not configured.
+pub fn render_bgp(status: &BgpStatus) -> String {
+    let mut out = Exposition::default();
+    if !status.enabled {
+        return out.finish();
+    }
+    out.family(
+        "fulcrum_bgp_announce_gate",
+        "gauge",
+        "1 while routes may be announced, 0 while announcing is held back.",
+    );
+    out.sample(
+        "fulcrum_bgp_announce_gate",
+        &[],
+        f64::from(u8::from(status.announce_gate)),
+    );
+    out.family(
+        "fulcrum_bgp_desired_routes",
+        "gauge",
+        "VIP routes that qualify for announcement now.",
+    );
+    out.sample("fulcrum_bgp_desired_routes", &[], status.desired.len() as f64);
+    out.family(
+        "fulcrum_bgp_peer_up",
+        "gauge",
+        "1 while the session with the peer is Established.",
+    );
+    for p in &status.peers {
+        let peer = p.address.to_string();
+        let up = u8::from(p.state == "Established");
+        out.sample("fulcrum_bgp_peer_up", &[("peer", &peer)], f64::from(up));
+    }
+    out.family(
+        "fulcrum_bgp_peer_state",
+        "gauge",
+        "1 for the session's current state (RFC 4271 names), 0 for the others.",
+    );
+    for p in &status.peers {
+        let peer = p.address.to_string();
+        for state in STATES {
+            let value = u8::from(p.state == state);
+            out.sample(
+                "fulcrum_bgp_peer_state",
+                &[("peer", &peer), ("state", state)],
+                f64::from(value),
+            );
+        }
+    }
+    out.family(
+        "fulcrum_bgp_peer_uptime_seconds",
+        "gauge",
+        "Seconds since the session reached Established; 0 when it is not.",
+    );
+    for p in &status.peers {
+        let peer = p.address.to_string();
+        let uptime = p.uptime_seconds.unwrap_or(0) as f64;
+        out.sample("fulcrum_bgp_peer_uptime_seconds", &[("peer", &peer)], uptime);
+    }
+    out.family(
+        "fulcrum_bgp_peer_announced_prefixes",
+        "gauge",
+        "Prefixes the peer has from us.",
+    );
+    for p in &status.peers {
+        let peer = p.address.to_string();
+        let n = p.announced.len() as f64;
+        out.sample("fulcrum_bgp_peer_announced_prefixes", &[("peer", &peer)], n);
+    }
+    out.finish()
+}
