@@ -1,12 +1,12 @@
-//! ECMP over several balancers: a BIRD router spreads the client's flows over two
-//! `fulcrum run` daemons, every balancer carries a share, and the same flow lands on the
+//! ECMP over several balancers: a BIRD router learns the VIP from two `fulcrum run`
+//! daemons over BGP and spreads the client's flows over them, every balancer carries a share, and the same flow lands on the
 //! same backend whichever balancer it crosses.
 
 use std::{collections::BTreeSet, net::SocketAddr, path::Path, time::Duration};
 
 use fulcrum_lab::{
     ecmp::{EcmpLab, VIP, VIP_PREFIX, balancer_addr},
-    fleet::{Fleet, FleetConfig, api, metric, wait_for},
+    fleet::{BgpTimers, Fleet, FleetConfig, api, metric, wait_for},
     traffic::{HttpConnection, udp_ask_from},
 };
 
@@ -18,14 +18,18 @@ const STEERED: std::ops::RangeInclusive<u16> = 40000..=40047;
 
 #[test]
 fn every_balancer_gets_flows_and_all_pick_the_same_backend() {
-    let lab = EcmpLab::new("e", 2, 3, None).expect("lab");
+    let lab = EcmpLab::new("e", 2, 3, Some(3)).expect("lab");
     let _http = lab.http_servers().expect("HTTP servers");
     let _udp = lab.udp_servers().expect("UDP servers");
     let config = FleetConfig {
         balancers: 2,
         backends: vec![1, 2, 3],
         udp: true,
-        bgp: None,
+        bgp: Some(BgpTimers {
+            hold_time: "3s".into(),
+            graceful_restart: "4s".into(),
+            shutdown_delay: "0s".into(),
+        }),
         flow_sharing: None,
     };
     let mut fleet = Fleet::new(&lab, Path::new(FULCRUM), config).expect("fleet files");
@@ -39,7 +43,7 @@ fn every_balancer_gets_flows_and_all_pick_the_same_backend() {
         })
         .unwrap_or_else(|e| panic!("balancer {n}: {e:#}\n{}", fleet.log(n)));
     }
-    wait_for("the router's two paths", Duration::from_secs(30), || {
+    wait_for("the router's two BGP paths", Duration::from_secs(30), || {
         lab.kernel_next_hops()
             .is_ok_and(|h| h == [balancer_addr(1), balancer_addr(2)])
     })
