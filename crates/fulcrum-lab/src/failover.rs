@@ -280,22 +280,26 @@ impl Failover {
                 // A dead machine's data plane goes with it.
                 self.fleet.forget_pins(VICTIM)?;
             }
-            Death::Stop => {
-                let code = self.fleet.stop(VICTIM, libc::SIGTERM)?;
-                ensure!(code == Some(0), "SIGTERM exits with 0, not {code:?}");
-            }
+            Death::Stop => self.fleet.signal(VICTIM, libc::SIGTERM),
         }
         let limit = Duration::from_secs(u64::from(HOLD_SECS) * 3 + 5);
         self.wait_paths(&[SURVIVOR], limit)?;
         let withdrawn = t0.elapsed();
         broken.extend(conns.check());
-        Ok((withdrawn, t0.elapsed()))
+        let carried = t0.elapsed();
+        if death == Death::Stop {
+            // It exits once its `shutdown_delay` has passed.
+            let code = self.fleet.stop(VICTIM, 0)?;
+            ensure!(code == Some(0), "SIGTERM exits with 0, not {code:?}");
+        }
+        Ok((withdrawn, carried))
     }
 
     /// Restarts the victim with a fresh data plane and watches the router: the victim's
     /// path may come back only once its flow sharing has synced. Its peer stays out of
-    /// reach until its BGP session has been up for a second, so a balancer that announced
-    /// without waiting for the sync would be seen doing it. Returns whether it was.
+    /// reach until its BGP session is up (the sync asks again a fifth of `sync_timeout`
+    /// later), so a balancer that announced without waiting for the sync would be seen
+    /// doing it. Returns whether it was.
     pub fn restart_victim(&mut self, death: Death) -> anyhow::Result<bool> {
         if death == Death::Crash {
             ensure!(
@@ -309,7 +313,7 @@ impl Failover {
         ns.ip(&["route", "add", "prohibit", &peer])?;
         self.fleet.start(&self.lab, VICTIM)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut early, mut up_since, mut blocked) = (false, None, true);
+        let (mut early, mut blocked) = (false, true);
         loop {
             // The router first, then the status: synced never goes back to false, so a
             // path seen before an unsynced status was announced before the sync ended.
@@ -319,15 +323,9 @@ impl Failover {
             if back && self.sharing && !synced {
                 early = true;
             }
-            if blocked {
-                let up = self.lab.bird.established(&format!("lb{VICTIM}"));
-                let since = *up_since.get_or_insert_with(Instant::now);
-                if !up {
-                    up_since = None;
-                } else if since.elapsed() > Duration::from_secs(1) {
-                    ns.ip(&["route", "del", "prohibit", &peer])?;
-                    blocked = false;
-                }
+            if blocked && self.lab.bird.established(&format!("lb{VICTIM}")) {
+                ns.ip(&["route", "del", "prohibit", &peer])?;
+                blocked = false;
             } else if back && self.lab.kernel_next_hops()?.len() == 2 {
                 return Ok(early);
             }

@@ -200,7 +200,8 @@ impl Fleet {
         }
     }
 
-    /// Sends `signal` to balancer `n` and waits for its exit; its exit code.
+    /// Sends `signal` to balancer `n` (0: none, it was signalled before) and waits for its
+    /// exit; its exit code.
     pub fn stop(&mut self, n: u8, signal: i32) -> anyhow::Result<Option<i32>> {
         let Some(mut d) = self.daemons[usize::from(n) - 1].take() else {
             bail!("balancer {n} is not running");
