@@ -23,7 +23,7 @@ pub const HOLD_SECS: u16 = 3;
 /// Graceful restart time the balancers advertise.
 pub const RESTART_SECS: u16 = 4;
 /// How long a starting balancer waits at most for its peers' flows.
-pub const SYNC_TIMEOUT_SECS: u16 = 6;
+pub const SYNC_TIMEOUT_SECS: u16 = 8;
 /// The balancer that dies (balancer 1 survives).
 pub const VICTIM: u8 = 2;
 /// The balancer that carries on.
@@ -296,10 +296,10 @@ impl Failover {
     }
 
     /// Restarts the victim with a fresh data plane and watches the router: the victim's
-    /// path may come back only once its flow sharing has synced. Its peer stays out of
-    /// reach until its BGP session is up (the sync asks again a fifth of `sync_timeout`
-    /// later), so a balancer that announced without waiting for the sync would be seen
-    /// doing it. Returns whether it was.
+    /// path may come back only once its flow sharing has synced. Its peer cannot send it
+    /// anything until its BGP session has been up for a second (the sync asks again a fifth
+    /// of `sync_timeout` later), so a balancer that announced without waiting for the
+    /// sync would be seen doing it. Returns whether it was.
     pub fn restart_victim(&mut self, death: Death) -> anyhow::Result<bool> {
         if death == Death::Crash {
             ensure!(
@@ -308,12 +308,15 @@ impl Failover {
             );
             self.lab.reconnect(VICTIM)?;
         }
-        let ns = &self.lab.balancer(VICTIM).ns;
-        let peer = format!("{}/32", balancer_addr(SURVIVOR));
+        // The survivor cannot send to the victim: neither its answers nor its refreshes.
+        let ns = &self.lab.balancer(SURVIVOR).ns;
+        let peer = format!("{}/32", balancer_addr(VICTIM));
+        // How long the peer stays out of reach once the session is up.
+        const HELD: Duration = Duration::from_secs(1);
         ns.ip(&["route", "add", "prohibit", &peer])?;
         self.fleet.start(&self.lab, VICTIM)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut early, mut blocked) = (false, true);
+        let (mut early, mut blocked, mut up_since) = (false, true, None);
         loop {
             // The router first, then the status: synced never goes back to false, so a
             // path seen before an unsynced status was announced before the sync ended.
@@ -323,9 +326,13 @@ impl Failover {
             if back && self.sharing && !synced {
                 early = true;
             }
-            if blocked && self.lab.bird.established(&format!("lb{VICTIM}")) {
-                ns.ip(&["route", "del", "prohibit", &peer])?;
-                blocked = false;
+            if blocked {
+                if !self.lab.bird.established(&format!("lb{VICTIM}")) {
+                    up_since = None;
+                } else if back || up_since.get_or_insert_with(Instant::now).elapsed() > HELD {
+                    ns.ip(&["route", "del", "prohibit", &peer])?;
+                    blocked = false;
+                }
             } else if back && self.lab.kernel_next_hops()?.len() == 2 {
                 return Ok(early);
             }
