@@ -12,6 +12,10 @@ use crate::report::Figure;
 
 const CONNECTIONS: usize = 120;
 
+/// Runs with flow sharing per way of dying: the timings are their median, and every
+/// run's broken connections count.
+const ROUNDS: usize = 3;
+
 pub fn run() -> anyhow::Result<Vec<Figure>> {
     let exe = std::env::current_exe()?
         .parent()
@@ -20,7 +24,9 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
     let hold_ms = f64::from(HOLD_SECS) * 1e3;
     let mut figures = Vec::new();
     for (death, what) in [(Death::Crash, "crash"), (Death::Stop, "SIGTERM")] {
-        let shared = failover::run("bf", &exe, true, death, CONNECTIONS, false)
+        let shared = (0..ROUNDS)
+            .map(|_| failover::run("bf", &exe, true, death, CONNECTIONS, false))
+            .collect::<anyhow::Result<Vec<_>>>()
             .with_context(|| format!("failover after a {what}, flow sharing on"))?;
         let alone = failover::run("bn", &exe, false, death, CONNECTIONS, false)
             .with_context(|| format!("failover after a {what}, flow sharing off"))?;
@@ -30,45 +36,56 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// Median, min and max of `pick` over the runs, in ms.
+fn spread(runs: &[Outcome], pick: impl Fn(&Outcome) -> Duration) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = runs.iter().map(|o| ms(pick(o))).collect();
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn timings(what: &str, o: &Outcome, hold_ms: f64) -> Vec<Figure> {
+fn timings(what: &str, runs: &[Outcome], hold_ms: f64) -> Vec<Figure> {
     let how = match what {
         "crash" => "SIGKILL with the balancer's port down (no FIN reaches the router)",
         _ => "SIGTERM: withdraw, NOTIFICATION Cease, 1 s shutdown_delay",
     };
+    let withdrawn = spread(runs, |o| o.withdrawn_after);
+    let carried = spread(runs, |o| o.carried_after);
+    let on_victim: Vec<u64> = runs.iter().map(|o| o.victim_flows).collect();
     vec![
         Figure::new(
             "fleet",
             format!("{what}: router withdrew the path"),
-            ms(o.withdrawn_after),
+            withdrawn.0,
             "ms",
         )
         .against("BGP hold time", hold_ms)
         .note(format!(
-            "{how}; until the router's kernel route has only the survivor, polled every 50 ms"
+            "{how}; until the router's kernel route has only the survivor, polled every 50 ms; \
+             median of {ROUNDS} (min {:.0}, max {:.0})",
+            withdrawn.1, withdrawn.2
         )),
         Figure::new(
             "fleet",
             format!("{what}: survivor carries every flow"),
-            ms(o.carried_after),
+            carried.0,
             "ms",
         )
         .against("BGP hold time", hold_ms)
         .note(format!(
-            "until all {} keep-alive connections answered again ({} were on the dead balancer)",
-            o.connections, o.victim_flows
+            "until all {CONNECTIONS} keep-alive connections answered again ({on_victim:?} were on \
+             the dead balancer); median of {ROUNDS} (min {:.0}, max {:.0})",
+            carried.1, carried.2
         )),
     ]
 }
 
-fn broken(what: &str, shared: &Outcome, alone: &Outcome) -> Vec<Figure> {
-    let (on, off) = (
-        shared.broken_at_failover.len(),
-        alone.broken_at_failover.len(),
-    );
+fn broken(what: &str, shared: &[Outcome], alone: &Outcome) -> Vec<Figure> {
+    let on: usize = shared.iter().map(|o| o.broken_at_failover.len()).sum();
+    let off = alone.broken_at_failover.len();
     vec![
         Figure::new(
             "fleet",
@@ -79,9 +96,8 @@ fn broken(what: &str, shared: &Outcome, alone: &Outcome) -> Vec<Figure> {
         .against("sharing off", off as f64)
         .target("0", on == 0)
         .note(format!(
-            "of {} (dead balancer carried {}); a backend was added before, so hashing alone \
-             moves some flows",
-            shared.connections, shared.victim_flows
+            "over {ROUNDS} runs of {CONNECTIONS}; a backend was added before the failover, so \
+             hashing alone would move some flows"
         )),
         Figure::new(
             "fleet",
@@ -90,8 +106,8 @@ fn broken(what: &str, shared: &Outcome, alone: &Outcome) -> Vec<Figure> {
             "count",
         )
         .note(format!(
-            "of {} (dead balancer carried {}): what sharing saves",
-            alone.connections, alone.victim_flows
+            "of {CONNECTIONS} (the dead balancer carried {}): what sharing saves",
+            alone.victim_flows
         )),
     ]
 }
