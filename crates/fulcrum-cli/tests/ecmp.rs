@@ -43,15 +43,21 @@ fn every_balancer_gets_flows_and_all_pick_the_same_backend() {
         })
         .unwrap_or_else(|e| panic!("balancer {n}: {e:#}\n{}", fleet.log(n)));
     }
-    wait_for("the router's two BGP paths", Duration::from_secs(30), || {
-        lab.kernel_next_hops()
-            .is_ok_and(|h| h == [balancer_addr(1), balancer_addr(2)])
-    })
+    wait_for(
+        "the router's two BGP paths",
+        Duration::from_secs(30),
+        || {
+            lab.kernel_next_hops()
+                .is_ok_and(|h| h == [balancer_addr(1), balancer_addr(2)])
+        },
+    )
     .unwrap_or_else(|e| panic!("{e:#}: {:?}", lab.bird.routes(VIP_PREFIX)));
 
     // Every balancer gets a share of the flows.
     let mut open: Vec<HttpConnection> = (0..CONNECTIONS)
-        .map(|_| HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, 80))).expect("connect"))
+        .map(|_| {
+            HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP, 80))).expect("connect")
+        })
         .collect();
     for c in &mut open {
         c.get().expect("a request through the fleet");

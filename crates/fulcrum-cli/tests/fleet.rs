@@ -15,8 +15,15 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn scenario(tag: &str, sharing: bool, death: Death, restart: bool) -> Outcome {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let outcome = run(tag, Path::new(FULCRUM), sharing, death, CONNECTIONS, restart)
-        .unwrap_or_else(|e| panic!("{tag}: {e:#}"));
+    let outcome = run(
+        tag,
+        Path::new(FULCRUM),
+        sharing,
+        death,
+        CONNECTIONS,
+        restart,
+    )
+    .unwrap_or_else(|e| panic!("{tag}: {e:#}"));
     eprintln!(
         "{tag}: sharing {sharing}, {death:?}: victim carried {} of {}; broken at failover {}, \
          at restart {:?}; withdrawn after {:?}, carried after {:?}",

@@ -88,10 +88,24 @@ impl EcmpLab {
             addr: CLIENT,
         };
         router.ip(&[
-            "link", "add", "eth1", "type", "veth", "peer", "name", IFACE, "netns",
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            IFACE,
+            "netns",
             client.ns.name(),
         ])?;
-        router.ip(&["addr", "add", &format!("{ROUTER_CLIENT_SIDE}/24"), "dev", "eth1"])?;
+        router.ip(&[
+            "addr",
+            "add",
+            &format!("{ROUTER_CLIENT_SIDE}/24"),
+            "dev",
+            "eth1",
+        ])?;
         router.ip(&["link", "set", "eth1", "up"])?;
         client
             .ns
@@ -172,7 +186,9 @@ impl EcmpLab {
 
     /// An HTTP server (keep-alive) on port 80 of every backend, named `backend-N`.
     pub fn http_servers(&self) -> anyhow::Result<Vec<Server>> {
-        (1..=self.backends.len()).map(|n| self.http_server(n)).collect()
+        (1..=self.backends.len())
+            .map(|n| self.http_server(n))
+            .collect()
     }
 
     /// The HTTP server of backend `n` (1-based).
@@ -243,10 +259,7 @@ impl EcmpLab {
     /// Sends the client's flows with source ports `ports` (an `ip rule` range such as
     /// `40000-40099`) via balancer `n` only, whatever the multipath route says.
     pub fn steer(&self, ports: &str, n: u8) -> anyhow::Result<()> {
-        let _ = self
-            .router
-            .ip(&["rule", "del", "pref", "100"])
-            .map(|_| ());
+        let _ = self.router.ip(&["rule", "del", "pref", "100"]).map(|_| ());
         self.router.ip(&[
             "route",
             "replace",

@@ -22,6 +22,8 @@ use crate::{
 pub const HOLD_SECS: u16 = 3;
 /// Graceful restart time the balancers advertise.
 pub const RESTART_SECS: u16 = 4;
+/// How long a stopping balancer forwards after its withdrawal.
+pub const SHUTDOWN_DELAY_MS: u64 = 1000;
 /// How long a starting balancer waits at most for its peers' flows.
 pub const SYNC_TIMEOUT_SECS: u16 = 8;
 /// The balancer that dies (balancer 1 survives).
@@ -149,7 +151,7 @@ impl Failover {
             bgp: Some(BgpTimers {
                 hold_time: format!("{HOLD_SECS}s"),
                 graceful_restart: format!("{RESTART_SECS}s"),
-                shutdown_delay: "1s".into(),
+                shutdown_delay: format!("{SHUTDOWN_DELAY_MS}ms"),
             }),
             flow_sharing: sharing.then(|| SharingTimers {
                 refresh_interval: "5s".into(),
@@ -373,7 +375,8 @@ pub fn run(
         victim_flows,
         ..Outcome::default()
     };
-    let (withdrawn, carried) = run.kill_victim(death, &mut conns, &mut outcome.broken_at_failover)?;
+    let (withdrawn, carried) =
+        run.kill_victim(death, &mut conns, &mut outcome.broken_at_failover)?;
     outcome.withdrawn_after = withdrawn;
     outcome.carried_after = carried;
     if restart {

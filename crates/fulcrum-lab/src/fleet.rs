@@ -93,7 +93,7 @@ impl FleetConfig {
             ));
         }
         let mut backends = self.backends.clone();
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             backends.reverse();
         }
         let list: String = backends
@@ -130,7 +130,10 @@ impl Fleet {
         let dir = lab.dir().join("fleet");
         std::fs::create_dir_all(&dir)?;
         private_file(&dir.join("token"), &format!("{TOKEN}\n"))?;
-        private_file(&dir.join("flow-key"), "fleet-lab-shared-flow-key-0123456789\n")?;
+        private_file(
+            &dir.join("flow-key"),
+            "fleet-lab-shared-flow-key-0123456789\n",
+        )?;
         let tag = lab
             .balancer(1)
             .ns
@@ -214,8 +217,7 @@ impl Fleet {
     pub fn forget_pins(&self, n: u8) -> anyhow::Result<()> {
         let dir = fulcrum::pin::instance_dir(self.instance(n));
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("removing {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         Ok(())
     }
@@ -267,8 +269,13 @@ pub fn api(ns: &NetNs, method: &str, path: &str) -> Option<(u16, String)> {
 /// `/metrics`; `None` when the API does not answer or has no such sample.
 pub fn metric(ns: &NetNs, sample: &str) -> Option<f64> {
     let (_, text) = api(ns, "GET", "/metrics")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Polls `ok` every 50 ms until it holds; an error naming `what` after `limit`.
