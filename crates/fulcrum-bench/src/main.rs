@@ -7,6 +7,7 @@ mod control;
 mod dataplane;
 mod e2e;
 mod fleet;
+mod flowsync;
 mod object;
 mod packet;
 mod report;
@@ -19,7 +20,9 @@ use anyhow::bail;
 
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["packet", "scale", "e2e", "control", "restart", "fleet"];
+    let all = [
+        "packet", "scale", "e2e", "control", "restart", "flowsync", "fleet",
+    ];
     for w in &wanted {
         if !all.contains(&w.as_str()) {
             bail!("unknown suite '{w}'; suites are: {}", all.join(", "));
@@ -41,6 +44,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("restart") {
         figures.extend(restart::run()?);
+    }
+    if run("flowsync") {
+        figures.extend(flowsync::run()?);
     }
     if run("fleet") {
         figures.extend(fleet::run()?);

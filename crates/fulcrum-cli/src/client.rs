@@ -104,6 +104,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     {
         text.push_str(&crate::bgp_status::render(&response.body));
     }
+    // Older daemons and daemons without flow sharing answer 404: nothing to add.
+    if let Ok(flows) = api.request("GET", "/api/v1/flow-sharing", None)
+        && flows.status == 200
+        && let Ok(flows) = serde_json::from_slice::<serde_json::Value>(&flows.body)
+        && flows.get("enabled") == Some(&serde_json::Value::Bool(true))
+    {
+        text.push_str(&crate::flow_status::render(&flows));
+    }
     output(&text)
 }
 

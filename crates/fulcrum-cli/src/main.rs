@@ -4,6 +4,7 @@ mod balance;
 mod bgp_status;
 mod capabilities;
 mod client;
+mod flow_status;
 mod run;
 
 use std::process::ExitCode;

@@ -19,8 +19,8 @@ pub struct ConfigDiff {
     pub xdp_mode_changed: bool,
     /// `api` changed: the listener must be rebound or the token reread.
     pub api_changed: bool,
-    /// `flow_sharing` changed: flow sharing is restarted with the new settings (its
-    /// start-up sync is not repeated, the balancer already announces).
+    /// `flow_sharing` changed: flow sharing restarts with the new settings (turning it on
+    /// or off takes a restart: the data plane's ring of new flows is sized at load).
     pub flow_sharing_changed: bool,
     /// `bgp` changed: the speaker is reconfigured (peers added, removed or reset), which a
     /// reload applies.

@@ -112,51 +112,24 @@ pub async fn serve(
         })?;
     let restarted = owner.lb.adopted();
     let (commands, inbox) = mpsc::channel();
-    // Flow sharing starts before the owner runs, so the first requests go out at once;
-    // peers' answers wait in the owner's queue.
-    let flow_sync = match &owner.config.flow_sharing {
-        Some(config) => Some((crate::flow_sharing::start(config)?, config.refresh_interval)),
-        None => None,
-    };
-    owner.flow_sender = flow_sync.as_ref().map(|((sync, _), _)| sync.sender());
     let (announce_gate_tx, announce_gate) = watch::channel(true);
-    let mut flow_tasks = Vec::new();
-    flow_tasks.extend(crate::flow_sharing::drive_gate(
-        announce_gate_tx,
-        flow_sync.as_ref().map(|((sync, _), _)| sync),
-        owner.adopted_data_plane,
-    ));
+    let (flows, flow_view) =
+        crate::flow_sharing::prepare(&mut owner, announce_gate_tx, announce_gate.clone())?;
     // Flow sharing drives the gate: closed until its start-up sync ends.
     let (bgp_view, bgp_reader) = watch::channel(crate::bgp::BgpView::default());
     let (stop_bgp, bgp_stop) = tokio::sync::oneshot::channel();
     let bgp_task = crate::bgp::spawn(
         reader.clone(),
-        announce_gate.clone(),
+        announce_gate,
         restarted,
         bgp_view,
         bgp_stop,
     );
-    let flow_view = crate::flow_sharing::FlowSharingView {
-        sync: flow_sync.as_ref().map(|((sync, _), _)| sync.status()),
-        imports: owner.imports.subscribe(),
-        gate: announce_gate,
-    };
-    let ring = owner.flow_events.take();
     let thread = std::thread::Builder::new()
         .name("fulcrum-owner".into())
         .spawn(move || owner.run(inbox))
         .map_err(DaemonError::Thread)?;
-    let mut flow_sync = flow_sync.map(|((sync, events), refresh)| {
-        flow_tasks.push(crate::flow_sharing::relay_incoming(
-            events,
-            commands.clone(),
-            refresh,
-        ));
-        sync
-    });
-    if let Some(ring) = ring {
-        flow_tasks.push(crate::flow_sharing::read_ring(ring, commands.clone())?);
-    }
+    let flow_tasks = flows.run(&commands)?;
     info!(%listen, "API listening");
     let handle = DaemonHandle::new(commands.clone(), reader)
         .with_flow_sharing(flow_view)
@@ -199,7 +172,6 @@ pub async fn serve(
     let _ = stop_server.send(());
     let _ = server.await;
     flow_tasks.iter().for_each(JoinHandle::abort);
-    drop(flow_sync.take());
     let _ = commands.send(Command::Stop(how));
     drop(commands);
     match tokio::task::spawn_blocking(move || thread.join()).await {

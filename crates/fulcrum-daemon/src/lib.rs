@@ -6,6 +6,7 @@ pub mod bgp;
 pub mod console;
 pub mod daemon;
 pub mod flow_metrics;
+mod flow_owner;
 pub mod flow_sharing;
 mod handle;
 mod host;

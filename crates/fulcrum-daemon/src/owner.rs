@@ -61,6 +61,8 @@ pub(crate) enum Command {
     ImportFlows(Vec<fulcrum::FlowRecord>),
     /// Scan the flow table and send it whole (a peer's dump request, or the refresh).
     DumpFlows(fulcrum_flowsync::Target),
+    /// Flow sharing restarted with new settings: send through this from now on.
+    FlowSender(fulcrum_flowsync::FlowSender),
 }
 
 /// A backend removed from the configuration that keeps its flows until `until`.
@@ -105,6 +107,13 @@ pub(crate) struct Owner {
     pub(crate) flow_sender: Option<fulcrum_flowsync::FlowSender>,
     /// What imports did, for the API.
     pub(crate) imports: watch::Sender<crate::flow_sharing::ImportTotals>,
+    /// Peers' records held while a starting balancer's backends are not yet healthy (they
+    /// enter the data plane only then, and a record for a backend not in it is refused),
+    /// until the deadline; see [`crate::flow_sharing::HeldImports`].
+    pub(crate) held_imports: Option<crate::flow_sharing::HeldImports>,
+    /// Where a reload that changed `flow_sharing` sends the new settings.
+    pub(crate) flow_restart:
+        Option<tokio::sync::mpsc::UnboundedSender<fulcrum_config::FlowSharing>>,
 }
 
 impl Owner {
@@ -170,6 +179,8 @@ impl Owner {
             flow_events,
             flow_sender: None,
             imports: watch::Sender::new(Default::default()),
+            held_imports: None,
+            flow_restart: None,
         };
         owner.reindex();
         owner.read_health();
@@ -193,7 +204,10 @@ impl Owner {
         let mut how = Shutdown::Stop;
         while let Ok(command) = commands.recv() {
             match command {
-                Command::Health(event) => self.on_health(event),
+                Command::Health(event) => {
+                    self.on_health(event);
+                    self.release_held_imports();
+                }
                 Command::Drain {
                     service,
                     backend,
@@ -212,10 +226,14 @@ impl Owner {
                         let _ = reply.send(result);
                     }
                 }
-                Command::Tick => self.tick(),
+                Command::Tick => {
+                    self.tick();
+                    self.release_held_imports();
+                }
                 Command::FlowEvents(events) => self.share_flows(&events),
                 Command::ImportFlows(records) => self.import_flows(&records),
                 Command::DumpFlows(to) => self.dump_flows(to),
+                Command::FlowSender(sender) => self.flow_sender = Some(sender),
                 Command::Stop(asked) => {
                     how = asked;
                     break;
@@ -238,31 +256,6 @@ impl Owner {
                 info!(pinned = ?dir, "handing over; the data plane stays pinned and forwarding");
                 self.lb.leave_pinned();
             }
-        }
-    }
-
-    fn share_flows(&mut self, events: &[fulcrum::FlowEvent]) {
-        let Some(sender) = &self.flow_sender else {
-            return;
-        };
-        let records = self.lb.flow_records(events);
-        let n = records.len() as u64;
-        sender.share(records);
-        self.imports.send_modify(|t| t.shared += n);
-    }
-
-    fn import_flows(&mut self, records: &[fulcrum::FlowRecord]) {
-        let report = self.lb.import_flows(records);
-        self.imports.send_modify(|t| t.add(&report));
-    }
-
-    fn dump_flows(&mut self, to: fulcrum_flowsync::Target) {
-        let Some(sender) = &self.flow_sender else {
-            return;
-        };
-        match self.lb.scan_flows() {
-            Ok(records) => sender.send_full_blocking(records, to),
-            Err(e) => error!(error = %chain(&e), "flow sharing: scanning the flow table failed"),
         }
     }
 

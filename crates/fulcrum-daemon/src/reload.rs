@@ -43,15 +43,20 @@ impl Owner {
             || diff.interfaces_changed
             || diff.xdp_mode_changed
             || diff.api_changed
-            || diff.flow_sharing_changed
         {
             return Err(ControlError::Rejected(
-                "instance, interfaces, xdp_mode, api and flow_sharing take effect at restart \
-                 only; reload refused"
+                "instance, interfaces, xdp_mode and api take effect at restart only; reload \
+                 refused"
                     .into(),
             ));
         }
-        let problems = self.preflight(&new, &diff);
+        let mut problems = self.preflight(&new, &diff);
+        if diff.flow_sharing_changed {
+            problems.extend(crate::flow_sharing::reload_problem(
+                self.config.flow_sharing.as_ref(),
+                new.flow_sharing.as_ref(),
+            ));
+        }
         if !problems.is_empty() {
             return Err(ControlError::Rejected(problems.join("\n")));
         }
@@ -65,6 +70,11 @@ impl Owner {
         self.plan_leaving(&old, &diff);
         self.apply_diff(&old, &diff)
             .map_err(|e| ControlError::Internal(chain(&e)))?;
+        if diff.flow_sharing_changed
+            && let (Some(restart), Some(settings)) = (&self.flow_restart, &self.config.flow_sharing)
+        {
+            let _ = restart.send(settings.clone());
+        }
         Ok(describe(&diff))
     }
 
@@ -207,6 +217,9 @@ fn describe(diff: &ConfigDiff) -> String {
     }
     if diff.bgp_changed {
         parts.push("bgp reconfigured".to_owned());
+    }
+    if diff.flow_sharing_changed {
+        parts.push("flow sharing restarted".into());
     }
     for c in &diff.changed {
         parts.push(format!(

@@ -85,7 +85,12 @@ impl Opener {
         from: SocketAddr,
         now_unix: Duration,
     ) -> Result<(Header, Body), Reject> {
-        let (header, kind, signed, mac) = wire::split(datagram).map_err(|_| Reject::Malformed)?;
+        let wire::Framed {
+            header,
+            kind,
+            signed,
+            mac,
+        } = wire::split(datagram).map_err(|_| Reject::Malformed)?;
         if let Some(peers) = &self.peers
             && !peers.contains(&from)
         {

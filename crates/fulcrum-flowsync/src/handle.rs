@@ -224,6 +224,16 @@ impl FlowSync {
         self.status.subscribe()
     }
 
+    /// Stops the tasks and waits until they and their sockets are gone, so that the same
+    /// address can be bound again at once (dropping only asks them to stop).
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        tasks.iter().for_each(JoinHandle::abort);
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
     /// The address bound (the real port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local

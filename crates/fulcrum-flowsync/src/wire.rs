@@ -151,9 +151,22 @@ pub fn encode(header: &Header, body: &Body, out: &mut Vec<u8>) {
     }
 }
 
+/// A datagram whose framing checked out; its body is not decoded yet.
+#[derive(Debug)]
+pub struct Framed<'a> {
+    /// The header's fields.
+    pub header: Header,
+    /// What the body holds.
+    pub kind: Kind,
+    /// Header and body: the bytes the MAC covers.
+    pub signed: &'a [u8],
+    /// The MAC trailer.
+    pub mac: &'a [u8],
+}
+
 /// Splits a datagram into its header, the bytes the MAC covers and the MAC, checking only
 /// the framing; the body is decoded by [`decode_body`] once the MAC has been verified.
-pub fn split(datagram: &[u8]) -> Result<(Header, Kind, &[u8], &[u8]), Malformed> {
+pub fn split(datagram: &[u8]) -> Result<Framed<'_>, Malformed> {
     if datagram.len() < HEADER_LEN + MAC_LEN {
         return Err(Malformed::Short);
     }
@@ -170,7 +183,12 @@ pub fn split(datagram: &[u8]) -> Result<(Header, Kind, &[u8], &[u8]), Malformed>
         sequence: be64(&signed[16..24]),
         timestamp_ms: be64(&signed[24..32]),
     };
-    Ok((header, kind, signed, mac))
+    Ok(Framed {
+        header,
+        kind,
+        signed,
+        mac,
+    })
 }
 
 /// Decodes the body of `signed` (header and body, as [`split`] returned it).
@@ -310,9 +328,9 @@ mod tests {
         let mut out = Vec::new();
         encode(&HEADER, &body, &mut out);
         out.extend_from_slice(&[0; MAC_LEN]);
-        let (header, kind, signed, mac) = split(&out).expect("framing");
-        assert_eq!(mac.len(), MAC_LEN);
-        (header, decode_body(kind, signed).expect("body"))
+        let f = split(&out).expect("framing");
+        assert_eq!(f.mac.len(), MAC_LEN);
+        (f.header, decode_body(f.kind, f.signed).expect("body"))
     }
 
     #[test]
@@ -365,16 +383,25 @@ mod tests {
         assert_eq!(split(&bad).unwrap_err(), Malformed::Kind(77));
         let mut bad = good.clone();
         bad[7] = 2; // claims two records, holds one
-        let (_, kind, signed, _) = split(&bad).unwrap();
-        assert_eq!(decode_body(kind, signed).unwrap_err(), Malformed::Length);
+        let f = split(&bad).unwrap();
+        assert_eq!(
+            decode_body(f.kind, f.signed).unwrap_err(),
+            Malformed::Length
+        );
         let mut bad = good.clone();
         bad[HEADER_LEN + 2] = 1; // ICMP
-        let (_, kind, signed, _) = split(&bad).unwrap();
-        assert_eq!(decode_body(kind, signed).unwrap_err(), Malformed::Record);
+        let f = split(&bad).unwrap();
+        assert_eq!(
+            decode_body(f.kind, f.signed).unwrap_err(),
+            Malformed::Record
+        );
         let mut bad = good;
         bad[HEADER_LEN] = 4;
         bad[HEADER_LEN + 12 + 10] = 0; // not IPv4-mapped under family 4
-        let (_, kind, signed, _) = split(&bad).unwrap();
-        assert_eq!(decode_body(kind, signed).unwrap_err(), Malformed::Record);
+        let f = split(&bad).unwrap();
+        assert_eq!(
+            decode_body(f.kind, f.signed).unwrap_err(),
+            Malformed::Record
+        );
     }
 }

@@ -114,6 +114,19 @@ impl DsrLab {
         self.backends.last().context("backend just added")
     }
 
+    /// Another balancer host on the bridge at `addr` (a fleet of two), with the `XDP_PASS`
+    /// program its bridge port needs: keep it while the balancer runs. The client still
+    /// routes the VIPs to [`BALANCER`] until a test changes its route.
+    pub fn add_balancer(&self, tag: &str, addr: Ipv4Addr) -> anyhow::Result<(Host, PassProgram)> {
+        let host = Self::plug(&self.switch, &self.prefix, tag, addr)?;
+        let port = format!("p-{tag}");
+        let pass = self
+            .switch
+            .run_in(|| PassProgram::attach(&port))?
+            .with_context(|| format!("attaching XDP_PASS to {port}"))?;
+        Ok((host, pass))
+    }
+
     /// One host: a namespace whose `eth0` is plugged into the bridge as `p-TAG`.
     fn plug(switch: &NetNs, prefix: &str, tag: &str, addr: Ipv4Addr) -> anyhow::Result<Host> {
         let ns = NetNs::create(&format!("{prefix}-{tag}"))?;
