@@ -509,6 +509,7 @@ mod real_api {
                 },
                 events: vec![],
                 reload_error: None,
+                config: None,
             }
         }
 

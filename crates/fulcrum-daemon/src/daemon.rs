@@ -118,13 +118,7 @@ pub async fn serve(
     // Flow sharing drives the gate: closed until its start-up sync ends.
     let (bgp_view, bgp_reader) = watch::channel(crate::bgp::BgpView::default());
     let (stop_bgp, bgp_stop) = tokio::sync::oneshot::channel();
-    let bgp_task = crate::bgp::spawn(
-        reader.clone(),
-        announce_gate,
-        restarted,
-        bgp_view,
-        bgp_stop,
-    );
+    let bgp_task = crate::bgp::spawn(reader.clone(), announce_gate, restarted, bgp_view, bgp_stop);
     let thread = std::thread::Builder::new()
         .name("fulcrum-owner".into())
         .spawn(move || owner.run(inbox))
