@@ -668,3 +668,15 @@ fn a_binary_file_is_named_with_its_position() {
     assert_eq!(error.problems().len(), 1);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn the_fleet_example_parses_with_bgp_and_flow_sharing() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet.yaml");
+    let config = load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let bgp = config.bgp.as_ref().expect("bgp");
+    assert_eq!((bgp.asn, bgp.peers.len()), (65001, 1));
+    assert_eq!(bgp.peers[0].hold_time, Duration::from_secs(9));
+    let sharing = config.flow_sharing.as_ref().expect("flow_sharing");
+    assert_eq!(sharing.peers.len(), 1);
+    assert_eq!(config.services[0].backends.len(), 3);
+}
