@@ -211,9 +211,7 @@ impl Session {
                 self.restart_hold(out);
                 self.sync_routes(true, out);
             }
-            (State::Established, Message::Keepalive | Message::Update(_)) => {
-                self.restart_hold(out)
-            }
+            (State::Established, Message::Keepalive | Message::Update(_)) => self.restart_hold(out),
             (State::Established, Message::RouteRefresh { afi, safi }) => {
                 self.restart_hold(out);
                 if (afi, safi) == (AFI_IPV4, SAFI_UNICAST) {

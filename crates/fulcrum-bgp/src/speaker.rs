@@ -168,7 +168,10 @@ impl Speaker {
             );
         let mut kept = Vec::new();
         for peer in std::mem::take(&mut self.peers) {
-            let new = config.peers.iter().find(|p| p.address == peer.config.address);
+            let new = config
+                .peers
+                .iter()
+                .find(|p| p.address == peer.config.address);
             match new {
                 Some(new) if *new == peer.config && !global_changed => kept.push(peer),
                 Some(_) => stop_peer(peer, &self.registry, Some(error::ADMIN_RESET)).await,

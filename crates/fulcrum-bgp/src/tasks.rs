@@ -301,7 +301,10 @@ pub(crate) async fn accept_loop(listener: Arc<TcpListener>, registry: Registry) 
     loop {
         match listener.accept().await {
             Ok((stream, from)) => {
-                let peer = registry.lock().ok().and_then(|r| r.get(&from.ip()).cloned());
+                let peer = registry
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.get(&from.ip()).cloned());
                 match peer {
                     Some(tx) => {
                         let _ = tx.send(Command::Incoming(stream));

@@ -50,8 +50,7 @@ pub(crate) fn render(body: &[u8]) -> String {
                 format!("  {}", p.address),
                 p.asn.to_string(),
                 p.state.clone(),
-                p.uptime_seconds
-                    .map_or_else(|| "-".to_owned(), uptime),
+                p.uptime_seconds.map_or_else(|| "-".to_owned(), uptime),
                 match (&p.last_error, p.announced.is_empty()) {
                     (_, false) => format!("announced {}", p.announced.join(", ")),
                     (Some(e), true) => e.replace(['\n', '\r'], " "),

@@ -93,8 +93,13 @@ fn bird_has_the_vip_while_backends_are_healthy_and_loses_it_when_they_fail_and_o
     assert!(route.contains("BGP.as_path: 65001"), "{route}");
     let status = bgp_status(&lab);
     assert!(status.contains("\"state\":\"Established\""), "{status}");
-    assert!(status.contains("\"announced\":[\"10.77.99.1/32\"]"), "{status}");
-    let metrics = try_api(&lab.balancer.ns, "GET", "/metrics", None).expect("metrics").1;
+    assert!(
+        status.contains("\"announced\":[\"10.77.99.1/32\"]"),
+        "{status}"
+    );
+    let metrics = try_api(&lab.balancer.ns, "GET", "/metrics", None)
+        .expect("metrics")
+        .1;
     assert!(
         metrics.contains(&format!("fulcrum_bgp_peer_up{{peer=\"{CLIENT}\"}} 1")),
         "{metrics}"
@@ -102,13 +107,21 @@ fn bird_has_the_vip_while_backends_are_healthy_and_loses_it_when_they_fail_and_o
 
     // Every backend fails its checks: the route goes; they come back: it returns.
     drop(servers);
-    wait_until("BIRD loses the VIP", LIMIT, || bird.route(PREFIX).is_empty());
+    wait_until("BIRD loses the VIP", LIMIT, || {
+        bird.route(PREFIX).is_empty()
+    });
     let servers = lab.http_servers().expect("HTTP servers again");
-    wait_until("BIRD has the VIP again", LIMIT, || !bird.route(PREFIX).is_empty());
+    wait_until("BIRD has the VIP again", LIMIT, || {
+        !bird.route(PREFIX).is_empty()
+    });
 
     // SIGTERM: withdrawn and Cease before the daemon exits.
     assert_eq!(daemon.stop_with(libc::SIGTERM).expect("exits"), Some(0));
-    assert_eq!(bird.route(PREFIX), "", "withdrawn by the time the daemon exited");
+    assert_eq!(
+        bird.route(PREFIX),
+        "",
+        "withdrawn by the time the daemon exited"
+    );
     let log = bird.log();
     assert!(
         log.contains("Received: Administrative shutdown"),
@@ -178,25 +191,37 @@ fn bird_keeps_the_vip_through_a_graceful_restart_and_drops_it_after_a_crash() {
         let _stop = SetOnDrop(&done);
         assert_eq!(daemon.stop_with(libc::SIGUSR2).expect("exits"), Some(75));
         // BIRD has no "stale" mark on routes; it says so on the protocol.
-        wait_until("BIRD to keep the routes for the restart time", LIMIT, || {
-            protocol(&bird).contains("Neighbor graceful restart active")
-        });
+        wait_until(
+            "BIRD to keep the routes for the restart time",
+            LIMIT,
+            || protocol(&bird).contains("Neighbor graceful restart active"),
+        );
         daemon = start_pinned(&lab, &path);
-        wait_until("the new session's End-of-RIB to end the restart", LIMIT, || {
-            let p = protocol(&bird);
-            p.contains("BGP state:          Established") && !p.contains("restart active")
-        });
+        wait_until(
+            "the new session's End-of-RIB to end the restart",
+            LIMIT,
+            || {
+                let p = protocol(&bird);
+                p.contains("BGP state:          Established") && !p.contains("restart active")
+            },
+        );
     });
     assert_eq!(
         missing.load(Ordering::Relaxed),
         0,
         "the route disappeared during the graceful restart"
     );
-    assert!(!bird.route(PREFIX).is_empty(), "the route is there at the end");
+    assert!(
+        !bird.route(PREFIX).is_empty(),
+        "the route is there at the end"
+    );
 
     // A crash and no restart: kept for the restart time, then withdrawn.
     daemon.stop_with(libc::SIGKILL).expect("killed");
-    assert!(!bird.route(PREFIX).is_empty(), "kept while the restart time runs");
+    assert!(
+        !bird.route(PREFIX).is_empty(),
+        "kept while the restart time runs"
+    );
     wait_until("BIRD drops the VIP after the restart time", LIMIT, || {
         bird.route(PREFIX).is_empty()
     });
@@ -244,7 +269,11 @@ fn gobgp_gets_the_vip_with_its_attributes_and_loses_it() {
         None,
     );
     let daemon = start_daemon(&lab, &path);
-    let rib = || gobgp.gobgp(&["global", "rib", "-a", "ipv4"]).unwrap_or_default();
+    let rib = || {
+        gobgp
+            .gobgp(&["global", "rib", "-a", "ipv4"])
+            .unwrap_or_default()
+    };
     wait_until("GoBGP has the VIP", LIMIT, || rib().contains(PREFIX));
     let table = rib();
     let neighbor = gobgp.gobgp(&["neighbor"]).unwrap_or_default();

@@ -506,6 +506,7 @@ mod real_api {
                 },
                 events: vec![],
                 reload_error: None,
+                config: None,
             }
         }
 

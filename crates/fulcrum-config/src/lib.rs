@@ -39,8 +39,8 @@ use crate::validate::RawConfig;
 pub use diff::{ConfigDiff, DrainChange, Reweight, ServiceDiff, diff};
 pub use error::{ConfigError, Position, Problem};
 pub use model::{
-    Announce, Announcement, Api, Backend, Bgp, BgpPeer, CheckKind, Config, DnsCheck, DnsType, HealthCheck, HealthRule, HttpCheck,
-    Protocol, Rcode, Scheduler, Service, XdpMode,
+    Announce, Announcement, Api, Backend, Bgp, BgpPeer, CheckKind, Config, DnsCheck, DnsType,
+    HealthCheck, HealthRule, HttpCheck, Protocol, Rcode, Scheduler, Service, XdpMode,
 };
 pub use place::Places;
 

@@ -135,7 +135,11 @@ pub(crate) fn speaker_config(bgp: &Bgp, restarted: bool) -> Result<SpeakerConfig
             None => None,
             Some(path) => {
                 let text = std::fs::read(path).map_err(|e| {
-                    format!("bgp peer {}: md5_password_file {}: {e}", p.address, path.display())
+                    format!(
+                        "bgp peer {}: md5_password_file {}: {e}",
+                        p.address,
+                        path.display()
+                    )
                 })?;
                 let key = text.strip_suffix(b"\n").unwrap_or(&text).to_vec();
                 if key.is_empty() || key.len() > 80 {
@@ -287,8 +291,9 @@ async fn finish(speaker: Option<Speaker>, how: Shutdown, bgp: Option<&Bgp>) {
         }
         Shutdown::Handover => {
             speaker.handover().await;
-            info!("BGP sessions closed without NOTIFICATION; routers keep the routes (graceful restart)");
+            info!(
+                "BGP sessions closed without NOTIFICATION; routers keep the routes (graceful restart)"
+            );
         }
     }
 }
-

@@ -106,20 +106,17 @@ pub async fn serve(
     let (announce_gate_tx, announce_gate) = watch::channel(true);
     let (bgp_view, bgp_reader) = watch::channel(crate::bgp::BgpView::default());
     let (stop_bgp, bgp_stop) = tokio::sync::oneshot::channel();
-    let bgp_task = crate::bgp::spawn(
-        reader.clone(),
-        announce_gate,
-        restarted,
-        bgp_view,
-        bgp_stop,
-    );
+    let bgp_task = crate::bgp::spawn(reader.clone(), announce_gate, restarted, bgp_view, bgp_stop);
     let (commands, inbox) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("fulcrum-owner".into())
         .spawn(move || owner.run(inbox))
         .map_err(DaemonError::Thread)?;
     info!(%listen, "API listening");
-    let app = crate::api::router(DaemonHandle::new(commands.clone(), reader).with_bgp(bgp_reader), token);
+    let app = crate::api::router(
+        DaemonHandle::new(commands.clone(), reader).with_bgp(bgp_reader),
+        token,
+    );
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::http::serve(
         listener,

@@ -101,14 +101,21 @@ fn initial_routes_are_sent_then_end_of_rib() {
     let Message::Update(first) = &sent[2] else {
         panic!("{sent:?}")
     };
-    assert_eq!(first.nlri, vec![Prefix::host(IpAddr::from([10, 0, 100, 1]))]);
+    assert_eq!(
+        first.nlri,
+        vec![Prefix::host(IpAddr::from([10, 0, 100, 1]))]
+    );
     let a = first.attributes.as_ref().expect("attributes");
     assert_eq!(a.as_path, vec![65001]);
     assert_eq!(a.next_hop, Some(IpAddr::from([10, 0, 2, 11])));
     assert_eq!(a.med, Some(10));
     assert_eq!(a.local_pref, None, "LOCAL_PREF is for iBGP peers only");
     assert_eq!(a.communities, vec![(65000, 100)]);
-    assert_eq!(sent[4], Message::Update(Update::default()), "End-of-RIB last");
+    assert_eq!(
+        sent[4],
+        Message::Update(Update::default()),
+        "End-of-RIB last"
+    );
     assert_eq!(s.announced().len(), 2);
 }
 
@@ -120,7 +127,10 @@ fn route_changes_become_updates_and_withdrawals() {
     let Message::Update(w) = &out[0] else {
         panic!("{out:?}")
     };
-    assert_eq!(w.withdrawn, vec![Prefix::host(IpAddr::from([10, 0, 100, 1]))]);
+    assert_eq!(
+        w.withdrawn,
+        vec![Prefix::host(IpAddr::from([10, 0, 100, 1]))]
+    );
     assert!(w.attributes.is_none());
     let Message::Update(changed) = &out[1] else {
         panic!("{out:?}")
@@ -164,7 +174,10 @@ fn negotiated_hold_time_is_the_smaller_and_keepalives_a_third_of_it() {
     });
     let out = s.handle(Event::Received(peer_open(65000, 6)));
     assert!(out.contains(&Action::StartTimer(Timer::Hold, Duration::from_secs(6))));
-    assert!(out.contains(&Action::StartTimer(Timer::Keepalive, Duration::from_secs(2))));
+    assert!(out.contains(&Action::StartTimer(
+        Timer::Keepalive,
+        Duration::from_secs(2)
+    )));
 }
 
 #[test]
@@ -203,7 +216,10 @@ fn route_refresh_resends_every_route() {
         safi: SAFI_UNICAST,
     })));
     assert_eq!(out.len(), 2, "{out:?}");
-    assert!(out.iter().all(|m| matches!(m, Message::Update(u) if u.nlri.len() == 1)));
+    assert!(
+        out.iter()
+            .all(|m| matches!(m, Message::Update(u) if u.nlri.len() == 1))
+    );
 }
 
 #[test]
@@ -221,7 +237,10 @@ fn passive_peers_only_accept_and_a_second_connection_is_refused() {
     });
     assert_eq!(s.state(), State::OpenSent);
     assert!(!s.accepts_connection());
-    assert!(!s.handle(Event::TimerFired(Timer::ConnectRetry)).contains(&Action::Connect));
+    assert!(
+        !s.handle(Event::TimerFired(Timer::ConnectRetry))
+            .contains(&Action::Connect)
+    );
 }
 
 #[test]

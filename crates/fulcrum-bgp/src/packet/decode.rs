@@ -123,7 +123,11 @@ fn open(body: &[u8]) -> Result<Open, DecodeError> {
     let params_len = usize::from(r.u8()?);
     let mut params = Reader::new(r.take(params_len)?, error::OPEN, 0);
     if !r.is_empty() {
-        return fail(error::HEADER, 2, ((HEADER_LEN + body.len()) as u16).to_be_bytes());
+        return fail(
+            error::HEADER,
+            2,
+            ((HEADER_LEN + body.len()) as u16).to_be_bytes(),
+        );
     }
     let mut capabilities = Vec::new();
     while !params.is_empty() {
@@ -261,7 +265,11 @@ fn update(body: &[u8]) -> Result<Update, DecodeError> {
                     return length_error();
                 }
                 let n = v.u32()?;
-                *(if kind == MED { &mut a.med } else { &mut a.local_pref }) = Some(n);
+                *(if kind == MED {
+                    &mut a.med
+                } else {
+                    &mut a.local_pref
+                }) = Some(n);
             }
             COMMUNITIES => {
                 if len % 4 != 0 {

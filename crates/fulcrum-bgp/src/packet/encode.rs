@@ -4,8 +4,7 @@
 use std::net::IpAddr;
 
 use super::{
-    AFI_IPV6, Capability, HEADER_LEN, Message, Open, PathAttributes, Prefix,
-    SAFI_UNICAST, Update,
+    AFI_IPV6, Capability, HEADER_LEN, Message, Open, PathAttributes, Prefix, SAFI_UNICAST, Update,
 };
 
 /// The bytes of `message`, header included.
@@ -202,4 +201,3 @@ fn prefix_bytes(prefixes: &[Prefix]) -> Vec<u8> {
     }
     out
 }
-

@@ -141,7 +141,10 @@ fn ipv6_routes_travel_in_mp_reach_and_unreach() {
         nlri: vec![Prefix::host(v6)],
     });
     let bytes = encode(&update);
-    assert_eq!(decode(&bytes).expect("decodes"), Some((update, bytes.len())));
+    assert_eq!(
+        decode(&bytes).expect("decodes"),
+        Some((update, bytes.len()))
+    );
 }
 
 #[test]
@@ -262,7 +265,11 @@ fn update_errors_get_their_notifications() {
         Notification::new(3, 1)
     );
     assert_eq!(
-        notification_for(&update_bytes(&[], &[&origin[..], &path, &hop].concat(), &[33, 1])),
+        notification_for(&update_bytes(
+            &[],
+            &[&origin[..], &path, &hop].concat(),
+            &[33, 1]
+        )),
         Notification::new(3, 10)
     );
     assert_eq!(

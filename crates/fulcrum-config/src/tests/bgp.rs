@@ -128,12 +128,18 @@ fn out_of_range_timers_say_what_is_valid() {
          1s to 4095s, or `off`"
     );
     assert_eq!(
-        problem(&bgp_edit("asn: 65000\n", "asn: 65000\n      hold_time: 2s\n")),
+        problem(&bgp_edit(
+            "asn: 65000\n",
+            "asn: 65000\n      hold_time: 2s\n"
+        )),
         "f.yaml:8:18: bgp.peers[0].hold_time: '2s' is too short (RFC 4271); use 0s (no \
          keepalives) or 3s to 65535s"
     );
     assert_eq!(
-        problem(&bgp_edit("asn: 65000\n", "asn: 65000\n      hold_time: 1500ms\n")),
+        problem(&bgp_edit(
+            "asn: 65000\n",
+            "asn: 65000\n      hold_time: 1500ms\n"
+        )),
         "f.yaml:8:18: bgp.peers[0].hold_time: '1500ms' is out of range; use whole seconds, \
          0s (no keepalives) or 3s to 65535s"
     );
@@ -169,7 +175,10 @@ fn bad_addresses_asns_and_duplicates_are_refused() {
 #[test]
 fn bad_announce_fields_are_refused_where_they_are() {
     assert_eq!(
-        problem(&bgp_edit("    port: 80\n", "    port: 80\n    min_healthy: 3\n")),
+        problem(&bgp_edit(
+            "    port: 80\n",
+            "    port: 80\n    min_healthy: 3\n"
+        )),
         "f.yaml:12:18: services[0].min_healthy: 3 is out of range; the service has 2 \
          backends, so use 1 to 2"
     );
@@ -190,8 +199,11 @@ fn bad_announce_fields_are_refused_where_they_are() {
          write GLOBAL:DATA1:DATA2, three numbers from 0 to 4294967295, like 65000:1:2"
     );
     assert!(
-        problem(&bgp_edit("    port: 80\n", "    port: 80\n    announce: sometimes\n"))
-            .starts_with("f.yaml:12:15: services[0].announce:"),
+        problem(&bgp_edit(
+            "    port: 80\n",
+            "    port: 80\n    announce: sometimes\n"
+        ))
+        .starts_with("f.yaml:12:15: services[0].announce:"),
     );
 }
 

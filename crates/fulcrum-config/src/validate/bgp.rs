@@ -57,7 +57,12 @@ impl Checker<'_> {
             None => Some(Some(Bgp::DEFAULT_RESTART_TIME)),
             Some(text) if text.value.trim() == "off" => Some(None),
             Some(text) => self
-                .seconds(text, "bgp.graceful_restart", 1..=4095, "1s to 4095s, or `off`")
+                .seconds(
+                    text,
+                    "bgp.graceful_restart",
+                    1..=4095,
+                    "1s to 4095s, or `off`",
+                )
                 .map(Some),
         };
         let shutdown_delay = match &b.shutdown_delay {
@@ -196,7 +201,10 @@ impl Checker<'_> {
             return self.report(
                 &text.referenced,
                 path,
-                format!("{} is too short (RFC 4271); use {valid}", quote(&text.value)),
+                format!(
+                    "{} is too short (RFC 4271); use {valid}",
+                    quote(&text.value)
+                ),
             );
         }
         Some(d)

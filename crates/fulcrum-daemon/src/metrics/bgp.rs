@@ -34,7 +34,11 @@ pub fn render_bgp(status: &BgpStatus) -> String {
         "gauge",
         "VIP routes that qualify for announcement now.",
     );
-    out.sample("fulcrum_bgp_desired_routes", &[], status.desired.len() as f64);
+    out.sample(
+        "fulcrum_bgp_desired_routes",
+        &[],
+        status.desired.len() as f64,
+    );
     out.family(
         "fulcrum_bgp_peer_up",
         "gauge",
@@ -69,7 +73,11 @@ pub fn render_bgp(status: &BgpStatus) -> String {
     for p in &status.peers {
         let peer = p.address.to_string();
         let uptime = p.uptime_seconds.unwrap_or(0) as f64;
-        out.sample("fulcrum_bgp_peer_uptime_seconds", &[("peer", &peer)], uptime);
+        out.sample(
+            "fulcrum_bgp_peer_uptime_seconds",
+            &[("peer", &peer)],
+            uptime,
+        );
     }
     out.family(
         "fulcrum_bgp_peer_announced_prefixes",
