@@ -230,6 +230,36 @@ fn bird_keeps_the_vip_through_a_graceful_restart_and_drops_it_after_a_crash() {
 }
 
 #[test]
+fn a_reload_withdraws_a_service_set_to_never_and_closes_a_removed_peer() {
+    let lab = DsrLab::new("bgpl", 2).expect("lab");
+    let servers = lab.http_servers().expect("HTTP servers");
+    let bird = Bird::start(&lab.client.ns, &bird_config("")).expect("bird");
+    let dir = temp_dir("bgp-reload");
+    let path = write_config(&dir, &bgp_section("3s", ""), "", None);
+    let daemon = start_daemon(&lab, &path);
+    wait_until("BIRD has the VIP", LIMIT, || !bird.route(PREFIX).is_empty());
+
+    write_config(&dir, &bgp_section("3s", ""), "    announce: never\n", None);
+    daemon.signal(libc::SIGHUP);
+    wait_until("BIRD loses the VIP set to never", LIMIT, || {
+        bird.route(PREFIX).is_empty()
+    });
+
+    // The peer leaves the configuration: Cease, peer de-configured.
+    let other =
+        bgp_section("3s", "").replace(&format!("address: {CLIENT}"), "address: 10.77.0.250");
+    write_config(&dir, &other, "", None);
+    daemon.signal(libc::SIGHUP);
+    wait_until("BIRD is told it was de-configured", LIMIT, || {
+        bird.log().contains("Received: Peer de-configured")
+    });
+    assert!(bird.route(PREFIX).is_empty());
+    drop(daemon);
+    drop(servers);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn bird_with_a_tcp_md5_password_establishes() {
     let lab = DsrLab::new("bgpm", 2).expect("lab");
     let servers = lab.http_servers().expect("HTTP servers");

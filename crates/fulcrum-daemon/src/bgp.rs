@@ -363,11 +363,19 @@ services:
         ];
         let r = routes(&config, &all_up);
         assert_eq!(vips(&r), ["10.0.100.1/32"], "`never` is not announced");
-        assert_eq!(r[0].med, Some(10), "attributes of the first qualifying service");
+        assert_eq!(
+            r[0].med,
+            Some(10),
+            "attributes of the first qualifying service"
+        );
 
         // web has one usable backend (one drained, min_healthy 2); web-tls keeps the VIP.
         let degraded = [
-            service("web", [10, 0, 100, 1], vec![up(1), backend(2, Health::Up, true)]),
+            service(
+                "web",
+                [10, 0, 100, 1],
+                vec![up(1), backend(2, Health::Up, true)],
+            ),
             service("web-tls", [10, 0, 100, 1], vec![up(1)]),
         ];
         let r = routes(&config, &degraded);
@@ -375,8 +383,16 @@ services:
         assert_eq!(r[0].med, None, "now web-tls's attributes");
 
         let down = [
-            service("web", [10, 0, 100, 1], vec![up(1), backend(2, Health::Down, false)]),
-            service("web-tls", [10, 0, 100, 1], vec![backend(1, Health::Unknown, false)]),
+            service(
+                "web",
+                [10, 0, 100, 1],
+                vec![up(1), backend(2, Health::Down, false)],
+            ),
+            service(
+                "web-tls",
+                [10, 0, 100, 1],
+                vec![backend(1, Health::Unknown, false)],
+            ),
         ];
         assert!(routes(&config, &down).is_empty());
     }
