@@ -297,3 +297,103 @@ async fn finish(speaker: Option<Speaker>, how: Shutdown, bgp: Option<&Bgp>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{BackendStatus, TrafficStatus};
+
+    fn backend(last: u8, health: Health, drained: bool) -> BackendStatus {
+        BackendStatus {
+            address: [10, 0, 1, last].into(),
+            weight: 1,
+            drained,
+            health,
+            last_error: None,
+            checks: Vec::new(),
+            traffic: TrafficStatus::default(),
+            data_plane_error: None,
+            leaving: false,
+        }
+    }
+
+    fn service(name: &str, vip: [u8; 4], backends: Vec<BackendStatus>) -> ServiceStatus {
+        ServiceStatus {
+            name: name.to_owned(),
+            vip: vip.into(),
+            port: 80,
+            protocol: "tcp".to_owned(),
+            traffic: TrafficStatus::default(),
+            backends,
+        }
+    }
+
+    const CONFIG: &str = "\
+interfaces: [eth0]
+services:
+  - name: web
+    vip: 10.0.100.1
+    port: 80
+    min_healthy: 2
+    med: 10
+    backends: [{address: 10.0.1.1}, {address: 10.0.1.2}]
+  - name: web-tls
+    vip: 10.0.100.1
+    port: 443
+    backends: [{address: 10.0.1.1}]
+  - name: internal
+    vip: 10.0.100.2
+    port: 80
+    announce: never
+    backends: [{address: 10.0.1.1}]
+";
+
+    fn vips(routes: &[Route]) -> Vec<String> {
+        routes.iter().map(|r| r.prefix.to_string()).collect()
+    }
+
+    #[test]
+    fn a_vip_is_announced_while_any_of_its_services_has_min_healthy_usable_backends() {
+        let config = fulcrum_config::parse(CONFIG, "t.yaml").expect("config");
+        let up = |n| backend(n, Health::Up, false);
+        let all_up = [
+            service("web", [10, 0, 100, 1], vec![up(1), up(2)]),
+            service("web-tls", [10, 0, 100, 1], vec![up(1)]),
+            service("internal", [10, 0, 100, 2], vec![up(1)]),
+        ];
+        let r = routes(&config, &all_up);
+        assert_eq!(vips(&r), ["10.0.100.1/32"], "`never` is not announced");
+        assert_eq!(
+            r[0].med,
+            Some(10),
+            "attributes of the first qualifying service"
+        );
+
+        // web has one usable backend (one drained, min_healthy 2); web-tls keeps the VIP.
+        let degraded = [
+            service(
+                "web",
+                [10, 0, 100, 1],
+                vec![up(1), backend(2, Health::Up, true)],
+            ),
+            service("web-tls", [10, 0, 100, 1], vec![up(1)]),
+        ];
+        let r = routes(&config, &degraded);
+        assert_eq!(vips(&r), ["10.0.100.1/32"]);
+        assert_eq!(r[0].med, None, "now web-tls's attributes");
+
+        let down = [
+            service(
+                "web",
+                [10, 0, 100, 1],
+                vec![up(1), backend(2, Health::Down, false)],
+            ),
+            service(
+                "web-tls",
+                [10, 0, 100, 1],
+                vec![backend(1, Health::Unknown, false)],
+            ),
+        ];
+        assert!(routes(&config, &down).is_empty());
+    }
+}

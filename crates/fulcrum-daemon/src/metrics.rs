@@ -288,7 +288,7 @@ mod tests {
             .stdin
             .take()
             .expect("stdin")
-            .write_all(render(&status()).as_bytes())
+            .write_all((render(&status()) + &render_bgp(&bgp::tests::status())).as_bytes())
             .expect("write");
         let out = child.wait_with_output().expect("promtool output");
         let said = format!(

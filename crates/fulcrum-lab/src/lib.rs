@@ -1,5 +1,6 @@
 //! Test labs for Fulcrum: network namespaces with real hosts, servers and clients, and
 //! frame builders for packet fixtures. Used by the tests, the benchmarks and `make demo`.
+pub mod bgp_peers;
 pub mod bird;
 pub mod daemon;
 pub mod dsr;

@@ -91,3 +91,44 @@ pub fn render_bgp(status: &BgpStatus) -> String {
     }
     out.finish()
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use crate::bgp::{BgpPeerStatus, BgpStatus};
+
+    /// Two peers, one up with a route: what promtool checks with the rest.
+    pub(in crate::metrics) fn status() -> BgpStatus {
+        let peer = |last: u8, state: &str| BgpPeerStatus {
+            address: [10, 0, 2, last].into(),
+            asn: 65000,
+            state: state.to_owned(),
+            uptime_seconds: (state == "Established").then_some(61),
+            last_error: None,
+            announced: vec!["10.0.100.1/32".to_owned()],
+        };
+        BgpStatus {
+            enabled: true,
+            asn: Some(65001),
+            router_id: Some([10, 0, 2, 11].into()),
+            announce_gate: true,
+            desired: vec!["10.0.100.1/32".to_owned()],
+            peers: vec![peer(1, "Established"), peer(2, "Connect")],
+        }
+    }
+
+    #[test]
+    fn peers_have_state_uptime_and_routes() {
+        let text = super::render_bgp(&status());
+        for line in [
+            "fulcrum_bgp_peer_up{peer=\"10.0.2.1\"} 1",
+            "fulcrum_bgp_peer_up{peer=\"10.0.2.2\"} 0",
+            "fulcrum_bgp_peer_state{peer=\"10.0.2.2\",state=\"Connect\"} 1",
+            "fulcrum_bgp_peer_uptime_seconds{peer=\"10.0.2.1\"} 61",
+            "fulcrum_bgp_peer_announced_prefixes{peer=\"10.0.2.1\"} 1",
+            "fulcrum_bgp_desired_routes 1",
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+        assert_eq!(super::render_bgp(&BgpStatus::default()), "");
+    }
+}
