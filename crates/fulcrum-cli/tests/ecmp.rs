@@ -51,7 +51,7 @@ fn every_balancer_gets_flows_and_all_pick_the_same_backend() {
                 .is_ok_and(|h| h == [balancer_addr(1), balancer_addr(2)])
         },
     )
-    .unwrap_or_else(|e| panic!("{e:#}: {:?}", lab.bird.routes(VIP_PREFIX)));
+    .unwrap_or_else(|e| panic!("{e:#}: {}", lab.bird.route(VIP_PREFIX)));
 
     // Every balancer gets a share of the flows.
     let mut open: Vec<HttpConnection> = (0..CONNECTIONS)

@@ -1,16 +1,9 @@
-//! BIRD 2 as a lab's router: started in its namespace with a config written for it,
-//! queried through its control socket with `birdc`, killed and cleaned up on drop.
+//! The ECMP lab router's BIRD config (multipath kernel export, static or BGP routes to
+//! the VIP) and what the lab reads back from BIRD (paths, session state).
 
-use std::{
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::net::Ipv4Addr;
 
-use anyhow::{Context as _, bail};
-
-use crate::netns::{NetNs, run};
+pub use crate::bgp_peers::Bird;
 
 /// A BGP neighbour of the router.
 #[derive(Clone, Debug)]
@@ -94,108 +87,17 @@ impl BirdConfig {
     }
 }
 
-/// A running BIRD; killed, and its files removed, on drop.
-pub struct Bird {
-    child: Option<Child>,
-    dir: PathBuf,
-    socket: PathBuf,
+/// The next hops of every path to `prefix` that `bird` holds (`birdc show route for
+/// PREFIX`: one per BGP neighbour announcing it, or the static route's); empty when none.
+pub fn next_hops(bird: &Bird, prefix: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let out = bird.birdc(&["show", "route", "for", prefix])?;
+    Ok(parse_next_hops(&out))
 }
 
-impl Bird {
-    /// Writes `config` into `dir` (created) and starts `bird -f` in `ns`; waits until its
-    /// control socket answers.
-    pub fn start(ns: &NetNs, dir: &Path, config: &BirdConfig) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let conf = dir.join("bird.conf");
-        std::fs::write(&conf, config.render())
-            .with_context(|| format!("writing {}", conf.display()))?;
-        let socket = dir.join("bird.ctl");
-        let log = std::fs::File::create(dir.join("bird.log"))?;
-        let mut command = ns.command("bird");
-        command
-            .arg("-f")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-s")
-            .arg(&socket)
-            .arg("-P")
-            .arg(dir.join("bird.pid"))
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = command
-            .spawn()
-            .context("starting bird (Debian's bird2; scripts/setup.sh installs it)")?;
-        let bird = Self {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-            socket,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while bird.birdc(&["show", "status"]).is_err() {
-            if Instant::now() > deadline {
-                bail!(
-                    "bird did not answer on {} within 10 s; its log: {}",
-                    bird.socket.display(),
-                    bird.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(bird)
-    }
-
-    /// `birdc -s SOCKET ARGS...`, its output.
-    pub fn birdc(&self, args: &[&str]) -> anyhow::Result<String> {
-        run(Command::new("birdc").arg("-s").arg(&self.socket).args(args))
-    }
-
-    /// The next hops of every path to `prefix` BIRD holds (`birdc show route for PREFIX`:
-    /// one per BGP neighbour announcing it, or the static route's); empty when none.
-    pub fn next_hops(&self, prefix: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
-        let out = self.birdc(&["show", "route", "for", prefix])?;
-        Ok(parse_next_hops(&out))
-    }
-
-    /// Whether BIRD's BGP protocol `name` has its session up.
-    pub fn established(&self, name: &str) -> bool {
-        self.birdc(&["show", "protocols", name])
-            .is_ok_and(|out| out.contains("Established"))
-    }
-
-    /// Every route to `prefix` BIRD holds, one line per path with its protocol.
-    pub fn routes(&self, prefix: &str) -> anyhow::Result<String> {
-        self.birdc(&["show", "route", "for", prefix, "all"])
-    }
-
-    /// Rewrites the config and tells BIRD to read it again.
-    pub fn reconfigure(&self, config: &BirdConfig) -> anyhow::Result<()> {
-        std::fs::write(self.dir.join("bird.conf"), config.render())?;
-        let out = self.birdc(&["configure"])?;
-        if !out.contains("Reconfigured") && !out.contains("Reconfiguration in progress") {
-            bail!("bird refused the new config: {out}");
-        }
-        Ok(())
-    }
-
-    /// BIRD's log so far (for failure messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("bird.log")).unwrap_or_default()
-    }
-
-    /// The directory with the config, socket and log.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Bird {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Whether `bird`'s BGP protocol `name` has its session up.
+pub fn established(bird: &Bird, name: &str) -> bool {
+    bird.birdc(&["show", "protocols", name])
+        .is_ok_and(|out| out.contains("Established"))
 }
 
 /// The `via ADDR` next hops in `birdc show route` output (one per path of a multipath

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use fulcrum::PassProgram;
 
 use crate::{
-    bird::{Bird, BirdConfig, Neighbor, Routes},
+    bird::{self, Bird, BirdConfig, Neighbor, Routes},
     dsr::Host,
     netns::{NetNs, unique_prefix},
     traffic::{Server, http_server, udp_server},
@@ -135,7 +135,7 @@ impl EcmpLab {
             );
         }
         let config = bird_config(balancers, bgp);
-        let bird = Bird::start(&router, &dir.join("bird"), &config)?;
+        let bird = Bird::start(&router, &config.render())?;
         let mut lab = Self {
             bird,
             router,
@@ -240,6 +240,16 @@ impl EcmpLab {
     pub fn has_xdp(&self, n: u8) -> anyhow::Result<bool> {
         let out = self.balancer(n).ns.ip(&["-d", "link", "show", IFACE])?;
         Ok(out.contains("xdp"))
+    }
+
+    /// The next hops of BIRD's paths to the VIP (what `birdc show route` shows).
+    pub fn router_paths(&self) -> anyhow::Result<Vec<Ipv4Addr>> {
+        bird::next_hops(&self.bird, VIP_PREFIX)
+    }
+
+    /// Whether the router's BGP session to balancer `n` is up.
+    pub fn session_up(&self, n: u8) -> bool {
+        bird::established(&self.bird, &format!("lb{n}"))
     }
 
     /// The next hops of the router's kernel route to the VIP (what packets follow).

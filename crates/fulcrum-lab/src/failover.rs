@@ -197,7 +197,7 @@ impl Failover {
         .with_context(|| {
             format!(
                 "BIRD: {}\n{}",
-                self.lab.bird.routes(VIP_PREFIX).unwrap_or_default(),
+                self.lab.bird.route(VIP_PREFIX),
                 self.lab.bird.log()
             )
         })
@@ -322,14 +322,14 @@ impl Failover {
         loop {
             // The router first, then the status: synced never goes back to false, so a
             // path seen before an unsynced status was announced before the sync ended.
-            let hops = self.lab.bird.next_hops(VIP_PREFIX)?;
+            let hops = self.lab.router_paths()?;
             let back = hops.contains(&balancer_addr(VICTIM));
             let synced = self.sharing_status(VICTIM).is_some_and(|s| s.synced);
             if back && self.sharing && !synced {
                 early = true;
             }
             if blocked {
-                if !self.lab.bird.established(&format!("lb{VICTIM}")) {
+                if !self.lab.session_up(VICTIM) {
                     up_since = None;
                 } else if back || up_since.get_or_insert_with(Instant::now).elapsed() > HELD {
                     ns.ip(&["route", "del", "prohibit", &peer])?;
