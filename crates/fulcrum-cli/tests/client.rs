@@ -228,9 +228,11 @@ web  10.66.99.1:80/tcp                     2.5k   20 Mb/s
     assert_eq!(stdout(&out), want);
     assert!(want.lines().all(|l| l.chars().count() <= 100));
     let requests = api.requests();
-    assert_eq!(requests.len(), 1);
+    // The services, then the BGP peers (which this stand-in does not have).
+    assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].method, "GET");
     assert_eq!(requests[0].path, "/api/v1/services");
+    assert_eq!(requests[1].path, "/api/v1/bgp");
     assert_eq!(requests[0].header("authorization"), None);
     assert_eq!(requests[0].header("connection"), Some("close"));
 
@@ -264,7 +266,7 @@ fn status_reads_a_chunked_answer_from_the_api_in_fulcrum_api() {
                 && l.contains("services[0].vip: 'x' is not an IPv4 address")),
         "{text}"
     );
-    assert_eq!(api.requests().len(), 1);
+    assert_eq!(api.requests().len(), 2, "services, then BGP peers");
 }
 
 #[test]
