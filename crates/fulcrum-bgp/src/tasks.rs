@@ -129,7 +129,11 @@ async fn run_peer(task: PeerTask, mut commands: mpsc::UnboundedReceiver<Command>
         let deadline = timers.values().min().copied();
         tokio::select! {
             command = commands.recv() => match command {
-                None => queue.push(Event::Stop(None)),
+                // The speaker is gone: close silently and end.
+                None => {
+                    queue.push(Event::Stop(None));
+                    stopped = Some(oneshot::channel().0);
+                }
                 Some(Command::Routes(routes)) => queue.push(Event::Routes(routes)),
                 Some(Command::Stop(cease, done)) => {
                     queue.push(Event::Stop(cease));
