@@ -10,7 +10,7 @@ need_root() {
     fi
 }
 
-APT_PACKAGES=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 ethtool curl iputils-ping bpftool prometheus chromium wrk apache2-utils util-linux)
+APT_PACKAGES=(llvm-22-dev libpolly-22-dev zlib1g-dev libzstd-dev iproute2 ethtool curl iputils-ping bpftool prometheus chromium wrk apache2-utils util-linux bird2 gobgpd)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -6,6 +6,7 @@
 mod control;
 mod dataplane;
 mod e2e;
+mod fleet;
 mod flowsync;
 mod object;
 mod packet;
@@ -21,7 +22,7 @@ use anyhow::bail;
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let all = [
-        "packet", "sharing", "scale", "e2e", "control", "restart", "flowsync",
+        "packet", "sharing", "scale", "e2e", "control", "restart", "flowsync", "fleet",
     ];
     for w in &wanted {
         if !all.contains(&w.as_str()) {
@@ -50,6 +51,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("flowsync") {
         figures.extend(flowsync::run()?);
+    }
+    if run("fleet") {
+        figures.extend(fleet::run()?);
     }
     println!("{}", report::table(&figures));
     let path = PathBuf::from(

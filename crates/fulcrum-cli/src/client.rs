@@ -98,6 +98,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     })?;
     let width = (!args.wide).then_some(TABLE_WIDTH);
     let mut text = render(&snapshot, width);
+    // Daemons without BGP answer 404 here; their status is the table alone.
+    if let Ok(response) = api.request("GET", "/api/v1/bgp", None)
+        && response.status == 200
+    {
+        text.push_str(&crate::bgp_status::render(&response.body));
+    }
     // Older daemons and daemons without flow sharing answer 404: nothing to add.
     if let Ok(flows) = api.request("GET", "/api/v1/flow-sharing", None)
         && flows.status == 200

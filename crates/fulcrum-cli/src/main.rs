@@ -1,6 +1,7 @@
 //! The `fulcrum` command.
 
 mod balance;
+mod bgp_status;
 mod capabilities;
 mod client;
 mod flow_status;

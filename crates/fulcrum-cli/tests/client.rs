@@ -228,11 +228,13 @@ web  10.66.99.1:80/tcp                     2.5k   20 Mb/s
     assert_eq!(stdout(&out), want);
     assert!(want.lines().all(|l| l.chars().count() <= 100));
     let requests = api.requests();
-    // The services, then flow sharing (this fake answers that with no `enabled`: no lines).
-    assert_eq!(requests.len(), 2);
+    // The services, the BGP peers (which this stand-in does not have), then flow sharing
+    // (answered with no `enabled`: no lines).
+    assert_eq!(requests.len(), 3);
     assert_eq!(requests[0].method, "GET");
     assert_eq!(requests[0].path, "/api/v1/services");
-    assert_eq!(requests[1].path, "/api/v1/flow-sharing");
+    assert_eq!(requests[1].path, "/api/v1/bgp");
+    assert_eq!(requests[2].path, "/api/v1/flow-sharing");
     assert_eq!(requests[0].header("authorization"), None);
     assert_eq!(requests[0].header("connection"), Some("close"));
 
@@ -266,8 +268,11 @@ fn status_reads_a_chunked_answer_from_the_api_in_fulcrum_api() {
                 && l.contains("services[0].vip: 'x' is not an IPv4 address")),
         "{text}"
     );
-    // The services, then flow sharing.
-    assert_eq!(api.requests().len(), 2);
+    assert_eq!(
+        api.requests().len(),
+        3,
+        "services, then BGP peers, then flow sharing"
+    );
 }
 
 #[test]
@@ -509,6 +514,7 @@ mod real_api {
                 },
                 events: vec![],
                 reload_error: None,
+                config: None,
             }
         }
 

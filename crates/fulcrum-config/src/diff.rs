@@ -22,6 +22,9 @@ pub struct ConfigDiff {
     /// `flow_sharing` changed: flow sharing restarts with the new settings (turning it on
     /// or off takes a restart: the data plane's ring of new flows is sized at load).
     pub flow_sharing_changed: bool,
+    /// `bgp` changed: the speaker is reconfigured (peers added, removed or reset), which a
+    /// reload applies.
+    pub bgp_changed: bool,
     /// Services only in the new configuration, or whose (vip, port, protocol) changed; in
     /// the new file's order.
     pub added: Vec<String>,
@@ -59,6 +62,8 @@ pub struct ServiceDiff {
     pub reweighted: Vec<Reweight>,
     /// Backends kept whose drain flag changed (new order).
     pub drain_changed: Vec<DrainChange>,
+    /// The announce fields changed: routes are recomputed, nothing else.
+    pub announce_changed: bool,
 }
 
 impl ServiceDiff {
@@ -104,6 +109,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         xdp_mode_changed: old.xdp_mode != new.xdp_mode,
         api_changed: old.api != new.api,
         flow_sharing_changed: old.flow_sharing != new.flow_sharing,
+        bgp_changed: old.bgp != new.bgp,
         ..ConfigDiff::default()
     };
     for o in &old.services {
@@ -132,6 +138,7 @@ fn service_diff(old: &Service, new: &Service) -> ServiceDiff {
         name: new.name.clone(),
         scheduler_changed: old.scheduler != new.scheduler,
         health_changed: (&old.health, old.health_rule) != (&new.health, new.health_rule),
+        announce_changed: old.announce != new.announce,
         ..ServiceDiff::default()
     };
     d.backends_removed = (old.backends.iter())

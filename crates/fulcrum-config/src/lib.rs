@@ -43,8 +43,8 @@ pub use diff::{ConfigDiff, DrainChange, Reweight, ServiceDiff, diff};
 pub use error::{ConfigError, Position, Problem};
 pub use flow_sharing::{FlowMulticast, FlowSharing};
 pub use model::{
-    Api, Backend, CheckKind, Config, DnsCheck, DnsType, HealthCheck, HealthRule, HttpCheck,
-    Protocol, Rcode, Scheduler, Service, XdpMode,
+    Announce, Announcement, Api, Backend, Bgp, BgpPeer, CheckKind, Config, DnsCheck, DnsType,
+    HealthCheck, HealthRule, HttpCheck, Protocol, Rcode, Scheduler, Service, XdpMode,
 };
 pub use place::Places;
 

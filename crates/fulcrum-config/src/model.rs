@@ -8,6 +8,10 @@ use std::{fmt, net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+mod bgp;
+
+pub use bgp::{Announce, Announcement, Bgp, BgpPeer};
+
 /// The whole file. Its order of services and backends is kept, for messages and display;
 /// it carries no meaning.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +33,9 @@ pub struct Config {
     pub places: crate::place::Places,
     /// `flow_sharing` (none): sharing flows with other balancers; off without it.
     pub flow_sharing: Option<crate::flow_sharing::FlowSharing>,
+    /// `bgp` (none): the BGP speaker that announces the VIPs; without it nothing is
+    /// announced.
+    pub bgp: Option<Bgp>,
 }
 
 /// How XDP is attached; native is the fast path, generic works on any driver.
@@ -99,6 +106,9 @@ pub struct Service {
     /// `drain_period` (`0s`): how long a backend removed from the file keeps its flows
     /// (drained: no new ones) before it leaves; 0 removes it at once.
     pub drain_period: Duration,
+    /// `announce`, `min_healthy`, `med`, `local_pref`, `communities`,
+    /// `large_communities`: when and how the VIP is announced over BGP.
+    pub announce: Announcement,
 }
 
 /// Transport protocol of a service.

@@ -4,6 +4,8 @@ use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use super::*;
 
+mod bgp;
+
 /// The example of issue 4, which must be accepted as written.
 const EXAMPLE: &str = "\
 interfaces: [eth0]
@@ -107,9 +109,11 @@ fn the_issue_example_parses_to_the_expected_model() {
             ],
             allow_local_vip: false,
             drain_period: Duration::ZERO,
+            announce: Announcement::default(),
         }],
         places: Default::default(),
         flow_sharing: None,
+        bgp: None,
     };
     assert_eq!(valid(EXAMPLE), expected);
 }
@@ -287,7 +291,7 @@ fn unknown_field_at_top_level() {
     assert_eq!(
         problem(&format!("{EXAMPLE}listen: 0.0.0.0:80\n")),
         "f.yaml:23:1: listen: unknown field `listen`, expected one of instance, interfaces, \
-         xdp_mode, api, services, flow_sharing"
+         xdp_mode, api, services, flow_sharing, bgp"
     );
 }
 
@@ -296,7 +300,7 @@ fn unknown_field_in_a_service() {
     assert_eq!(
         problem(&edit("    protocol: tcp\n", "    proto: tcp\n")),
         "f.yaml:9:5: services[0].proto: unknown field `proto`, expected one of name, vip, port, \
-         protocol, scheduler, health, health_rule, backends, allow_local_vip, drain_period"
+         protocol, scheduler, health, health_rule, backends, allow_local_vip, drain_period, announce, min_healthy, med, local_pref, communities, large_communities"
     );
 }
 
@@ -663,4 +667,16 @@ fn a_binary_file_is_named_with_its_position() {
     // One problem, as the API and `fulcrum reload` show it.
     assert_eq!(error.problems().len(), 1);
     std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn the_fleet_example_parses_with_bgp_and_flow_sharing() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet.yaml");
+    let config = load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let bgp = config.bgp.as_ref().expect("bgp");
+    assert_eq!((bgp.asn, bgp.peers.len()), (65001, 1));
+    assert_eq!(bgp.peers[0].hold_time, Duration::from_secs(9));
+    let sharing = config.flow_sharing.as_ref().expect("flow_sharing");
+    assert_eq!(sharing.peers.len(), 1);
+    assert_eq!(config.services[0].backends.len(), 3);
 }

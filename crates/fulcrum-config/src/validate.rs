@@ -18,6 +18,8 @@ use crate::model::{
 };
 use crate::place::{Places, ServicePlaces};
 
+mod bgp;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
@@ -28,6 +30,7 @@ pub(crate) struct RawConfig {
     api: Option<RawApi>,
     services: Option<Vec<Spanned<RawService>>>,
     flow_sharing: Option<Spanned<RawFlowSharing>>,
+    bgp: Option<Spanned<bgp::RawBgp>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -54,6 +57,12 @@ struct RawService {
     #[serde(default)]
     allow_local_vip: bool,
     drain_period: Option<Spanned<String>>,
+    announce: Option<crate::model::Announce>,
+    min_healthy: Option<Spanned<u32>>,
+    med: Option<u32>,
+    local_pref: Option<u32>,
+    communities: Option<Vec<Spanned<String>>>,
+    large_communities: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +219,10 @@ impl Checker<'_> {
         }
         let instance = self.instance(c.instance.as_ref());
         let flow_sharing = c.flow_sharing.as_ref().map(|f| self.flow_sharing(f));
+        let bgp = match &c.bgp {
+            None => Some(None),
+            Some(raw) => self.bgp(raw).map(Some),
+        };
         Some(Config {
             instance: instance?,
             interfaces: interfaces?,
@@ -221,6 +234,7 @@ impl Checker<'_> {
                 None => None,
                 Some(f) => Some(f?),
             },
+            bgp: bgp?,
         })
     }
 
@@ -330,6 +344,15 @@ impl Checker<'_> {
             )
             .and_then(|backends| self.backends(backends, path, vip));
         let drain_period = self.drain_period(path, &s.drain_period);
+        let announce = bgp::RawAnnounce {
+            announce: s.announce,
+            min_healthy: s.min_healthy.as_ref(),
+            med: s.med,
+            local_pref: s.local_pref,
+            communities: s.communities.as_deref(),
+            large_communities: s.large_communities.as_deref(),
+        };
+        let announce = self.announcement(path, announce, s.backends.as_ref().map(Vec::len));
         Some(Service {
             name: name?,
             vip: vip?,
@@ -341,6 +364,7 @@ impl Checker<'_> {
             backends: backends?,
             allow_local_vip: s.allow_local_vip,
             drain_period: drain_period?,
+            announce: announce?,
         })
     }
 

@@ -35,6 +35,9 @@ pub struct Snapshot {
     pub events: Vec<Event>,
     /// Why the last reload was refused, while the running configuration stays.
     pub reload_error: Option<String>,
+    /// The configuration in force, for readers that act on it (the BGP task).
+    #[serde(skip)]
+    pub config: Option<Arc<fulcrum_config::Config>>,
 }
 
 /// Why a control call failed; each maps to one HTTP status.
@@ -68,6 +71,10 @@ pub trait Control: Send + Sync + 'static {
     /// stand-in control in tests).
     fn flow_sharing(&self) -> Option<crate::flow_sharing::FlowSharingStatus> {
         None
+    }
+    /// The BGP speaker's peers and routes; empty when BGP is not configured.
+    fn bgp(&self) -> crate::bgp::BgpStatus {
+        crate::bgp::BgpStatus::default()
     }
 }
 
@@ -118,6 +125,7 @@ pub fn router<C: Control>(control: C, token: Option<String>) -> Router {
         )
         .route("/api/v1/reload", post(reload::<C>))
         .route("/api/v1/flow-sharing", get(flow_sharing::<C>))
+        .route("/api/v1/bgp", get(bgp::<C>))
         .with_state(shared)
 }
 
@@ -137,6 +145,7 @@ async fn metrics_text<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Respo
     if let Some(flows) = shared.control.flow_sharing() {
         text.push_str(&crate::flow_metrics::render(&flows));
     }
+    text.push_str(&metrics::render_bgp(&shared.control.bgp()));
     (
         [(
             header::CONTENT_TYPE,
@@ -156,6 +165,10 @@ async fn flow_sharing<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Respo
 
 async fn services<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Json<Snapshot> {
     Json(shared.control.snapshot())
+}
+
+async fn bgp<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Json<crate::bgp::BgpStatus> {
+    Json(shared.control.bgp())
 }
 
 async fn drain<C: Control>(

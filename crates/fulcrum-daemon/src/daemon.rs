@@ -110,17 +110,24 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
+    let restarted = owner.lb.adopted();
     let (commands, inbox) = mpsc::channel();
     let (announce_gate_tx, announce_gate) = watch::channel(true);
     let (flows, flow_view) =
         crate::flow_sharing::prepare(&mut owner, announce_gate_tx, announce_gate.clone())?;
+    // Flow sharing drives the gate: closed until its start-up sync ends.
+    let (bgp_view, bgp_reader) = watch::channel(crate::bgp::BgpView::default());
+    let (stop_bgp, bgp_stop) = tokio::sync::oneshot::channel();
+    let bgp_task = crate::bgp::spawn(reader.clone(), announce_gate, restarted, bgp_view, bgp_stop);
     let thread = std::thread::Builder::new()
         .name("fulcrum-owner".into())
         .spawn(move || owner.run(inbox))
         .map_err(DaemonError::Thread)?;
     let flow_tasks = flows.run(&commands)?;
     info!(%listen, "API listening");
-    let handle = DaemonHandle::new(commands.clone(), reader).with_flow_sharing(flow_view);
+    let handle = DaemonHandle::new(commands.clone(), reader)
+        .with_flow_sharing(flow_view)
+        .with_bgp(bgp_reader);
     let app = crate::api::router(handle, token);
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::http::serve(
@@ -149,6 +156,13 @@ pub async fn serve(
             break Shutdown::Stop;
         }
     };
+    // Routes go first (withdrawn and `shutdown_delay` waited, or handed over), while the
+    // data plane still forwards.
+    let (bgp_done, bgp_finished) = tokio::sync::oneshot::channel();
+    if stop_bgp.send((how, bgp_done)).is_ok() {
+        let _ = bgp_finished.await;
+    }
+    let _ = bgp_task.await;
     let _ = stop_server.send(());
     let _ = server.await;
     flow_tasks.iter().for_each(JoinHandle::abort);

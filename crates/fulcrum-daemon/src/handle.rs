@@ -20,6 +20,7 @@ pub struct DaemonHandle {
     commands: mpsc::Sender<Command>,
     view: watch::Receiver<Arc<Snapshot>>,
     flow_sharing: Option<FlowSharingView>,
+    bgp: Option<watch::Receiver<crate::bgp::BgpView>>,
 }
 
 impl DaemonHandle {
@@ -31,11 +32,18 @@ impl DaemonHandle {
             commands,
             view,
             flow_sharing: None,
+            bgp: None,
         }
     }
 
     pub(crate) fn with_flow_sharing(mut self, view: FlowSharingView) -> Self {
         self.flow_sharing = Some(view);
+        self
+    }
+
+    /// Reads BGP status from the BGP task's watch.
+    pub(crate) fn with_bgp(mut self, bgp: watch::Receiver<crate::bgp::BgpView>) -> Self {
+        self.bgp = Some(bgp);
         self
     }
 
@@ -87,5 +95,11 @@ impl Control for DaemonHandle {
 
     fn flow_sharing(&self) -> Option<FlowSharingStatus> {
         self.flow_sharing.as_ref().map(FlowSharingView::status)
+    }
+
+    fn bgp(&self) -> crate::bgp::BgpStatus {
+        (self.bgp.as_ref())
+            .map(|b| b.borrow().status(std::time::Instant::now()))
+            .unwrap_or_default()
     }
 }

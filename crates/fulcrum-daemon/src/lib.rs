@@ -2,6 +2,7 @@
 //! REST API, Prometheus metrics and the web console.
 mod adopt;
 pub mod api;
+pub mod bgp;
 pub mod console;
 pub mod daemon;
 pub mod flow_metrics;

@@ -6,6 +6,10 @@ use std::fmt::Write as _;
 
 use crate::status::{BackendStatus, Health, ServiceStatus, Status};
 
+mod bgp;
+
+pub use bgp::render_bgp;
+
 /// Global counters that are actions; every other global counter is a reason.
 const ACTIONS: [&str; 4] = ["tx", "redirect", "pass", "drop"];
 
@@ -284,7 +288,7 @@ mod tests {
             .stdin
             .take()
             .expect("stdin")
-            .write_all(render(&status()).as_bytes())
+            .write_all((render(&status()) + &render_bgp(&bgp::tests::status())).as_bytes())
             .expect("write");
         let out = child.wait_with_output().expect("promtool output");
         let said = format!(

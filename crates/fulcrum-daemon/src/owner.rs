@@ -510,6 +510,7 @@ impl Owner {
             status: self.status(),
             events: self.events.iter().cloned().collect(),
             reload_error: self.reload_error.clone(),
+            config: Some(Arc::new(self.config.clone())),
         };
         self.view.send_replace(Arc::new(snapshot));
     }

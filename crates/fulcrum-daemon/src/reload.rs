@@ -215,6 +215,9 @@ fn describe(diff: &ConfigDiff) -> String {
     if !diff.removed.is_empty() {
         parts.push(format!("removed {}", diff.removed.join(", ")));
     }
+    if diff.bgp_changed {
+        parts.push("bgp reconfigured".to_owned());
+    }
     if diff.flow_sharing_changed {
         parts.push("flow sharing restarted".into());
     }

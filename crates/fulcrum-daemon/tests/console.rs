@@ -158,6 +158,7 @@ fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String {
             event("2026-01-02T02:59:00Z", "web", None, HOSTILE),
         ],
         reload_error: reload_refused.then(|| RELOAD_ERROR.to_string()),
+        config: None,
     };
     serde_json::to_string(&snapshot).expect("snapshot serializes")
 }

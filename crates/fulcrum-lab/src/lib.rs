@@ -1,8 +1,13 @@
 //! Test labs for Fulcrum: network namespaces with real hosts, servers and clients, and
 //! frame builders for packet fixtures. Used by the tests, the benchmarks and `make demo`.
+pub mod bgp_peers;
+pub mod bird;
 pub mod daemon;
 pub mod dsr;
+pub mod ecmp;
+pub mod failover;
 pub mod fixture;
+pub mod fleet;
 pub mod frame;
 pub mod netns;
 pub mod testrun;

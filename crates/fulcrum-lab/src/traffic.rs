@@ -259,6 +259,22 @@ pub fn udp_ask(ns: &NetNs, addr: SocketAddr) -> anyhow::Result<(Answer, u16)> {
     Ok((Answer::parse(&String::from_utf8_lossy(&buf[..n]))?, port))
 }
 
+/// One datagram from client port `port` (a fixed 5-tuple, so the same flow can be sent
+/// again later) and the answer.
+pub fn udp_ask_from(ns: &NetNs, port: u16, addr: SocketAddr) -> anyhow::Result<Answer> {
+    let socket = ns
+        .run_in(|| UdpSocket::bind(("0.0.0.0", port)))?
+        .with_context(|| format!("binding client UDP port {port}"))?;
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.connect(addr)?;
+    socket.send(b"who?")?;
+    let mut buf = [0u8; 256];
+    let n = socket
+        .recv(&mut buf)
+        .with_context(|| format!("no UDP answer from {addr} to port {port}"))?;
+    Answer::parse(&String::from_utf8_lossy(&buf[..n]))
+}
+
 /// One HTTP/1.1 request with an empty body on a fresh connection (`Connection: close`),
 /// optionally with a bearer token: the status code and the body.
 pub fn http_call(

@@ -1,0 +1,286 @@
+//! The session fed events, as the tasks would feed it, without sockets.
+
+use std::net::IpAddr;
+
+use super::*;
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        local_asn: 65001,
+        router_id: Ipv4Addr::new(10, 0, 2, 11),
+        peer_asn: 65000,
+        hold_time: 9,
+        graceful_restart: Some(GrConfig {
+            restart_time: 5,
+            restart_state: true,
+            forwarding_state: true,
+        }),
+        next_hop: None,
+        passive: false,
+        connect_retry: Duration::from_secs(1),
+    }
+}
+
+fn peer_open(asn: u32, hold_time: u16) -> Message {
+    Message::Open(Open {
+        version: 4,
+        my_as: u16::try_from(asn).unwrap_or(23456),
+        hold_time,
+        router_id: Ipv4Addr::new(10, 0, 2, 1),
+        capabilities: vec![Capability::FourOctetAs(asn), Capability::RouteRefresh],
+    })
+}
+
+fn sent(actions: &[Action]) -> Vec<Message> {
+    (actions.iter())
+        .filter_map(|a| match a {
+            Action::Send(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn vip(last: u8, med: Option<u32>) -> Route {
+    Route {
+        med,
+        local_pref: Some(200),
+        communities: vec![(65000, 100)],
+        ..Route::host(IpAddr::from([10, 0, 100, last]))
+    }
+}
+
+/// A session brought to Established with `routes` desired; returns what it sent on the
+/// way in.
+fn established(routes: Vec<Route>) -> (Session, Vec<Message>) {
+    let mut s = Session::new(config());
+    s.handle(Event::Routes(routes));
+    assert!(s.handle(Event::Start).contains(&Action::Connect));
+    let mut out = s.handle(Event::TcpUp {
+        local: IpAddr::from([10, 0, 2, 11]),
+    });
+    out.extend(s.handle(Event::Received(peer_open(65000, 6))));
+    assert_eq!(s.state(), State::OpenConfirm);
+    out.extend(s.handle(Event::Received(Message::Keepalive)));
+    assert_eq!(s.state(), State::Established);
+    (s, sent(&out))
+}
+
+#[test]
+fn our_open_offers_graceful_restart_with_restart_and_forwarding_bits() {
+    let (_, sent) = established(vec![]);
+    let Message::Open(open) = &sent[0] else {
+        panic!("first message is not an OPEN: {sent:?}")
+    };
+    assert_eq!(open.hold_time, 9);
+    assert_eq!(open.asn(), 65001);
+    assert!(open.capabilities.contains(&Capability::RouteRefresh));
+    assert!(open.capabilities.contains(&Capability::MultiProtocol {
+        afi: AFI_IPV4,
+        safi: SAFI_UNICAST
+    }));
+    assert!(
+        open.capabilities
+            .contains(&Capability::GracefulRestart(GracefulRestart {
+                restart_state: true,
+                notification: false,
+                restart_time: 5,
+                families: vec![GrFamily {
+                    afi: AFI_IPV4,
+                    safi: SAFI_UNICAST,
+                    forwarding: true
+                }],
+            }))
+    );
+}
+
+#[test]
+fn initial_routes_are_sent_then_end_of_rib() {
+    let (s, sent) = established(vec![vip(1, Some(10)), vip(2, None)]);
+    assert_eq!(sent.len(), 5, "{sent:?}");
+    assert_eq!(sent[1], Message::Keepalive);
+    let Message::Update(first) = &sent[2] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(
+        first.nlri,
+        vec![Prefix::host(IpAddr::from([10, 0, 100, 1]))]
+    );
+    let a = first.attributes.as_ref().expect("attributes");
+    assert_eq!(a.as_path, vec![65001]);
+    assert_eq!(a.next_hop, Some(IpAddr::from([10, 0, 2, 11])));
+    assert_eq!(a.med, Some(10));
+    assert_eq!(a.local_pref, None, "LOCAL_PREF is for iBGP peers only");
+    assert_eq!(a.communities, vec![(65000, 100)]);
+    assert_eq!(
+        sent[4],
+        Message::Update(Update::default()),
+        "End-of-RIB last"
+    );
+    assert_eq!(s.announced().len(), 2);
+}
+
+#[test]
+fn route_changes_become_updates_and_withdrawals() {
+    let (mut s, _) = established(vec![vip(1, None), vip(2, None)]);
+    let out = sent(&s.handle(Event::Routes(vec![vip(2, Some(5)), vip(3, None)])));
+    assert_eq!(out.len(), 3, "{out:?}");
+    let Message::Update(w) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        w.withdrawn,
+        vec![Prefix::host(IpAddr::from([10, 0, 100, 1]))]
+    );
+    assert!(w.attributes.is_none());
+    let Message::Update(changed) = &out[1] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(changed.attributes.as_ref().and_then(|a| a.med), Some(5));
+    // Nothing changes: nothing is sent.
+    assert!(sent(&s.handle(Event::Routes(vec![vip(2, Some(5)), vip(3, None)]))).is_empty());
+}
+
+#[test]
+fn hold_timer_expiry_sends_its_notification_and_reconnects() {
+    let (mut s, _) = established(vec![vip(1, None)]);
+    let out = s.handle(Event::TimerFired(Timer::Hold));
+    assert_eq!(
+        sent(&out),
+        vec![Message::Notification(Notification::new(4, 0))]
+    );
+    assert!(out.contains(&Action::Close));
+    assert_eq!(s.state(), State::Connect);
+    assert!(s.announced().is_empty());
+    assert_eq!(s.last_error(), Some("sent hold timer expired [4/0]"));
+    // The next session goes through OPEN again, with the R bit cleared.
+    s.handle(Event::TimerFired(Timer::ConnectRetry));
+    let out = sent(&s.handle(Event::TcpUp {
+        local: IpAddr::from([10, 0, 2, 11]),
+    }));
+    let Message::Open(open) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(open.capabilities.iter().any(
+        |c| matches!(c, Capability::GracefulRestart(gr) if !gr.restart_state && gr.families[0].forwarding)
+    ));
+}
+
+#[test]
+fn negotiated_hold_time_is_the_smaller_and_keepalives_a_third_of_it() {
+    let mut s = Session::new(config());
+    s.handle(Event::Start);
+    s.handle(Event::TcpUp {
+        local: IpAddr::from([10, 0, 2, 11]),
+    });
+    let out = s.handle(Event::Received(peer_open(65000, 6)));
+    assert!(out.contains(&Action::StartTimer(Timer::Hold, Duration::from_secs(6))));
+    assert!(out.contains(&Action::StartTimer(
+        Timer::Keepalive,
+        Duration::from_secs(2)
+    )));
+}
+
+#[test]
+fn a_wrong_peer_as_gets_bad_peer_as() {
+    let mut s = Session::new(config());
+    s.handle(Event::Start);
+    s.handle(Event::TcpUp {
+        local: IpAddr::from([10, 0, 2, 11]),
+    });
+    let out = s.handle(Event::Received(peer_open(65099, 90)));
+    assert_eq!(
+        sent(&out),
+        vec![Message::Notification(Notification::with_data(
+            2,
+            2,
+            65099u16.to_be_bytes()
+        ))]
+    );
+    assert_eq!(s.state(), State::Connect);
+}
+
+#[test]
+fn malformed_input_is_answered_with_the_decoders_notification() {
+    let (mut s, _) = established(vec![]);
+    let n = Notification::new(3, 1);
+    let out = s.handle(Event::Malformed(n.clone()));
+    assert_eq!(sent(&out), vec![Message::Notification(n)]);
+    assert!(out.contains(&Action::Close));
+}
+
+#[test]
+fn route_refresh_resends_every_route() {
+    let (mut s, _) = established(vec![vip(1, None), vip(2, None)]);
+    let out = sent(&s.handle(Event::Received(Message::RouteRefresh {
+        afi: AFI_IPV4,
+        safi: SAFI_UNICAST,
+    })));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.iter()
+            .all(|m| matches!(m, Message::Update(u) if u.nlri.len() == 1))
+    );
+}
+
+#[test]
+fn passive_peers_only_accept_and_a_second_connection_is_refused() {
+    let mut s = Session::new(SessionConfig {
+        passive: true,
+        ..config()
+    });
+    let out = s.handle(Event::Start);
+    assert!(!out.contains(&Action::Connect));
+    assert_eq!(s.state(), State::Active);
+    assert!(s.accepts_connection());
+    s.handle(Event::TcpUp {
+        local: IpAddr::from([10, 0, 2, 11]),
+    });
+    assert_eq!(s.state(), State::OpenSent);
+    assert!(!s.accepts_connection());
+    assert!(
+        !s.handle(Event::TimerFired(Timer::ConnectRetry))
+            .contains(&Action::Connect)
+    );
+}
+
+#[test]
+fn shutdown_withdraws_then_ceases_and_handover_is_silent() {
+    let (mut s, _) = established(vec![vip(1, None)]);
+    let out = sent(&s.handle(Event::Stop(Some(error::ADMIN_SHUTDOWN))));
+    assert_eq!(
+        out,
+        vec![
+            Message::Update(Update {
+                withdrawn: vec![Prefix::host(IpAddr::from([10, 0, 100, 1]))],
+                ..Update::default()
+            }),
+            Message::Notification(Notification::new(6, 2)),
+        ]
+    );
+    assert_eq!(s.state(), State::Idle);
+    let (mut s, _) = established(vec![vip(1, None)]);
+    let out = s.handle(Event::Stop(None));
+    assert!(sent(&out).is_empty());
+    assert!(out.contains(&Action::Close));
+}
+
+#[test]
+fn ibgp_routes_carry_local_pref_and_an_empty_as_path() {
+    let mut s = Session::new(SessionConfig {
+        peer_asn: 65001,
+        ..config()
+    });
+    s.handle(Event::Routes(vec![vip(1, None)]));
+    s.handle(Event::Start);
+    s.handle(Event::TcpUp {
+        local: IpAddr::from([10, 0, 2, 11]),
+    });
+    s.handle(Event::Received(peer_open(65001, 90)));
+    let out = sent(&s.handle(Event::Received(Message::Keepalive)));
+    let Message::Update(u) = &out[0] else {
+        panic!("{out:?}")
+    };
+    let a = u.attributes.as_ref().expect("attributes");
+    assert_eq!(a.local_pref, Some(200));
+    assert!(a.as_path.is_empty());
+}

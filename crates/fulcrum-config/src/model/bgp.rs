@@ -1,0 +1,102 @@
+//! The `bgp:` section and each service's announce fields: which VIPs are announced to which
+//! routers, and with what attributes (route health injection).
+
+use std::{net::IpAddr, net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+/// `bgp`: the speaker. Without it nothing is announced and the announce fields of the
+/// services have no effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bgp {
+    /// `asn`: the local AS number, 1 to 4294967295 (4-octet ASNs are sent as RFC 6793 says).
+    pub asn: u32,
+    /// `router_id`: the BGP identifier, an IPv4 address unique among the peers' speakers.
+    pub router_id: Ipv4Addr,
+    /// `graceful_restart` (`120s`): the restart time advertised (RFC 4724), whole seconds
+    /// from 1 to 4095; `off` (None) disables graceful restart, so a restart withdraws.
+    pub graceful_restart: Option<Duration>,
+    /// `shutdown_delay` (`2s`): on SIGTERM the routes are withdrawn, then the data plane
+    /// keeps forwarding this long while routers move traffic away, then it detaches.
+    pub shutdown_delay: Duration,
+    /// `peers`: the routers to announce to (at least one, each address once).
+    pub peers: Vec<BgpPeer>,
+}
+
+impl Bgp {
+    /// `graceful_restart` when not given.
+    pub const DEFAULT_RESTART_TIME: Duration = Duration::from_secs(120);
+    /// `shutdown_delay` when not given.
+    pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(2);
+}
+
+/// One BGP neighbor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpPeer {
+    /// `address`: the router's address (IPv4 for now).
+    pub address: IpAddr,
+    /// `asn`: the router's AS number; equal to `bgp.asn` makes the session iBGP.
+    pub asn: u32,
+    /// `port` (`179`): the router's TCP port, where we connect.
+    pub port: u16,
+    /// `hold_time` (`90s`): the hold time we offer, whole seconds, 0 (no keepalives) or 3
+    /// to 65535; the session uses the smaller of both sides'.
+    pub hold_time: Duration,
+    /// `passive` (`false`): when true we never connect, only accept the router's
+    /// connection on port 179.
+    pub passive: bool,
+    /// `md5_password_file` (none): a file holding the TCP MD5 (RFC 2385) key, trailing
+    /// newline ignored; 1 to 80 bytes, as the kernel allows.
+    pub md5_password_file: Option<PathBuf>,
+    /// `next_hop` (the session's local address): the NEXT_HOP of announced routes.
+    pub next_hop: Option<IpAddr>,
+}
+
+impl BgpPeer {
+    /// `port` when not given.
+    pub const DEFAULT_PORT: u16 = 179;
+    /// `hold_time` when not given.
+    pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(90);
+}
+
+/// A service's announce fields: when its VIP is announced and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    /// `announce` (`auto`).
+    pub mode: Announce,
+    /// `min_healthy` (`1`): usable backends (healthy, not drained, reachable by the data
+    /// plane) the service needs for its VIP to be announced; 1 to the number of backends.
+    pub min_healthy: u32,
+    /// `med` (none): MULTI_EXIT_DISC of the route, lower preferred.
+    pub med: Option<u32>,
+    /// `local_pref` (none): LOCAL_PREF, sent to iBGP peers only (RFC 4271 5.1.5).
+    pub local_pref: Option<u32>,
+    /// `communities` (none): RFC 1997 communities, written `ASN:VALUE` (16 bits each).
+    pub communities: Vec<(u16, u16)>,
+    /// `large_communities` (none): RFC 8092 communities, written `GLOBAL:DATA1:DATA2`.
+    pub large_communities: Vec<(u32, u32, u32)>,
+}
+
+impl Default for Announcement {
+    fn default() -> Self {
+        Self {
+            mode: Announce::Auto,
+            min_healthy: 1,
+            med: None,
+            local_pref: None,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+        }
+    }
+}
+
+/// Whether a service's VIP is announced at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Announce {
+    /// `auto`: announced while at least `min_healthy` backends are usable.
+    #[default]
+    Auto,
+    /// `never`: not announced; for VIPs that reach this host some other way.
+    Never,
+}
