@@ -174,6 +174,11 @@ fn bird_keeps_the_vip_through_a_graceful_restart_and_drops_it_after_a_crash() {
     let path = write_config(&dir, &bgp_section("8s", ""), "", Some(&instance));
     let mut daemon = start_pinned(&lab, &path);
     wait_until("BIRD has the VIP", LIMIT, || !bird.route(PREFIX).is_empty());
+    let fresh = protocol(&bird);
+    assert!(
+        !fresh.contains("Restart recovery") && !fresh.contains("AF preserved: ipv4"),
+        "a fresh daemon sets neither the Restart State nor the Forwarding State bit: {fresh}"
+    );
 
     // Handover and start again while watching BIRD's table: the route never disappears.
     let missing = AtomicUsize::new(0);
@@ -204,6 +209,11 @@ fn bird_keeps_the_vip_through_a_graceful_restart_and_drops_it_after_a_crash() {
                 let p = protocol(&bird);
                 p.contains("BGP state:          Established") && !p.contains("restart active")
             },
+        );
+        let p = protocol(&bird);
+        assert!(
+            p.contains("Restart recovery") && p.contains("AF preserved: ipv4"),
+            "the daemon that adopted the data plane opens with the R and F bits: {p}"
         );
     });
     assert_eq!(
