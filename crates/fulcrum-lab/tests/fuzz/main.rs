@@ -6,7 +6,9 @@
 //!   to a configured, usable backend of its service, the same one for every packet of a
 //!   5-tuple;
 //! - nothing the rules drop or pass is forwarded, and nothing is changed unless forwarded;
-//! - the frame moved exactly one action counter and one reason counter, by one.
+//! - the frame moved exactly one action counter and one reason counter, by one;
+//! - flow sharing is on, and a frame yields at most one flow event, only when forwarded,
+//!   naming its 5-tuple and the backend it went to: nothing malformed reaches the peers.
 //!
 //! `FUZZ_SEED` replays a run (the seed is printed), `FUZZ_FRAMES` sets how many frames
 //! (default a million), `FUZZ_SECONDS` bounds the time. A failure prints the seed, the
@@ -17,10 +19,14 @@ mod reference;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
-use fulcrum::{Counter, Destination, GlobalStats, Protocol, Service, ServiceId};
+use fulcrum::{
+    Counter, Destination, FlowEvent, FlowEvents, FlowRecord, GlobalStats, Protocol, Service,
+    ServiceId,
+};
 use fulcrum_lab::{
     fixture::{Fixture, VIP, VIP_ALL_PORTS, VIP_EMPTY, backend, backend_mac},
     testrun::action,
@@ -59,6 +65,9 @@ const SERVICES: &[Svc] = &[
 
 const ACTIONS: [Counter; 4] = [Counter::Tx, Counter::Redirect, Counter::Pass, Counter::Drop];
 
+/// Counters of the flow event ring, checked through the events themselves.
+const SHARING: [Counter; 2] = [Counter::FlowEventsEmitted, Counter::FlowEventsLost];
+
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
     let text = text.trim();
@@ -77,11 +86,14 @@ struct Fuzz {
     seen: HashMap<Tuple, u8>,
     /// Frames per expected reason, to show what the run covered.
     covered: BTreeMap<&'static str, u64>,
+    events: FlowEvents,
+    drained: Vec<FlowEvent>,
 }
 
 impl Fuzz {
     fn new(seed: u64) -> Self {
-        let mut f = Fixture::new();
+        let mut f = Fixture::with_builder(|b| b.share_flows(true));
+        let events = f.lb.flow_events().expect("take the flow event ring");
         for svc in SERVICES {
             let protocol = if svc.proto == TCP {
                 Protocol::Tcp
@@ -105,12 +117,28 @@ impl Fuzz {
             stats,
             seen: HashMap::new(),
             covered: BTreeMap::new(),
+            events,
+            drained: Vec::new(),
         }
+    }
+
+    /// The flow records the frame's run emitted.
+    fn shared(&mut self) -> Vec<FlowRecord> {
+        self.drained.clear();
+        self.events.drain(&mut self.drained);
+        let records = self.f.lb.flow_records(&self.drained);
+        assert_eq!(
+            records.len(),
+            self.drained.len(),
+            "an event named a backend slot that is not in use"
+        );
+        records
     }
 
     fn check(&mut self, index: u64, frame: &[u8]) {
         let expected = classify(frame, SERVICES);
         let ran = self.f.run(frame);
+        let shared = self.shared();
         let now = self.f.stats();
         let delta = now.since(&self.stats);
         self.stats = now;
@@ -127,7 +155,21 @@ impl Fuzz {
             )
         };
         let actions: Vec<_> = moved.iter().filter(|(c, _)| ACTIONS.contains(c)).collect();
-        let reasons: Vec<_> = moved.iter().filter(|(c, _)| !ACTIONS.contains(c)).collect();
+        let reasons: Vec<_> = moved
+            .iter()
+            .filter(|(c, _)| !ACTIONS.contains(c) && !SHARING.contains(c))
+            .collect();
+        if !matches!(expected, Expected::Forward { .. }) && !shared.is_empty() {
+            fail(format!(
+                "a frame that is not forwarded was shared: {shared:?}"
+            ));
+        }
+        if shared.len() > 1 {
+            fail(format!(
+                "one frame shared {} flows: {shared:?}",
+                shared.len()
+            ));
+        }
         if actions.len() != 1 || actions[0].1 != 1 || reasons.len() != 1 || reasons[0].1 != 1 {
             fail("not counted exactly once per action and once per reason".into());
         }
@@ -170,6 +212,18 @@ impl Fuzz {
                 if ran.frame != want {
                     fail("the forwarded frame differs from the input beyond the MACs".into());
                 }
+                if let Some(record) = shared.first() {
+                    let want = (
+                        SocketAddr::new(IpAddr::V4(tuple.src), tuple.sport),
+                        SocketAddr::new(IpAddr::V4(tuple.dst), tuple.dport),
+                        IpAddr::V4(backend(n)),
+                    );
+                    if (record.client, record.vip, record.backend) != want {
+                        fail(format!(
+                            "shared {record:?} for a frame of {tuple:?} sent to {n}"
+                        ));
+                    }
+                }
                 let before = self.seen.insert(*tuple, n);
                 if before.is_some_and(|b| b != n) {
                     fail(format!(
@@ -197,6 +251,7 @@ impl Fuzz {
             }
         }
         *self.covered.entry(reason.label()).or_default() += 1;
+        *self.covered.entry("shared").or_default() += shared.len() as u64;
     }
 }
 
@@ -232,6 +287,10 @@ fn every_frame_follows_the_documented_rules() {
         "fuzz seed {seed}: {index} frames in {:.1?}, all as the rules say; per reason: {:?}",
         start.elapsed(),
         fuzz.covered
+    );
+    assert!(
+        fuzz.covered.get("shared").is_some_and(|n| *n > 0),
+        "no forwarded flow was shared"
     );
     if index >= DEFAULT_FRAMES {
         let missed: Vec<_> = REACHABLE
