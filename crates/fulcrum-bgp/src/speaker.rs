@@ -32,8 +32,9 @@ pub struct SpeakerConfig {
     pub router_id: Ipv4Addr,
     /// Graceful restart as advertised; `None` leaves it out.
     pub graceful_restart: Option<GrConfig>,
-    /// Where peers connect to us (`0.0.0.0:179`).
-    pub listen: SocketAddr,
+    /// Where peers connect to us (`0.0.0.0:179`); `None` only connects, leaving port 179
+    /// to another BGP daemon on the host.
+    pub listen: Option<SocketAddr>,
     /// Time between connection attempts to a peer.
     pub connect_retry: Duration,
     /// The peers.
@@ -105,7 +106,7 @@ pub struct Speaker {
     status: Arc<watch::Sender<Vec<PeerStatus>>>,
     registry: Registry,
     listener: Arc<Mutex<Option<Arc<TcpListener>>>>,
-    listen_task: JoinHandle<()>,
+    listen_task: Option<JoinHandle<()>>,
 }
 
 impl Speaker {
@@ -116,12 +117,7 @@ impl Speaker {
         let status = Arc::new(watch::Sender::new(Vec::new()));
         let registry: Registry = Arc::default();
         let listener: Arc<Mutex<Option<Arc<TcpListener>>>> = Arc::default();
-        let listen_task = tokio::spawn(listen(
-            config.listen,
-            config.peers.clone(),
-            registry.clone(),
-            listener.clone(),
-        ));
+        let listen_task = spawn_listener(&config, &registry, &listener);
         let mut speaker = Self {
             config: config.clone(),
             peers: Vec::new(),
@@ -179,6 +175,10 @@ impl Speaker {
             }
         }
         self.peers = kept;
+        if config.listen != self.config.listen {
+            self.stop_listening();
+            self.listen_task = spawn_listener(&config, &self.registry, &self.listener);
+        }
         self.config = config.clone();
         if let Some(listener) = self.listener.lock().ok().and_then(|l| l.clone()) {
             set_listener_keys(&listener, &config.peers);
@@ -207,8 +207,17 @@ impl Speaker {
         self.stop_all(None).await;
     }
 
+    fn stop_listening(&mut self) {
+        if let Some(task) = self.listen_task.take() {
+            task.abort();
+        }
+        if let Ok(mut slot) = self.listener.lock() {
+            *slot = None;
+        }
+    }
+
     async fn stop_all(&mut self, cease: Option<u8>) {
-        self.listen_task.abort();
+        self.stop_listening();
         for peer in std::mem::take(&mut self.peers) {
             stop_peer(peer, &self.registry, cease).await;
         }
@@ -281,7 +290,7 @@ impl Speaker {
 
 impl Drop for Speaker {
     fn drop(&mut self) {
-        self.listen_task.abort();
+        self.stop_listening();
         for peer in &self.peers {
             peer.task.abort();
         }
@@ -307,6 +316,21 @@ fn set_listener_keys(listener: &TcpListener, peers: &[PeerConfig]) {
             warn!(peer = %peer.address, error = %e, "TCP MD5 key on the listener");
         }
     }
+}
+
+/// The listener task, unless the configuration leaves listening to another daemon.
+fn spawn_listener(
+    config: &SpeakerConfig,
+    registry: &Registry,
+    slot: &Arc<Mutex<Option<Arc<TcpListener>>>>,
+) -> Option<JoinHandle<()>> {
+    let at = config.listen?;
+    Some(tokio::spawn(listen(
+        at,
+        config.peers.clone(),
+        registry.clone(),
+        slot.clone(),
+    )))
 }
 
 async fn listen(

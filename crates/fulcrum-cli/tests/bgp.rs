@@ -78,9 +78,11 @@ fn bird_has_the_vip_while_backends_are_healthy_and_loses_it_when_they_fail_and_o
     let servers = lab.http_servers().expect("HTTP servers");
     let bird = Bird::start(&lab.client.ns, &bird_config("")).expect("bird");
     let dir = temp_dir("bgp-announce");
+    // GoBGP connects too; with `listen: off` only our connection can make the session.
+    let bgp = bgp_section("3s", "").replace("  peers:\n", "  listen: off\n  peers:\n");
     let path = write_config(
         &dir,
-        &bgp_section("3s", ""),
+        &bgp,
         "    med: 10\n    communities: [\"65000:100\"]\n    large_communities: [\"65000:1:2\"]\n",
         None,
     );
@@ -302,9 +304,11 @@ fn gobgp_gets_the_vip_with_its_attributes_and_loses_it() {
     let port = 50051 + (std::process::id() % 1000) as u16;
     let gobgp = Gobgp::start(&lab.client.ns, &config, port).expect("gobgpd");
     let dir = temp_dir("bgp-gobgp");
+    // GoBGP connects too; with `listen: off` only our connection can make the session.
+    let bgp = bgp_section("3s", "").replace("  peers:\n", "  listen: off\n  peers:\n");
     let path = write_config(
         &dir,
-        &bgp_section("3s", ""),
+        &bgp,
         "    med: 10\n    communities: [\"65000:100\"]\n    large_communities: [\"65000:1:2\"]\n",
         None,
     );
@@ -322,6 +326,10 @@ fn gobgp_gets_the_vip_with_its_attributes_and_loses_it() {
     assert!(table.contains("65000:100"), "{table}");
     assert!(table.contains("65000:1:2"), "{table}");
     assert!(table.contains("65001"), "AS path: {table}");
+    let listening = (lab.balancer.ns)
+        .exec("ss", &["-Hltn", "sport", "=", ":179"])
+        .expect("ss");
+    assert!(listening.trim().is_empty(), "listen: off, yet: {listening}");
     drop(servers);
     wait_until("GoBGP loses the VIP", LIMIT, || !rib().contains(PREFIX));
     drop(daemon);

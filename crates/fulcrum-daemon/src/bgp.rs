@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -22,8 +22,6 @@ use crate::{
     status::{Health, ServiceStatus},
 };
 
-/// Where routers connect to us.
-const LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 179);
 /// Time between connection attempts to a peer.
 const CONNECT_RETRY: Duration = Duration::from_secs(3);
 
@@ -170,7 +168,7 @@ pub(crate) fn speaker_config(bgp: &Bgp, restarted: bool) -> Result<SpeakerConfig
             restart_state: restarted,
             forwarding_state: restarted,
         }),
-        listen: LISTEN,
+        listen: bgp.listen,
         connect_retry: CONNECT_RETRY,
         peers,
     })

@@ -1,7 +1,7 @@
 //! The `bgp:` section and each service's announce fields: which VIPs are announced to which
 //! routers, and with what attributes (route health injection).
 
-use std::{net::IpAddr, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -19,11 +19,17 @@ pub struct Bgp {
     /// `shutdown_delay` (`2s`): on SIGTERM the routes are withdrawn, then the data plane
     /// keeps forwarding this long while routers move traffic away, then it detaches.
     pub shutdown_delay: Duration,
+    /// `listen` (`0.0.0.0:179`): where routers' connections are accepted; `off` (None)
+    /// only connects out, for a host whose own BGP daemon holds port 179.
+    pub listen: Option<SocketAddr>,
     /// `peers`: the routers to announce to (at least one, each address once).
     pub peers: Vec<BgpPeer>,
 }
 
 impl Bgp {
+    /// `listen` when not given.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 179));
     /// `graceful_restart` when not given.
     pub const DEFAULT_RESTART_TIME: Duration = Duration::from_secs(120);
     /// `shutdown_delay` when not given.

@@ -33,6 +33,7 @@ fn a_minimal_bgp_section_takes_every_default() {
         router_id: "10.0.2.11".parse().expect("address"),
         graceful_restart: Some(Duration::from_secs(120)),
         shutdown_delay: Duration::from_secs(2),
+        listen: Some(Bgp::DEFAULT_LISTEN),
         peers: vec![BgpPeer {
             address: "10.0.2.1".parse().expect("address"),
             asn: 65000,
@@ -56,6 +57,7 @@ bgp:
   router_id: 10.0.2.11
   graceful_restart: off
   shutdown_delay: 500ms
+  listen: 10.0.2.11:1179
   peers:
     - address: 10.0.2.1
       asn: 65000
@@ -81,6 +83,7 @@ services:
     assert_eq!(bgp.asn, 4_200_000_001);
     assert_eq!(bgp.graceful_restart, None);
     assert_eq!(bgp.shutdown_delay, Duration::from_millis(500));
+    assert_eq!(bgp.listen, Some("10.0.2.11:1179".parse().expect("address")));
     let peer = &bgp.peers[0];
     assert_eq!(peer.port, 1179);
     assert_eq!(peer.hold_time, Duration::ZERO);
@@ -142,6 +145,26 @@ fn out_of_range_timers_say_what_is_valid() {
         )),
         "f.yaml:8:18: bgp.peers[0].hold_time: '1500ms' is out of range; use whole seconds, \
          0s (no keepalives) or 3s to 65535s"
+    );
+}
+
+#[test]
+fn listen_off_only_connects_out_and_refuses_passive_peers() {
+    let off = bgp_edit("  peers:", "  listen: off\n  peers:");
+    assert_eq!(valid(&off).bgp.expect("bgp").listen, None);
+    assert_eq!(
+        problem(&bgp_edit("  peers:", "  listen: 179\n  peers:")),
+        "f.yaml:5:11: bgp.listen: '179' is not an address and port; write one like \
+         10.0.2.11:179, or `off` to only connect out"
+    );
+    let passive = off.replace(
+        "      asn: 65000\n",
+        "      asn: 65000\n      passive: true\n",
+    );
+    assert_eq!(
+        problem(&passive),
+        "f.yaml:7:7: bgp.peers[0].passive: a passive peer must connect to us, but bgp.listen \
+         is `off`; give bgp.listen an address or make the peer active"
     );
 }
 

@@ -1,6 +1,11 @@
 //! The `bgp:` section and the services' announce fields, as written and as checked.
 
-use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
@@ -16,6 +21,7 @@ pub(crate) struct RawBgp {
     router_id: Option<Spanned<String>>,
     graceful_restart: Option<Spanned<String>>,
     shutdown_delay: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
     peers: Option<Vec<Spanned<RawPeer>>>,
 }
 
@@ -80,6 +86,22 @@ impl Checker<'_> {
                 ),
             },
         };
+        let listen = match &b.listen {
+            None => Some(Some(Bgp::DEFAULT_LISTEN)),
+            Some(text) if text.value.trim() == "off" => Some(None),
+            Some(text) => match text.value.trim().parse::<SocketAddr>() {
+                Ok(addr) => Some(Some(addr)),
+                Err(_) => self.report(
+                    &text.referenced,
+                    "bgp.listen",
+                    format!(
+                        "{} is not an address and port; write one like 10.0.2.11:179, \
+                         or `off` to only connect out",
+                        quote(&text.value)
+                    ),
+                ),
+            },
+        };
         let peers = self
             .required(
                 &b.peers,
@@ -88,11 +110,24 @@ impl Checker<'_> {
                 "peers: [{address: 10.0.2.1, asn: 65000}]",
             )
             .and_then(|peers| self.peers(peers, at));
+        if let (Some(None), Some(raw)) = (listen, &b.peers)
+            && let Some((i, peer)) = raw.iter().enumerate().find(|(_, p)| p.value.passive)
+        {
+            self.report::<()>(
+                &peer.referenced,
+                format_args!("bgp.peers[{i}].passive"),
+                "a passive peer must connect to us, but bgp.listen is `off`; give bgp.listen \
+                 an address or make the peer active"
+                    .to_owned(),
+            );
+            return None;
+        }
         Some(Bgp {
             asn: asn?,
             router_id: router_id?,
             graceful_restart: graceful_restart?,
             shutdown_delay: shutdown_delay?,
+            listen: listen?,
             peers: peers?,
         })
     }
