@@ -89,14 +89,9 @@ fn send_sealed(
     batch: &[FlowRecord],
     rx: &UdpSocket,
 ) -> anyhow::Result<f64> {
-    let start = Instant::now();
-    for _ in 0..DATAGRAMS {
-        let datagram = sealer.seal(&Body::Records(batch.to_vec()), unix_now());
-        tx.send_to(datagram, to)?;
-    }
-    let rate = per_second(start.elapsed());
-    drain(rx, DATAGRAMS)?;
-    Ok(rate)
+    timed_sends(rx, || {
+        tx.send_to(sealer.seal(&Body::Records(batch.to_vec()), unix_now()), to)
+    })
 }
 
 /// Sends a round of datagrams sealed beforehand; records per second.
@@ -110,9 +105,18 @@ fn send_plain(
     let datagram = sealer
         .seal(&Body::Records(batch.to_vec()), unix_now())
         .to_vec();
+    timed_sends(rx, || tx.send_to(&datagram, to))
+}
+
+/// Times a round of `DATAGRAMS` calls of `send`, then drains them from `rx`; records per
+/// second.
+fn timed_sends(
+    rx: &UdpSocket,
+    mut send: impl FnMut() -> std::io::Result<usize>,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     for _ in 0..DATAGRAMS {
-        tx.send_to(&datagram, to)?;
+        send()?;
     }
     let rate = per_second(start.elapsed());
     drain(rx, DATAGRAMS)?;

@@ -6,15 +6,15 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::Duration,
 };
 
-use common::{FULCRUM, config_file, start_daemon, temp_dir, try_api, wait_until, web_service};
+use common::{
+    PinDir, config_file, start_daemon, start_pinned, temp_dir, try_api, wait_until, web_service,
+};
 use fulcrum_lab::{
     bgp_peers::{Bird, Gobgp},
-    daemon::Daemon,
     dsr::{BALANCER, CLIENT, DsrLab, VIP, backend_addr},
 };
 
@@ -145,24 +145,6 @@ impl Drop for SetOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
-}
-
-/// Removes the pinned directory at the end, whatever happened.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn start_pinned(lab: &DsrLab, config: &Path) -> Daemon {
-    let mut command = lab.balancer.ns.command_with_host_mounts(FULCRUM);
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null());
-    Daemon::spawn(command).expect("start fulcrum run")
 }
 
 #[test]

@@ -4,40 +4,16 @@
 
 mod common;
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use common::{
-    FULCRUM, TOKEN, api, config_file, spread, temp_dir, try_api, wait_until, web_service,
+    PinDir, TOKEN, api, config_file, spread, start_pinned, temp_dir, try_api, wait_until,
+    web_service,
 };
 use fulcrum_lab::{
-    daemon::Daemon,
     dsr::{DsrLab, VIP, backend_addr},
     traffic::HttpConnection,
 };
-
-/// Removes the pinned directory at the end, whatever happened.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The daemon with the host's mounts, so that its pins outlive it; SIGTERM on drop.
-fn start_pinned(lab: &DsrLab, config: &Path) -> Daemon {
-    let mut command = lab.balancer.ns.command_with_host_mounts(FULCRUM);
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null());
-    Daemon::spawn(command).expect("start fulcrum run")
-}
 
 /// The first answer of a freshly started daemon's API.
 fn first_answer(lab: &DsrLab) -> String {

@@ -18,19 +18,7 @@ fn lab() -> Lab {
     let prefix = unique_prefix("mc");
     let a = NetNs::create(&format!("{prefix}a")).unwrap();
     let b = NetNs::create(&format!("{prefix}b")).unwrap();
-    a.ip(&[
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        b.name(),
-    ])
-    .unwrap();
+    a.veth("eth0", &b, "eth0").unwrap();
     for (ns, addr) in [(&a, "10.77.0.1/24"), (&b, "10.77.0.2/24")] {
         ns.ip(&["addr", "add", addr, "dev", "eth0"]).unwrap();
         ns.ip(&["link", "set", "eth0", "up"]).unwrap();

@@ -100,9 +100,9 @@ pub fn established(bird: &Bird, name: &str) -> bool {
         .is_ok_and(|out| out.contains("Established"))
 }
 
-/// The `via ADDR` next hops in `birdc show route` output (one per path of a multipath
-/// route, or the single one).
-fn parse_next_hops(out: &str) -> Vec<Ipv4Addr> {
+/// The `via ADDR` next hops in `birdc show route` or `ip route show` output (one per path
+/// of a multipath route, or the single one), sorted.
+pub(crate) fn parse_next_hops(out: &str) -> Vec<Ipv4Addr> {
     let mut hops: Vec<Ipv4Addr> = out
         .split_whitespace()
         .collect::<Vec<_>>()

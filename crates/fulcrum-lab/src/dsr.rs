@@ -13,9 +13,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use anyhow::Context as _;
 use fulcrum::PassProgram;
 
+pub use crate::host::Host;
 use crate::{
+    host::{backend_servers, plug, switch},
     netns::{NetNs, unique_prefix},
-    traffic::{Server, http_server},
+    traffic::{Server, http_server, udp_server},
 };
 
 /// Address of the client.
@@ -30,14 +32,6 @@ pub const LB_IFACE: &str = "eth0";
 /// Address of backend `n` (1-based).
 pub const fn backend_addr(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 0, 10 + n)
-}
-
-/// A lab host: its namespace and address.
-pub struct Host {
-    /// The host's namespace; its interface is `eth0`.
-    pub ns: NetNs,
-    /// The host's address on the lab subnet.
-    pub addr: Ipv4Addr,
 }
 
 /// The whole lab. Dropping it removes every namespace (and so every program attached
@@ -67,11 +61,9 @@ impl DsrLab {
     /// prefix are replaced.
     pub fn with_prefix(prefix: &str, backends: u8) -> anyhow::Result<Self> {
         let prefix = prefix.to_string();
-        let switch = NetNs::create(&format!("{prefix}-sw"))?;
-        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-        switch.ip(&["link", "set", "br0", "up"])?;
+        let switch = switch(&prefix)?;
 
-        let client = Self::plug(&switch, &prefix, "cl", CLIENT)?;
+        let client = plug(&switch, &prefix, "cl", CLIENT)?;
         client.ns.ip(&[
             "route",
             "add",
@@ -79,7 +71,7 @@ impl DsrLab {
             "via",
             &BALANCER.to_string(),
         ])?;
-        let balancer = Self::plug(&switch, &prefix, "lb", BALANCER)?;
+        let balancer = plug(&switch, &prefix, "lb", BALANCER)?;
         let pass = switch
             .run_in(|| PassProgram::attach("p-lb"))?
             .context("attaching XDP_PASS to the balancer's bridge port")?;
@@ -100,16 +92,13 @@ impl DsrLab {
 
     /// Adds backend `n` (address `backend_addr(n)`), ready for DSR.
     pub fn add_backend(&mut self, n: u8) -> anyhow::Result<&Host> {
-        let host = Self::plug(
+        let host = plug(
             &self.switch,
             &self.prefix,
             &format!("b{n}"),
             backend_addr(n),
         )?;
-        host.ns
-            .ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        host.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-        host.ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+        host.hold_vip(VIP)?;
         self.backends.push(host);
         self.backends.last().context("backend just added")
     }
@@ -118,7 +107,7 @@ impl DsrLab {
     /// program its bridge port needs: keep it while the balancer runs. The client still
     /// routes the VIPs to [`BALANCER`] until a test changes its route.
     pub fn add_balancer(&self, tag: &str, addr: Ipv4Addr) -> anyhow::Result<(Host, PassProgram)> {
-        let host = Self::plug(&self.switch, &self.prefix, tag, addr)?;
+        let host = plug(&self.switch, &self.prefix, tag, addr)?;
         let port = format!("p-{tag}");
         let pass = self
             .switch
@@ -127,43 +116,18 @@ impl DsrLab {
         Ok((host, pass))
     }
 
-    /// One host: a namespace whose `eth0` is plugged into the bridge as `p-TAG`.
-    fn plug(switch: &NetNs, prefix: &str, tag: &str, addr: Ipv4Addr) -> anyhow::Result<Host> {
-        let ns = NetNs::create(&format!("{prefix}-{tag}"))?;
-        let port = format!("p-{tag}");
-        switch.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
-        switch.ip(&["link", "set", &port, "master", "br0", "up"])?;
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        // XDP frames lose checksum offload state: hosts must compute checksums themselves.
-        ns.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
-        Ok(Host { ns, addr })
-    }
-
     /// An HTTP server on port 80 of every backend, named `backend-N` after its host.
     pub fn http_servers(&self) -> anyhow::Result<Vec<Server>> {
-        self.backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                http_server(
-                    &b.ns,
-                    &format!("backend-{}", i + 1),
-                    SocketAddr::from(([0, 0, 0, 0], 80)),
-                )
-            })
-            .collect()
+        backend_servers(
+            &self.backends,
+            SocketAddr::from(([0, 0, 0, 0], 80)),
+            http_server,
+        )
+    }
+
+    /// A UDP server on the VIP's port `port` of every backend, named `backend-N`.
+    pub fn udp_servers(&self, port: u16) -> anyhow::Result<Vec<Server>> {
+        backend_servers(&self.backends, SocketAddr::from((VIP, port)), udp_server)
     }
 
     /// Whether any XDP program is attached to the balancer's interface.

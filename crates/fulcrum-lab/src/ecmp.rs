@@ -19,7 +19,7 @@ use fulcrum::PassProgram;
 
 use crate::{
     bird::{self, Bird, BirdConfig, Neighbor, Routes},
-    dsr::Host,
+    host::{Host, backend_servers, plug, switch},
     netns::{NetNs, unique_prefix},
     traffic::{Server, http_server, udp_server},
 };
@@ -40,7 +40,7 @@ pub const ROUTER_ASN: u32 = 65000;
 /// Every balancer's ASN (one AS, several speakers: equal paths for multipath).
 pub const BALANCER_ASN: u32 = 65001;
 /// Interface of every lab host.
-pub const IFACE: &str = "eth0";
+pub use crate::host::IFACE;
 
 /// Address of balancer `n` (1-based).
 pub const fn balancer_addr(n: u8) -> Ipv4Addr {
@@ -78,27 +78,14 @@ impl EcmpLab {
     pub fn new(tag: &str, balancers: u8, backends: u8, bgp: Option<u16>) -> anyhow::Result<Self> {
         let prefix = unique_prefix(tag);
         let dir = std::env::temp_dir().join(format!("fulcrum-lab-{prefix}"));
-        let switch = NetNs::create(&format!("{prefix}-sw"))?;
-        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-        switch.ip(&["link", "set", "br0", "up"])?;
+        let switch = switch(&prefix)?;
 
         let router = Self::router(&switch, &prefix)?;
         let client = Host {
             ns: NetNs::create(&format!("{prefix}-cl"))?,
             addr: CLIENT,
         };
-        router.ip(&[
-            "link",
-            "add",
-            "eth1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            IFACE,
-            "netns",
-            client.ns.name(),
-        ])?;
+        router.veth("eth1", &client.ns, IFACE)?;
         router.ip(&[
             "addr",
             "add",
@@ -174,10 +161,7 @@ impl EcmpLab {
             &format!("b{n}"),
             backend_addr(n),
         )?;
-        host.ns
-            .ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        host.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-        host.ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+        host.hold_vip(VIP)?;
         host.ns
             .ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
         self.backends.push(host);
@@ -203,17 +187,7 @@ impl EcmpLab {
 
     /// A UDP server on the VIP's port 53 of every backend, named `backend-N`.
     pub fn udp_servers(&self) -> anyhow::Result<Vec<Server>> {
-        self.backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                udp_server(
-                    &b.ns,
-                    &format!("backend-{}", i + 1),
-                    SocketAddr::from((VIP, 53)),
-                )
-            })
-            .collect()
+        backend_servers(&self.backends, SocketAddr::from((VIP, 53)), udp_server)
     }
 
     /// Balancer `n`'s host (1-based).
@@ -255,15 +229,7 @@ impl EcmpLab {
     /// The next hops of the router's kernel route to the VIP (what packets follow).
     pub fn kernel_next_hops(&self) -> anyhow::Result<Vec<Ipv4Addr>> {
         let out = self.router.ip(&["route", "show", VIP_PREFIX])?;
-        let mut hops: Vec<Ipv4Addr> = out
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse().ok())
-            .collect();
-        hops.sort();
-        Ok(hops)
+        Ok(bird::parse_next_hops(&out))
     }
 
     /// Sends the client's flows with source ports `ports` (an `ip rule` range such as
@@ -332,28 +298,4 @@ fn bird_config(balancers: u8, bgp: Option<u16>) -> BirdConfig {
         local: ROUTER,
         routes,
     }
-}
-
-/// One host: a namespace whose `eth0` is plugged into the bridge as `p-TAG`, computing its
-/// own checksums (XDP frames lose the offload state).
-fn plug(switch: &NetNs, prefix: &str, tag: &str, addr: Ipv4Addr) -> anyhow::Result<Host> {
-    let ns = NetNs::create(&format!("{prefix}-{tag}"))?;
-    let port = format!("p-{tag}");
-    switch.ip(&[
-        "link",
-        "add",
-        &port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        IFACE,
-        "netns",
-        ns.name(),
-    ])?;
-    switch.ip(&["link", "set", &port, "master", "br0", "up"])?;
-    ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", IFACE])?;
-    ns.ip(&["link", "set", IFACE, "up"])?;
-    ns.exec("ethtool", &["-K", IFACE, "tx", "off"])?;
-    Ok(Host { ns, addr })
 }

@@ -9,6 +9,7 @@ pub mod failover;
 pub mod fixture;
 pub mod fleet;
 pub mod frame;
+pub mod host;
 pub mod netns;
 pub mod testrun;
 pub mod traffic;

@@ -61,6 +61,23 @@ impl NetNs {
         cmd
     }
 
+    /// A veth pair: `name` here, `peer_name` in `peer`.
+    pub fn veth(&self, name: &str, peer: &NetNs, peer_name: &str) -> anyhow::Result<()> {
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_name,
+            "netns",
+            peer.name(),
+        ])
+        .map(|_| ())
+    }
+
     /// Sets a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
         self.exec("sysctl", &["-qw", &format!("{key}={value}")])

@@ -248,15 +248,8 @@ pub fn udp_ask(ns: &NetNs, addr: SocketAddr) -> anyhow::Result<(Answer, u16)> {
     let socket = ns
         .run_in(|| UdpSocket::bind("0.0.0.0:0"))?
         .context("binding a client UDP socket")?;
-    socket.set_read_timeout(Some(IO_TIMEOUT))?;
-    socket.connect(addr)?;
-    socket.send(b"who?")?;
-    let mut buf = [0u8; 256];
-    let n = socket
-        .recv(&mut buf)
-        .with_context(|| format!("no UDP answer from {addr}"))?;
     let port = socket.local_addr()?.port();
-    Ok((Answer::parse(&String::from_utf8_lossy(&buf[..n]))?, port))
+    Ok((udp_ask_with(&socket, addr)?, port))
 }
 
 /// One datagram from client port `port` (a fixed 5-tuple, so the same flow can be sent
@@ -265,13 +258,21 @@ pub fn udp_ask_from(ns: &NetNs, port: u16, addr: SocketAddr) -> anyhow::Result<A
     let socket = ns
         .run_in(|| UdpSocket::bind(("0.0.0.0", port)))?
         .with_context(|| format!("binding client UDP port {port}"))?;
+    udp_ask_with(&socket, addr)
+}
+
+/// Sends one datagram from `socket` to `addr` and parses the answer.
+fn udp_ask_with(socket: &UdpSocket, addr: SocketAddr) -> anyhow::Result<Answer> {
     socket.set_read_timeout(Some(IO_TIMEOUT))?;
     socket.connect(addr)?;
     socket.send(b"who?")?;
     let mut buf = [0u8; 256];
-    let n = socket
-        .recv(&mut buf)
-        .with_context(|| format!("no UDP answer from {addr} to port {port}"))?;
+    let n = socket.recv(&mut buf).with_context(|| {
+        format!(
+            "no UDP answer from {addr} to port {}",
+            socket.local_addr().map_or(0, |a| a.port())
+        )
+    })?;
     Answer::parse(&String::from_utf8_lossy(&buf[..n]))
 }
 

@@ -13,7 +13,7 @@ use fulcrum::{
 use fulcrum_common::{FlowKey, IPPROTO_TCP, flow_hash};
 use fulcrum_lab::{
     dsr::{BALANCER, CLIENT, DsrLab, LB_IFACE, VIP, backend_addr},
-    traffic::{HttpConnection, Server, http_get, http_server, udp_ask, udp_server},
+    traffic::{HttpConnection, http_get, http_server, udp_ask},
 };
 
 const HTTP: u16 = 80;
@@ -135,19 +135,7 @@ fn http_is_balanced_with_direct_server_return() {
 fn udp_is_balanced() {
     let lab = DsrLab::new("u", 3).expect("build the lab");
     let dns = ServiceId::new(VIP, UDP, Protocol::Udp);
-    let _servers: Vec<Server> = lab
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            udp_server(
-                &b.ns,
-                &format!("backend-{}", i + 1),
-                SocketAddr::from((VIP, UDP)),
-            )
-            .expect("udp")
-        })
-        .collect();
+    let _servers = lab.udp_servers(UDP).expect("udp");
     let lb = start_balancer(&lab, dns);
     let before = lb.stats().expect("stats");
     let mut seen = BTreeSet::new();

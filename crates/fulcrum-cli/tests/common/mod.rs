@@ -25,12 +25,30 @@ pub const API: &str = "127.0.0.1:9180";
 /// Starts `fulcrum run --config PATH` in the lab's balancer namespace (`ip netns exec`:
 /// pins go to a bpffs private to it, so parallel tests never share state).
 pub fn start_daemon(lab: &DsrLab, config: &Path) -> Daemon {
-    let mut command = lab.balancer.ns.command(FULCRUM);
+    run_daemon(lab.balancer.ns.command(FULCRUM), config)
+}
+
+/// Like [`start_daemon`] with the host's mounts (`nsenter --net`), so that its pins
+/// outlive it (the restart path).
+pub fn start_pinned(lab: &DsrLab, config: &Path) -> Daemon {
+    run_daemon(lab.balancer.ns.command_with_host_mounts(FULCRUM), config)
+}
+
+fn run_daemon(mut command: std::process::Command, config: &Path) -> Daemon {
     command
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null());
     Daemon::spawn(command).expect("start fulcrum run")
+}
+
+/// Removes a pinned directory at the end, whatever happened.
+pub struct PinDir(pub PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// One HTTP request to the daemon's API from inside the balancer's namespace.
