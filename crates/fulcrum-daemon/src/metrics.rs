@@ -288,7 +288,12 @@ mod tests {
             .stdin
             .take()
             .expect("stdin")
-            .write_all((render(&status()) + &render_bgp(&bgp::tests::status())).as_bytes())
+            .write_all(
+                (render(&status())
+                    + &render_bgp(&bgp::tests::status())
+                    + &crate::flow_metrics::render(&crate::flow_metrics::tests::status()))
+                    .as_bytes(),
+            )
             .expect("write");
         let out = child.wait_with_output().expect("promtool output");
         let said = format!(
