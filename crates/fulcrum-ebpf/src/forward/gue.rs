@@ -1,0 +1,37 @@
+//! GUE variant 1 ("direct", as Katran and Linux's fou send it): an outer IP header, a UDP
+//! header to the backend's GUE port, then the inner IP header, for networks whose
+//! routers spread flows only by UDP ports. The UDP source port comes from the flow hash
+//! (one flow, one path); the UDP checksum is 0 over IPv4 and IPv6 (RFC 6935 allows it
+//! for tunnels: the inner packet carries its own checksums).
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use fulcrum_common::{BackendValue, IPPROTO_UDP};
+use fulcrum_ebpf::header::{Udp, ptr_at};
+
+use super::ipip::{self, Inner};
+
+/// UDP header bytes.
+pub const UDP_LEN: u16 = size_of::<Udp>() as u16;
+
+/// The UDP source port of a flow: 32768 + 15 bits of its hash.
+#[inline(always)]
+pub fn source_port(hash: u32) -> u16 {
+    0x8000 | (hash as u16 & 0x7fff)
+}
+
+/// Encapsulates in GUE; `Err` when the frame cannot grow (`drop_encap`).
+#[inline(always)]
+pub fn encapsulate(ctx: &XdpContext, inner: &Inner, b: &BackendValue, hash: u32) -> Result<(), ()> {
+    let off = ipip::push(ctx, inner, b, hash, UDP_LEN, IPPROTO_UDP)?;
+    let udp = ptr_at::<Udp>(ctx, off).ok_or(())?;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        (*udp).sport = source_port(hash).to_be();
+        (*udp).dport = b.gue_port;
+        (*udp).len = (inner.len + UDP_LEN).to_be();
+        (*udp).check = 0;
+    }
+    Ok(())
+}
