@@ -29,7 +29,14 @@ pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, tos: u8, payload: us
 }
 
 /// An IPv6 header: hop limit 64, traffic class `tc`, flow label `label`.
-pub fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, next: u8, tc: u8, label: u32, payload: usize) -> Vec<u8> {
+pub fn ipv6_header(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    tc: u8,
+    label: u32,
+    payload: usize,
+) -> Vec<u8> {
     let mut h = vec![0u8; 40];
     let first = (6u32 << 28) | (u32::from(tc) << 20) | (label & 0xfffff);
     h[0..4].copy_from_slice(&first.to_be_bytes());
@@ -95,9 +102,10 @@ pub fn encapsulated(frame: &[u8], e: &Encap) -> Vec<u8> {
     payload.extend_from_slice(inner);
     let (ether_type, outer) = match (e.src, e.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => (0x0800, ipv4_header(s, d, proto, tos, payload.len())),
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            (ETH_P_IPV6, ipv6_header(s, d, proto, tos, e.label, payload.len()))
-        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => (
+            ETH_P_IPV6,
+            ipv6_header(s, d, proto, tos, e.label, payload.len()),
+        ),
         _ => panic!("outer addresses of two families"),
     };
     let mut f = ethernet(e.dst_mac, e.src_mac, None, ether_type);
@@ -128,7 +136,15 @@ fn icmp_message(ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
 }
 
 /// An ICMP packet in an IPv4 or IPv6 frame from `src` to `dst`, checksums computed.
-pub fn icmp_frame(src: IpAddr, dst: IpAddr, ty: u8, code: u8, rest: [u8; 4], body: &[u8], macs: ([u8; 6], [u8; 6])) -> Vec<u8> {
+pub fn icmp_frame(
+    src: IpAddr,
+    dst: IpAddr,
+    ty: u8,
+    code: u8,
+    rest: [u8; 4],
+    body: &[u8],
+    macs: ([u8; 6], [u8; 6]),
+) -> Vec<u8> {
     let mut msg = icmp_message(ty, code, rest, body);
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -163,7 +179,15 @@ pub fn echo_request(src: IpAddr, dst: IpAddr, id: u16, seq: u16, data: &[u8]) ->
     let ty = if src.is_ipv4() { 8 } else { 128 };
     let [a, b] = id.to_be_bytes();
     let [c, d] = seq.to_be_bytes();
-    icmp_frame(src, dst, ty, 0, [a, b, c, d], data, ([0x02, 0xb0, 0, 0, 0, 1], CLIENT_MAC))
+    icmp_frame(
+        src,
+        dst,
+        ty,
+        0,
+        [a, b, c, d],
+        data,
+        ([0x02, 0xb0, 0, 0, 0, 1], CLIENT_MAC),
+    )
 }
 
 /// The echo reply the balancer should send for `request` (untagged): MACs and addresses

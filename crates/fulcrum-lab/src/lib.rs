@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod frame;
 pub mod frame_l3;
 pub mod host;
+pub mod l3;
 pub mod netns;
 pub mod testrun;
 pub mod traffic;
