@@ -49,7 +49,13 @@ pub enum Message {
 /// Reads the ICMP header at `l4` of an IP packet of `ip_len` bytes whose header takes
 /// `l4 - l3` bytes; `vip` is the packet's destination. Cut short: `drop_bad_icmp`.
 #[inline(always)]
-pub fn classify4(ctx: &XdpContext, l3: usize, l4: usize, ip_len: usize, vip: u32) -> Result<Message, Verdict> {
+pub fn classify4(
+    ctx: &XdpContext,
+    l3: usize,
+    l4: usize,
+    ip_len: usize,
+    vip: u32,
+) -> Result<Message, Verdict> {
     let bad = Verdict::Drop(Counter::DropBadIcmp);
     if ip_len < (l4 - l3) + size_of::<Icmp>() {
         return Err(bad);
@@ -89,7 +95,13 @@ pub fn classify4(ctx: &XdpContext, l3: usize, l4: usize, ip_len: usize, vip: u32
 /// `ip_len` counts the fixed header too. The inner packet is read without extension
 /// headers: one that has them is not a flow's and passes.
 #[inline(always)]
-pub fn classify6(ctx: &XdpContext, l3: usize, l4: usize, ip_len: usize, vip: &[u32; 4]) -> Result<Message, Verdict> {
+pub fn classify6(
+    ctx: &XdpContext,
+    l3: usize,
+    l4: usize,
+    ip_len: usize,
+    vip: &[u32; 4],
+) -> Result<Message, Verdict> {
     let bad = Verdict::Drop(Counter::DropBadIcmp);
     if ip_len < (l4 - l3) + size_of::<Icmp>() {
         return Err(bad);

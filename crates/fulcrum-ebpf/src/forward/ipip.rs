@@ -45,7 +45,12 @@ pub fn outer_ip_len(b: &BackendValue) -> u16 {
 
 /// Encapsulates in IP-in-IP; `Err` when the frame cannot grow (`drop_encap`).
 #[inline(always)]
-pub fn encapsulate(ctx: &aya_ebpf::programs::XdpContext, inner: &Inner, b: &BackendValue, hash: u32) -> Result<(), ()> {
+pub fn encapsulate(
+    ctx: &aya_ebpf::programs::XdpContext,
+    inner: &Inner,
+    b: &BackendValue,
+    hash: u32,
+) -> Result<(), ()> {
     let proto = if inner.v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
     push(ctx, inner, b, hash, 0, proto).map(|_| ())
 }

@@ -15,7 +15,7 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::{helpers::gen::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
 use fulcrum_common::Counter;
 use fulcrum_ebpf::header::{
     ETH_P_IP, ETH_P_IPV6, Eth, IPPROTO_ICMP, IPPROTO_ICMPV6, Icmp, Ipv4, Ipv6, adjust_head,
