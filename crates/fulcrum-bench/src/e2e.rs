@@ -35,7 +35,9 @@ use aya::{
     maps::{Array, MapData, PerCpuArray},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
-use fulcrum::{AttachMode, Balancer, Counter, Destination, Protocol, Service, ServiceId};
+use fulcrum::{
+    AttachMode, Balancer, Counter, Destination, Forwarding, Protocol, Service, ServiceId,
+};
 use fulcrum_lab::{
     frame::FrameBuilder,
     netns::{NetNs, unique_prefix},
@@ -206,9 +208,15 @@ struct Segment {
 
 /// Runs the suite.
 pub fn run() -> anyhow::Result<Vec<Figure>> {
+    run_with(Forwarding::L2Dsr)
+}
+
+/// The suite with Fulcrum's service forwarding as `forwarding` (the tunnel suite's
+/// IP-in-IP rate; the backends stay on-link, so only the encapsulation differs).
+pub fn run_with(forwarding: Forwarding) -> anyhow::Result<Vec<Figure>> {
     let ns = NetNs::create(&format!("{}-lb", unique_prefix("e2e")))?;
     build_lab(&ns).context("building the e2e lab")?;
-    ns.run_in(|| measure(&ns))?
+    ns.run_in(|| measure(&ns, forwarding))?
 }
 
 /// The veth pairs in `ns`, `QUEUES` RX/TX queues each so every CPU has its own ring, and
@@ -265,7 +273,7 @@ fn fmt_mac(mac: [u8; 6]) -> String {
 }
 
 /// Everything after the lab exists; runs with the calling thread inside `ns`.
-fn measure(ns: &NetNs) -> anyhow::Result<Vec<Figure>> {
+fn measure(ns: &NetNs, forwarding: Forwarding) -> anyhow::Result<Vec<Figure>> {
     // The far end: one counter on every generator-side veth.
     let mut counter = Ebpf::load(OBJECT).context("loading the bench object (counter)")?;
     {
@@ -289,7 +297,7 @@ fn measure(ns: &NetNs) -> anyhow::Result<Vec<Figure>> {
         ingress.push(ifindex);
         match p.forwarder {
             Forwarder::Fulcrum => balancers.push(
-                balancer(p).with_context(|| format!("setting up Fulcrum on {}", p.lb_iface))?,
+                balancer(p, forwarding).with_context(|| format!("setting up Fulcrum on {}", p.lb_iface))?,
             ),
             Forwarder::Baseline => baselines.push(object::attach("bench_macswap", p.lb_iface)?),
         }
@@ -392,7 +400,7 @@ fn schedule(
 
 /// Fulcrum on the path's `lbN`, one service (VIP:80/tcp) on its three backends, all
 /// resolved.
-fn balancer(path: &Path) -> anyhow::Result<Balancer> {
+fn balancer(path: &Path, forwarding: Forwarding) -> anyhow::Result<Balancer> {
     let mut lb = Balancer::builder()
         .max_services(4)
         .max_flows(1 << 18)
@@ -400,7 +408,9 @@ fn balancer(path: &Path) -> anyhow::Result<Balancer> {
         .context("loading Fulcrum")?;
     lb.attach(path.lb_iface, AttachMode::Native)?;
     let id = ServiceId::new(VIP, PORT, Protocol::Tcp);
-    lb.add_service(Service::new(id))?;
+    let mut service = Service::new(id);
+    service.forwarding = forwarding;
+    lb.add_service(service)?;
     let dests: Vec<_> = (1..=BACKENDS)
         .map(|n| Destination::new(path.backend(n)))
         .collect();

@@ -14,6 +14,7 @@ mod report;
 mod restart;
 mod scale;
 mod sharing;
+mod tunnel;
 
 use std::path::PathBuf;
 
@@ -22,7 +23,7 @@ use anyhow::bail;
 fn main() -> anyhow::Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let all = [
-        "packet", "sharing", "scale", "e2e", "control", "restart", "flowsync", "fleet",
+        "packet", "sharing", "scale", "e2e", "control", "restart", "flowsync", "fleet", "tunnel",
     ];
     for w in &wanted {
         if !all.contains(&w.as_str()) {
@@ -54,6 +55,9 @@ fn main() -> anyhow::Result<()> {
     }
     if run("fleet") {
         figures.extend(fleet::run()?);
+    }
+    if run("tunnel") {
+        figures.extend(tunnel::run()?);
     }
     println!("{}", report::table(&figures));
     let path = PathBuf::from(

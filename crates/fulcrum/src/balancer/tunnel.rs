@@ -1,0 +1,209 @@
+//! Layer-3 DSR in the library: what a tunnelled destination's [`BackendValue`] holds
+//! besides the next hop's MAC, found in the kernel's FIB when the destination is added
+//! and again whenever neighbours are refreshed, so a route or MTU change reaches the data
+//! plane within a refresh.
+//!
+//! The next hop is `route_get(backend)`: the route's gateway, or the backend itself when
+//! it is on-link; its MAC comes from the neighbour table like an L2 backend's. The outer
+//! source is the route's preferred source, a fixed address, or a prefix whose host bits
+//! (in the address's last 32 bits) the data plane takes from the flow hash. The egress
+//! MTU is the route's when it has one, else the link's.
+
+use std::net::IpAddr;
+
+use fulcrum_common::{BACKEND_V_TUNNEL6, BackendValue, FORWARD_GUE, FORWARD_IPIP};
+
+use crate::{
+    BalancerError, Forwarding, TunnelSource,
+    netlink::{Netlink, NetlinkError, RouteKind},
+};
+
+/// How a tunnelled destination is reached now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TunnelPath {
+    /// Egress interface.
+    pub ifindex: u32,
+    /// The neighbour whose MAC frames carry: the gateway, or the backend when on-link.
+    pub next_hop: IpAddr,
+    /// Egress MTU (L3 bytes).
+    pub mtu: u16,
+    mode: u8,
+    flags: u8,
+    gue_port: u16,
+    src_mask: u32,
+    dst: [u32; 4],
+    src: [u32; 4],
+}
+
+impl TunnelPath {
+    /// Writes the tunnel fields into `v` (the caller writes the MACs and ifindex).
+    pub(crate) fn apply(&self, v: &mut BackendValue) {
+        v.mode = self.mode;
+        v.flags |= self.flags;
+        v.mtu = self.mtu;
+        v.gue_port = self.gue_port;
+        v.src_mask = self.src_mask;
+        v.dst = self.dst;
+        v.src = self.src;
+    }
+}
+
+/// The tunnel path to `backend` for a service on `vip` forwarded as `forwarding`; `None`
+/// for L2 DSR. The outer family is the backend's; an IPv6 VIP on an IPv4 backend is
+/// refused (the program has no 6in4).
+pub(crate) fn resolve(
+    netlink: &mut Netlink,
+    vip: IpAddr,
+    forwarding: &Forwarding,
+    backend: IpAddr,
+) -> Result<Option<TunnelPath>, BalancerError> {
+    let (mode, tunnel, gue_port) = match forwarding {
+        Forwarding::L2Dsr => return Ok(None),
+        Forwarding::Ipip(t) => (FORWARD_IPIP, t, 0),
+        Forwarding::Gue { tunnel, port } => (FORWARD_GUE, tunnel, *port),
+    };
+    if vip.is_ipv6() && backend.is_ipv4() {
+        return Err(tunnel_error(backend, "an IPv6 VIP cannot be tunnelled to an IPv4 backend"));
+    }
+    let route = netlink.route_get(backend).map_err(|e| match e {
+        NetlinkError::NoRoute(_) => tunnel_error(backend, "no route to it"),
+        other => other.into(),
+    })?;
+    if route.kind == RouteKind::Local {
+        return Err(tunnel_error(backend, "it is an address of this host"));
+    }
+    let link_mtu = netlink.link(route.ifindex)?.mtu;
+    let mtu = route.mtu.filter(|m| *m != 0).unwrap_or(link_mtu);
+    let source = match backend {
+        IpAddr::V4(_) => &tunnel.ipv4_source,
+        IpAddr::V6(_) => &tunnel.ipv6_source,
+    };
+    let (src, src_mask) = outer_source(source, backend, route.prefsrc)?;
+    Ok(Some(TunnelPath {
+        ifindex: route.ifindex,
+        next_hop: route.next_hop(backend),
+        mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+        mode,
+        flags: if backend.is_ipv6() { BACKEND_V_TUNNEL6 } else { 0 },
+        gue_port: gue_port.to_be(),
+        src_mask,
+        dst: words(backend),
+        src,
+    }))
+}
+
+/// The outer source words and host mask (network order) for `backend`'s family.
+pub(crate) fn outer_source(
+    source: &TunnelSource,
+    backend: IpAddr,
+    prefsrc: Option<IpAddr>,
+) -> Result<([u32; 4], u32), BalancerError> {
+    let same_family = |a: &IpAddr| a.is_ipv4() == backend.is_ipv4();
+    match *source {
+        TunnelSource::Route => match prefsrc {
+            Some(a) if same_family(&a) => Ok((words(a), 0)),
+            _ => Err(tunnel_error(
+                backend,
+                "the route to it names no source address of its family: configure a fixed \
+                 tunnel source or a prefix",
+            )),
+        },
+        TunnelSource::Fixed(a) if same_family(&a) => Ok((words(a), 0)),
+        TunnelSource::Fixed(a) => Err(tunnel_error(
+            backend,
+            &format!("tunnel source {a} is not of the backend's family"),
+        )),
+        TunnelSource::Prefix { network, len } => {
+            if !same_family(&network) {
+                return Err(tunnel_error(
+                    backend,
+                    &format!("tunnel source prefix {network}/{len} is not of the backend's family"),
+                ));
+            }
+            let bits = if network.is_ipv4() { 32 } else { 128 };
+            if len > bits {
+                return Err(tunnel_error(
+                    backend,
+                    &format!("tunnel source prefix {network}/{len}: longer than {bits} bits"),
+                ));
+            }
+            // Host bits that fall in the last word; a shorter prefix varies those only.
+            let in_last = (bits - len).min(32);
+            let host: u32 = if in_last == 32 { u32::MAX } else { (1u32 << in_last) - 1 };
+            let mut w = words(network);
+            let last = if network.is_ipv4() { 0 } else { 3 };
+            let mask = host.to_be();
+            w[last] &= !mask;
+            Ok((w, mask))
+        }
+    }
+}
+
+/// An address as the data plane's words: network order, IPv4 in word 0.
+pub(crate) fn words(a: IpAddr) -> [u32; 4] {
+    match a {
+        IpAddr::V4(v4) => [u32::from_ne_bytes(v4.octets()), 0, 0, 0],
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            [w(0), w(4), w(8), w(12)]
+        }
+    }
+}
+
+fn tunnel_error(backend: IpAddr, why: &str) -> BalancerError {
+    BalancerError::Tunnel {
+        address: backend,
+        why: why.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    const B4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5));
+
+    #[test]
+    fn prefix_keeps_network_bits_and_masks_host_bits() {
+        let src = TunnelSource::Prefix {
+            network: "192.0.2.77".parse().unwrap(),
+            len: 28,
+        };
+        let (w, mask) = outer_source(&src, B4, None).unwrap();
+        assert_eq!(w[0].to_ne_bytes(), [192, 0, 2, 64]);
+        assert_eq!(mask.to_ne_bytes(), [0, 0, 0, 0x0f]);
+    }
+
+    #[test]
+    fn ipv6_prefix_varies_the_last_word_only() {
+        let backend: IpAddr = "2001:db8:200::10".parse().unwrap();
+        let src = TunnelSource::Prefix {
+            network: "2001:db8:ffff::".parse().unwrap(),
+            len: 64,
+        };
+        let (w, mask) = outer_source(&src, backend, None).unwrap();
+        assert_eq!(w, words("2001:db8:ffff::".parse().unwrap()));
+        assert_eq!(mask, u32::MAX);
+        let src = TunnelSource::Prefix {
+            network: "2001:db8:ffff::".parse().unwrap(),
+            len: 120,
+        };
+        assert_eq!(outer_source(&src, backend, None).unwrap().1.to_ne_bytes(), [0, 0, 0, 0xff]);
+    }
+
+    #[test]
+    fn sources_of_the_other_family_are_refused() {
+        let fixed = TunnelSource::Fixed("2001:db8::1".parse().unwrap());
+        let e = outer_source(&fixed, B4, None).unwrap_err().to_string();
+        assert!(e.contains("10.1.0.5") && e.contains("family"), "{e}");
+        let e = outer_source(&TunnelSource::Route, B4, None).unwrap_err().to_string();
+        assert!(e.contains("no source address"), "{e}");
+        assert_eq!(
+            outer_source(&TunnelSource::Route, B4, Some("10.9.0.1".parse().unwrap())).unwrap(),
+            (words("10.9.0.1".parse().unwrap()), 0)
+        );
+    }
+}
