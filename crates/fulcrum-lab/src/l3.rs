@@ -180,6 +180,14 @@ impl L3Lab {
             ])?;
             lab.backends.push(host);
         }
+        // Fresh veths on a bridge take a moment to carry traffic: wait until the balancer
+        // reaches every backend in both families.
+        for n in 1..=backends {
+            for addr in [backend_addr(n).to_string(), backend_addr6(n).to_string()] {
+                wait_for(|| Ok(lab.balancer.ns.exec("ping", &["-c1", "-W1", &addr]).is_ok()))
+                    .with_context(|| format!("the balancer cannot reach backend {addr}"))?;
+            }
+        }
         Ok(lab)
     }
 
