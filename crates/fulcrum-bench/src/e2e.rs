@@ -297,7 +297,8 @@ fn measure(ns: &NetNs, forwarding: Forwarding) -> anyhow::Result<Vec<Figure>> {
         ingress.push(ifindex);
         match p.forwarder {
             Forwarder::Fulcrum => balancers.push(
-                balancer(p, forwarding).with_context(|| format!("setting up Fulcrum on {}", p.lb_iface))?,
+                balancer(p, forwarding)
+                    .with_context(|| format!("setting up Fulcrum on {}", p.lb_iface))?,
             ),
             Forwarder::Baseline => baselines.push(object::attach("bench_macswap", p.lb_iface)?),
         }

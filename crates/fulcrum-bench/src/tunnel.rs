@@ -42,15 +42,48 @@ fn modes() -> Vec<Mode> {
     let v4 = |d: u8| IpAddr::from([10, 88, 98, d]);
     let v6 = |d: u16| IpAddr::V6(Ipv6Addr::new(0xfd88, 0x98, 0, 0, 0, 0, 0, d));
     vec![
-        Mode { name: "IPv4 L2 DSR", vip: v4(1), forwarding: Forwarding::L2Dsr, v6_backends: false, target: Some(1.0) },
-        Mode { name: "IPv6 L2 DSR", vip: v6(1), forwarding: Forwarding::L2Dsr, v6_backends: true, target: Some(1.0) },
-        Mode { name: "IP-in-IP 4in4", vip: v4(2), forwarding: ipip, v6_backends: false, target: Some(1.5) },
-        Mode { name: "IP-in-IP 6in6", vip: v6(2), forwarding: ipip, v6_backends: true, target: Some(1.5) },
-        Mode { name: "IP-in-IP 4in6", vip: v4(3), forwarding: ipip, v6_backends: true, target: Some(1.5) },
+        Mode {
+            name: "IPv4 L2 DSR",
+            vip: v4(1),
+            forwarding: Forwarding::L2Dsr,
+            v6_backends: false,
+            target: Some(1.0),
+        },
+        Mode {
+            name: "IPv6 L2 DSR",
+            vip: v6(1),
+            forwarding: Forwarding::L2Dsr,
+            v6_backends: true,
+            target: Some(1.0),
+        },
+        Mode {
+            name: "IP-in-IP 4in4",
+            vip: v4(2),
+            forwarding: ipip,
+            v6_backends: false,
+            target: Some(1.5),
+        },
+        Mode {
+            name: "IP-in-IP 6in6",
+            vip: v6(2),
+            forwarding: ipip,
+            v6_backends: true,
+            target: Some(1.5),
+        },
+        Mode {
+            name: "IP-in-IP 4in6",
+            vip: v4(3),
+            forwarding: ipip,
+            v6_backends: true,
+            target: Some(1.5),
+        },
         Mode {
             name: "GUE 4in4",
             vip: v4(4),
-            forwarding: Forwarding::Gue { tunnel: Tunnel::default(), port: 6080 },
+            forwarding: Forwarding::Gue {
+                tunnel: Tunnel::default(),
+                port: 6080,
+            },
             v6_backends: false,
             target: Some(1.5),
         },
@@ -106,7 +139,11 @@ fn per_packet() -> anyhow::Result<Vec<Figure>> {
                 "{}: the set-up packet was not forwarded (action {}); counters {:?}",
                 m.name,
                 ran.action,
-                dp.lb.stats()?.iter().filter(|(_, v)| *v != 0).collect::<Vec<_>>()
+                dp.lb
+                    .stats()?
+                    .iter()
+                    .filter(|(_, v)| *v != 0)
+                    .collect::<Vec<_>>()
             );
         }
     }
@@ -121,7 +158,12 @@ fn per_packet() -> anyhow::Result<Vec<Figure>> {
             let mean = match i {
                 0 => mean_ns(dp.pass()?, std::slice::from_ref(&est), dp.fp0, CALLS)?,
                 1 => mean_ns(dp.macswap()?, std::slice::from_ref(&est), dp.fm0, CALLS)?,
-                _ => mean_ns(dp.balancer()?, std::slice::from_ref(&frames[i - 2]), dp.fx0, CALLS)?,
+                _ => mean_ns(
+                    dp.balancer()?,
+                    std::slice::from_ref(&frames[i - 2]),
+                    dp.fx0,
+                    CALLS,
+                )?,
             };
             if round > 0 {
                 means[i].push(mean);
@@ -147,7 +189,10 @@ fn per_packet() -> anyhow::Result<Vec<Figure>> {
                  MAC-swap call {macswap:.1} ns"
             ));
         if let Some(ratio) = m.target {
-            f = f.target(format!("net <= {ratio}x MAC-swap call"), net <= ratio * macswap);
+            f = f.target(
+                format!("net <= {ratio}x MAC-swap call"),
+                net <= ratio * macswap,
+            );
         }
         figures.push(f);
     }
@@ -161,7 +206,18 @@ fn add_ipv6_backends() -> anyhow::Result<()> {
     ip(&["-6", "addr", "add", "fd88::1/64", "dev", "fx0", "nodad"])?;
     for n in 1..=3u16 {
         let mac = format!("02:be:00:00:06:{n:02x}");
-        ip(&["-6", "neigh", "replace", &backend6(n).to_string(), "lladdr", &mac, "dev", "fx0", "nud", "permanent"])?;
+        ip(&[
+            "-6",
+            "neigh",
+            "replace",
+            &backend6(n).to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            "fx0",
+            "nud",
+            "permanent",
+        ])?;
     }
     Ok(())
 }

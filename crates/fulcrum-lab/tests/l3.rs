@@ -12,9 +12,7 @@ use fulcrum::{
     AttachMode, Balancer, Counter, Destination, Forwarding, Protocol, Service, ServiceId, Tunnel,
 };
 use fulcrum_lab::{
-    l3::{
-        CLIENT, L3Lab, LB_IFACE, VIP, backend_addr, backend_addr6, download, download_server,
-    },
+    l3::{CLIENT, L3Lab, LB_IFACE, VIP, backend_addr, backend_addr6, download, download_server},
     traffic::http_get,
 };
 
@@ -32,7 +30,10 @@ fn start_balancer(
         .balancer
         .ns
         .run_in(|| -> Result<Balancer, fulcrum::BalancerError> {
-            let mut lb = Balancer::builder().max_services(4).max_flows(1 << 16).build()?;
+            let mut lb = Balancer::builder()
+                .max_services(4)
+                .max_flows(1 << 16)
+                .build()?;
             lb.attach(LB_IFACE, AttachMode::Native)?;
             Ok(lb)
         })
@@ -71,10 +72,17 @@ fn balanced(lab: &L3Lab, lb: &Balancer, vip: IpAddr) -> fulcrum::GlobalStats {
         } else {
             fulcrum_lab::l3::CLIENT6.to_string()
         };
-        assert_eq!(answer.peer, client, "the backend sees the client's own address");
+        assert_eq!(
+            answer.peer, client,
+            "the backend sees the client's own address"
+        );
         *share.entry(answer.server).or_insert(0) += 1;
     }
-    assert_eq!(share.len(), lab.backends.len(), "every backend gets a share: {share:?}");
+    assert_eq!(
+        share.len(),
+        lab.backends.len(),
+        "every backend gets a share: {share:?}"
+    );
     let delta = lb.stats().expect("stats").since(&before);
     assert_eq!(delta.get(Counter::Drop), 0, "nothing dropped: {delta:?}");
     delta
@@ -94,9 +102,17 @@ fn ipip_reaches_backends_behind_a_router() {
     lab.start_decap(&[]).expect("fulcrum decap on the backends");
     let _servers = lab.http_servers().expect("HTTP servers");
     let id = ServiceId::new(VIP, HTTP, Protocol::Tcp);
-    let lb = start_balancer(&lab, id, Forwarding::Ipip(Tunnel::default()), &v4_backends(3));
+    let lb = start_balancer(
+        &lab,
+        id,
+        Forwarding::Ipip(Tunnel::default()),
+        &v4_backends(3),
+    );
     let delta = balanced(&lab, &lb, IpAddr::V4(VIP));
-    assert!(delta.get(Counter::Tx) >= 90, "requests went out tunnelled: {delta:?}");
+    assert!(
+        delta.get(Counter::Tx) >= 90,
+        "requests went out tunnelled: {delta:?}"
+    );
 }
 
 #[test]
@@ -120,7 +136,12 @@ fn ipv4_vip_on_ipv6_tunnelled_backends() {
     lab.start_decap(&[]).expect("fulcrum decap on the backends");
     let _servers = lab.http_servers().expect("HTTP servers");
     let id = ServiceId::new(VIP, HTTP, Protocol::Tcp);
-    let lb = start_balancer(&lab, id, Forwarding::Ipip(Tunnel::default()), &v6_backends(2));
+    let lb = start_balancer(
+        &lab,
+        id,
+        Forwarding::Ipip(Tunnel::default()),
+        &v6_backends(2),
+    );
     balanced(&lab, &lb, IpAddr::V4(VIP));
 }
 
@@ -135,23 +156,41 @@ fn large_download_completes_only_because_frag_needed_reaches_the_backend() {
     )
     .expect("download server");
     let id = ServiceId::new(VIP, HTTP, Protocol::Tcp);
-    let lb = start_balancer(&lab, id, Forwarding::Ipip(Tunnel::default()), &v4_backends(1));
+    let lb = start_balancer(
+        &lab,
+        id,
+        Forwarding::Ipip(Tunnel::default()),
+        &v4_backends(1),
+    );
     lab.narrow_client_path(1200).expect("a 1200-byte hop");
     let vip = SocketAddr::new(IpAddr::V4(VIP), HTTP);
 
     // Without a way for the router's ICMP to reach the balancer, the download stalls:
     // the backend never learns the smaller MTU.
     let vip_route = format!("{VIP}/32");
-    lab.router.ns.ip(&["route", "del", &vip_route]).expect("cut the VIP route");
+    lab.router
+        .ns
+        .ip(&["route", "del", &vip_route])
+        .expect("cut the VIP route");
     let stalled = download(&lab.client.ns, vip, Duration::from_secs(3));
-    assert!(stalled.is_err(), "a download through the black hole: {stalled:?}");
+    assert!(
+        stalled.is_err(),
+        "a download through the black hole: {stalled:?}"
+    );
 
     lab.router
         .ns
-        .ip(&["route", "add", &vip_route, "via", &fulcrum_lab::l3::BALANCER.to_string()])
+        .ip(&[
+            "route",
+            "add",
+            &vip_route,
+            "via",
+            &fulcrum_lab::l3::BALANCER.to_string(),
+        ])
         .expect("route the VIP to the balancer again");
     let before = lb.stats().expect("stats");
-    let got = download(&lab.client.ns, vip, Duration::from_secs(5)).expect("the download completes");
+    let got =
+        download(&lab.client.ns, vip, Duration::from_secs(5)).expect("the download completes");
     assert_eq!(got, 1 << 20, "every byte arrived");
     let delta = lb.stats().expect("stats").since(&before);
     assert!(
@@ -160,7 +199,16 @@ fn large_download_completes_only_because_frag_needed_reaches_the_backend() {
     );
     let cached = lab.backends[0]
         .ns
-        .ip(&["route", "get", &CLIENT.to_string(), "from", &VIP.to_string()])
+        .ip(&[
+            "route",
+            "get",
+            &CLIENT.to_string(),
+            "from",
+            &VIP.to_string(),
+        ])
         .expect("route get");
-    assert!(cached.contains("mtu 1200"), "the backend learnt the path MTU: {cached}");
+    assert!(
+        cached.contains("mtu 1200"),
+        "the backend learnt the path MTU: {cached}"
+    );
 }
