@@ -22,7 +22,6 @@ use core::{
 
 mod flow_events;
 mod maps;
-mod packet;
 
 use aya_ebpf::{
     bindings::xdp_action, cty::c_void, helpers::bpf_map_lookup_percpu_elem, macros::xdp,
@@ -33,11 +32,14 @@ use fulcrum_common::{
     FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP, NO_BACKEND, SERVICE_F_STICKY, ServiceKey,
     ServiceValue, TrafficCounters, flow_cache_index, flow_hash, ring_stride, vip_filter_bucket,
 };
+use fulcrum_ebpf::header::{
+    ETH_P_8021Q, ETH_P_IP, Eth, IPV4_MF_AND_OFFSET, Ipv4, Macs, TCP_ACK, TCP_SYN, Tcp, Udp, Vlan,
+    frame_len, ptr_at,
+};
 use maps::{
     BACKEND_STATS, BACKENDS, EGRESS, FLOW_CACHE, FLOW_EPOCH, FLOWS, GLOBAL_STATS, MAGLEV, SERVICES,
     VIP_FILTER, VIPS,
 };
-use packet::{Eth, Ipv4, Macs, TCP_ACK, TCP_SYN, Tcp, Udp, Vlan, frame_len, ptr_at};
 
 /// Maglev table size; the loader overwrites it before verification.
 #[unsafe(no_mangle)]
@@ -50,10 +52,6 @@ static CPUS: u32 = 1;
 /// Flow cache entries − 1; the loader overwrites it before verification.
 #[unsafe(no_mangle)]
 static FLOW_CACHE_MASK: u32 = DEFAULT_FLOW_CACHE - 1;
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_8021Q: u16 = 0x8100;
-const IPV4_MF_AND_OFFSET: u16 = 0x3fff;
 
 /// What to do with a packet and why; every packet counts both.
 #[derive(Clone, Copy)]
