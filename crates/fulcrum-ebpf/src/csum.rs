@@ -6,7 +6,7 @@
 //! one's complement addition is byte-order independent, so no swaps are needed as long
 //! as the result is stored back the same way.
 
-use aya_ebpf::helpers::generated::bpf_csum_diff;
+use aya_ebpf::helpers::bpf_csum_diff;
 
 use fulcrum_ebpf::header::Ipv4;
 

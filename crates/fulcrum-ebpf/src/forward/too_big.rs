@@ -15,11 +15,11 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext};
 use fulcrum_common::Counter;
 use fulcrum_ebpf::header::{
-    ETH_P_IP, ETH_P_IPV6, Eth, IPPROTO_ICMP, IPPROTO_ICMPV6, Icmp, Ipv4, Ipv6, adjust_head,
-    frame_len, ptr_at,
+    ETH_P_IP, ETH_P_IPV6, Eth, IPPROTO_ICMP, IPPROTO_ICMPV6, IPV4_DF, Icmp, Ipv4, Ipv6,
+    adjust_head, frame_len, ptr_at,
 };
 
 use super::ipip::Inner;
@@ -35,8 +35,6 @@ pub const ICMP_FRAG_NEEDED: u8 = 4;
 pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 /// The smallest MTU of an IPv6 path.
 pub const IPV6_MIN_MTU: u16 = 1280;
-
-const IPV4_DF: u16 = 0x4000;
 
 /// `None` when the packet fits the egress MTU once `overhead` bytes are added; else the
 /// verdict of the oversize rule.
