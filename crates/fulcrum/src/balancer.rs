@@ -365,7 +365,7 @@ impl Balancer {
     /// destinations start taking flows, changed MACs are followed. Returns how many
     /// destinations changed.
     pub fn refresh_neighbours(&mut self) -> Result<usize, BalancerError> {
-        let table: BTreeMap<(u32, Ipv4Addr), [u8; 6]> = self
+        let table: BTreeMap<(u32, IpAddr), [u8; 6]> = self
             .netlink()?
             .neighbours()?
             .into_iter()
@@ -375,10 +375,12 @@ impl Balancer {
         let mut changed = Vec::new();
         for (id, state) in &mut self.services {
             for (address, d) in &mut state.destinations {
-                let now = table.get(&(d.egress, *address)).map(|mac| NextHop {
-                    ifindex: d.egress,
-                    mac: *mac,
-                });
+                let now = table
+                    .get(&(d.egress, (*address).into()))
+                    .map(|mac| NextHop {
+                        ifindex: d.egress,
+                        mac: *mac,
+                    });
                 // A neighbour that vanishes keeps its last MAC: stale beats nothing.
                 if now.is_some() && now != d.neighbour {
                     info!(service = %id, backend = %address, mac = %fmt_mac(now.map(|n| n.mac).unwrap_or_default()), "neighbour resolved");
@@ -579,7 +581,7 @@ impl Drop for Balancer {
         let requests = std::mem::take(&mut self.resolution_requests);
         if let Some(netlink) = self.netlink.as_mut() {
             for (ifindex, address) in requests {
-                if let Err(e) = netlink.forget(ifindex, address) {
+                if let Err(e) = netlink.forget(ifindex, address.into()) {
                     warn!(%address, error = %e, "could not remove the neighbour entry we asked for");
                 }
             }

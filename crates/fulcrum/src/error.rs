@@ -1,6 +1,6 @@
 //! Everything the library can refuse, each naming the thing that was wrong.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::{ServiceId, maglev::MaglevError, netlink::NetlinkError};
 
@@ -91,10 +91,7 @@ pub enum BalancerError {
     #[error(
         "backend {address} is reached through gateway {gateway}; L2 DSR needs backends on a directly connected subnet"
     )]
-    NotDirectlyConnected {
-        address: Ipv4Addr,
-        gateway: Ipv4Addr,
-    },
+    NotDirectlyConnected { address: Ipv4Addr, gateway: IpAddr },
     /// The backend address is one of this host's own.
     #[error("backend {0} is an address of this host")]
     LocalBackend(Ipv4Addr),

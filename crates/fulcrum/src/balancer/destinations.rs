@@ -274,25 +274,28 @@ impl Balancer {
 
     /// The interface a backend is reached through, or why it cannot be served by L2 DSR.
     fn egress(&mut self, address: Ipv4Addr) -> Result<u32, BalancerError> {
-        let route = self.netlink()?.route_get(address).map_err(|e| match e {
-            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a),
-            other => other.into(),
-        })?;
+        let route = self
+            .netlink()?
+            .route_get(address.into())
+            .map_err(|e| match e {
+                crate::netlink::NetlinkError::NoRoute(_) => BalancerError::NoRoute(address),
+                other => other.into(),
+            })?;
         if route.kind == RouteKind::Local {
             return Err(BalancerError::LocalBackend(address));
         }
         if let Some(gateway) = route.gateway {
             return Err(BalancerError::NotDirectlyConnected { address, gateway });
         }
-        if !self.interfaces.contains_key(&route.oif) {
+        if !self.interfaces.contains_key(&route.ifindex) {
             let iface = self
                 .netlink()?
-                .link(route.oif)
+                .link(route.ifindex)
                 .map(|l| l.name)
-                .unwrap_or_else(|_| format!("ifindex {}", route.oif));
+                .unwrap_or_else(|_| format!("ifindex {}", route.ifindex));
             return Err(BalancerError::EgressNotAttached { address, iface });
         }
-        Ok(route.oif)
+        Ok(route.ifindex)
     }
 
     /// Egress interface and, if the kernel knows it, the MAC of a backend; asks the kernel
@@ -301,13 +304,13 @@ impl Balancer {
         let oif = self.egress(address)?;
         let netlink = self.netlink()?;
         let known = netlink
-            .neighbour(oif, address)?
+            .neighbour(oif, address.into())?
             .filter(|n| n.usable())
             .and_then(|n| n.mac);
         if let Some(mac) = known {
             return Ok((oif, Some(NextHop { ifindex: oif, mac })));
         }
-        netlink.request_resolution(oif, address)?;
+        netlink.request_resolution(oif, address.into())?;
         self.resolution_requests.insert((oif, address));
         Ok((oif, None))
     }
