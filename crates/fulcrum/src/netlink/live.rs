@@ -136,10 +136,36 @@ fn lab_routes_of_both_families() {
                 RouteKind::Local
             );
         }
-        for nowhere in [
-            IpAddr::from(Ipv4Addr::new(192, 0, 2, 1)),
-            "2001:db8:ffff::1".parse::<Ipv6Addr>().expect("v6").into(),
+        // Routes through nexthop objects (`ip nexthop`) name their gateway like others.
+        ip("nexthop add id 1 via 10.99.0.2 dev a");
+        ip("nexthop add id 2 via 2001:db8:99::2 dev a");
+        ip("route add 10.202.0.0/24 nhid 1");
+        ip("-6 route add 2001:db8:202::/64 nhid 2");
+        for (dst, gateway) in [
+            ("10.202.0.7", "10.99.0.2"),
+            ("2001:db8:202::7", "2001:db8:99::2"),
         ] {
+            let route = nl
+                .route_get(dst.parse().expect("address"))
+                .expect("nhid route");
+            let want = (a_index(), Some(gateway.parse().expect("address")));
+            assert_eq!((route.ifindex, route.gateway), want, "{dst}");
+        }
+        ip("route add blackhole 10.203.0.0/24");
+        ip("route add prohibit 10.204.0.0/24");
+        ip("-6 route add blackhole 2001:db8:203::/64");
+        ip("-6 route add prohibit 2001:db8:204::/64");
+        ip("-6 route add unreachable 2001:db8:205::/64");
+        for nowhere in [
+            "192.0.2.1",
+            "10.203.0.1",
+            "10.204.0.1",
+            "2001:db8:ffff::1",
+            "2001:db8:203::1",
+            "2001:db8:204::1",
+            "2001:db8:205::1",
+        ] {
+            let nowhere: IpAddr = nowhere.parse().expect("address");
             let result = nl.route_get(nowhere);
             assert!(
                 matches!(result, Err(NetlinkError::NoRoute(d)) if d == nowhere),

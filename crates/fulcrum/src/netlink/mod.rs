@@ -29,6 +29,10 @@
 //! hand-built VLAN link and arbitrary bytes (never a panic). Reconsider if we ever need
 //! many more message kinds (addresses, rules, tc).
 
+#[cfg(test)]
+mod live;
+#[cfg(test)]
+mod recorded;
 mod wire;
 
 use std::io;
@@ -162,7 +166,9 @@ pub enum NetlinkError {
         #[source]
         source: io::Error,
     },
-    /// The kernel has no route to this destination (ENETUNREACH or EHOSTUNREACH).
+    /// The kernel has no usable route to this destination: none (ENETUNREACH), or an
+    /// unreachable (EHOSTUNREACH), prohibit (EACCES), blackhole (EINVAL) or throw (EAGAIN)
+    /// route, the errors `ip route get` shows for each.
     #[error("no route to {0}")]
     NoRoute(IpAddr),
     /// The kernel sent bytes that do not parse; says what was wrong.
@@ -204,9 +210,7 @@ impl Netlink {
         let header = wire::rtmsg(dst);
         match self.request(RTM_GETROUTE, NLM_F_ACK, &header, &attrs, RTM_NEWROUTE) {
             Ok(answers) => wire::parse_route(first(&answers)?),
-            Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
-                Err(NetlinkError::NoRoute(dst))
-            }
+            Err(e) if e.errno().is_some_and(no_route) => Err(NetlinkError::NoRoute(dst)),
             Err(e) => Err(e),
         }
     }
@@ -342,6 +346,14 @@ fn retry(call: &'static str, mut syscall: impl FnMut() -> isize) -> Result<usize
             return Err(NetlinkError::Io { call, source });
         }
     }
+}
+
+/// The errnos RTM_GETROUTE answers for a destination it has no usable route to (the
+/// `error` of each route type in the kernel's fib_props and ip6 null/prohibit/blackhole
+/// entries). Our request is fixed and tested, so EINVAL here means a blackhole route.
+fn no_route(errno: i32) -> bool {
+    use libc::{EACCES, EAGAIN, EHOSTUNREACH, EINVAL, ENETUNREACH};
+    matches!(errno, ENETUNREACH | EHOSTUNREACH | EACCES | EINVAL | EAGAIN)
 }
 
 /// The request's name for errors.
