@@ -299,17 +299,9 @@ impl Netlink {
         let mut answers = Vec::new();
         loop {
             let len = self.recv()?;
-            for (hdr, payload) in
-                wire::tlvs(self.buf.get(..len).unwrap_or_default(), wire::message)?
-            {
-                if hdr.seq != seq {
-                    continue;
-                }
-                match wire::reply(request_name(ty), hdr.ty, payload)? {
-                    wire::Reply::End => return Ok(answers),
-                    wire::Reply::Data if hdr.ty == answer => answers.push(payload.to_vec()),
-                    wire::Reply::Data | wire::Reply::Skip => {}
-                }
+            let datagram = self.buf.get(..len).unwrap_or_default();
+            if wire::collect(datagram, seq, request_name(ty), answer, &mut answers)? {
+                return Ok(answers);
             }
         }
     }

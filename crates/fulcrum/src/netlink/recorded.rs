@@ -10,13 +10,17 @@ use proptest::prelude::*;
 use super::wire::{self, AF_INET, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, Reply};
 use super::{Link, Neighbour, NetlinkError, Route, RouteKind, VlanLink};
 
-/// A recorded message's bytes, and its payload after the nlmsghdr, checked to be of `ty`.
-fn recorded(hex: &str, ty: u16) -> (Vec<u8>, Vec<u8>) {
+fn unhex(hex: &str) -> Vec<u8> {
     let hex = hex.trim();
-    let bytes: Vec<u8> = (0..hex.len())
+    (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect();
+        .collect()
+}
+
+/// A recorded message's bytes, and its payload after the nlmsghdr, checked to be of `ty`.
+fn recorded(hex: &str, ty: u16) -> (Vec<u8>, Vec<u8>) {
+    let bytes = unhex(hex);
     let msgs = wire::tlvs(&bytes, wire::message).expect("framing");
     let [(header, payload)] = msgs[..] else {
         panic!("one message expected, got {}", msgs.len())
@@ -39,6 +43,7 @@ const ROUTE4_MTU: &str = include_str!("recorded/route4_mtu.hex");
 const ROUTE4_VIA6: &str = include_str!("recorded/route4_via6.hex");
 const LINK_MTU: &str = include_str!("recorded/link_mtu.hex");
 const NEIGH6: &str = include_str!("recorded/neigh6.hex");
+const NEIGH_DUMP: &str = include_str!("recorded/neigh_dump.hex");
 
 #[test]
 fn ipv6_route_through_a_gateway() {
@@ -110,6 +115,33 @@ fn ipv6_neighbour() {
     };
     assert_eq!(n, want);
     assert!(n.usable());
+}
+
+#[test]
+fn a_dump_of_both_families_in_one_datagram() {
+    // Request seq 5; the datagram ends with NLMSG_DONE.
+    let datagram = unhex(NEIGH_DUMP);
+    let mut answers = Vec::new();
+    let done = wire::collect(&datagram, 5, "dump", RTM_NEWNEIGH, &mut answers).expect("collect");
+    assert!(done, "NLMSG_DONE ends the dump");
+    let all: Vec<Neighbour> = answers
+        .iter()
+        .filter_map(|a| wire::parse_neighbour(a).expect("parse"))
+        .collect();
+    let mac = Some([2, 0, 0, 0, 0, 0x0b]);
+    let seen: Vec<_> = all.iter().map(|n| (n.addr, n.mac, n.usable())).collect();
+    let want = vec![
+        (v4(10, 99, 0, 2), mac, true),       // PERMANENT
+        (v6("2001:db8:99::2"), mac, true),   // STALE
+        (v6("2001:db8:99::3"), None, false), // INCOMPLETE
+        // The kernel's own NOARP entry for the MLDv2 reports' group.
+        (v6("ff02::16"), Some([0x33, 0x33, 0, 0, 0, 0x16]), true),
+    ];
+    assert_eq!(seen, want);
+    // The same datagram answering an earlier request is skipped whole.
+    let mut stale = Vec::new();
+    let done = wire::collect(&datagram, 6, "dump", RTM_NEWNEIGH, &mut stale).expect("collect");
+    assert!(!done && stale.is_empty());
 }
 
 /// One attribute, padded: rta_len, type, data.

@@ -235,6 +235,30 @@ pub(super) fn reply(request: &'static str, ty: u16, payload: &[u8]) -> Result<Re
     }
 }
 
+/// Takes the answers to request `seq` out of one datagram: the payloads of messages of type
+/// `answer` go to `answers`. True once the request is answered (the ACK, an error or the
+/// dump's NLMSG_DONE). Messages with another sequence number (late answers to an earlier
+/// request) are skipped.
+pub(super) fn collect(
+    datagram: &[u8],
+    seq: u32,
+    request: &'static str,
+    answer: u16,
+    answers: &mut Vec<Vec<u8>>,
+) -> Result<bool, NetlinkError> {
+    for (hdr, payload) in tlvs(datagram, message)? {
+        if hdr.seq != seq {
+            continue;
+        }
+        match reply(request, hdr.ty, payload)? {
+            Reply::End => return Ok(true),
+            Reply::Data if hdr.ty == answer => answers.push(payload.to_vec()),
+            Reply::Data | Reply::Skip => {}
+        }
+    }
+    Ok(false)
+}
+
 /// An RTM_NEWROUTE answer to `route_get`, IPv4 or IPv6.
 pub(super) fn parse_route(payload: &[u8]) -> Result<Route, NetlinkError> {
     let (rtm, rest) = family_header::<12>(payload)?;
