@@ -198,6 +198,16 @@ fn lab_neighbours_of_both_families() {
             let one = nl.neighbour(a_index(), b).expect("lookup").expect("entry");
             assert!(one.usable(), "{one:?}");
         }
+        // A link-local gateway, as IPv6 routers are usually known: the route names it, and
+        // it resolves on the route's interface.
+        ip(&format!("-n {ns} addr add fe80::2/64 dev b nodad"));
+        ip("-6 route add 2001:db8:206::/64 via fe80::2 dev a");
+        let route = nl
+            .route_get("2001:db8:206::1".parse().expect("v6"))
+            .expect("route");
+        let gateway: IpAddr = "fe80::2".parse().expect("v6");
+        assert_eq!((route.ifindex, route.gateway), (a_index(), Some(gateway)));
+        assert_eq!(resolve(&mut nl, gateway).mac, Some(b_mac(ns)));
         // One dump holds both (AF_UNSPEC).
         let all = nl.neighbours().expect("dump");
         assert!(
