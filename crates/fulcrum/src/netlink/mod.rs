@@ -8,9 +8,9 @@
 //!
 //! # Why hand-written bytes, not `netlink-packet-route`
 //!
-//! Measured 2026-12-02 with the same API written on `netlink-packet-route` 0.34.0 +
-//! `netlink-sys` 0.9.0 (both build with Rust 1.95, the workspace's MSRV; the route crate
-//! declares 1.77):
+//! Measured 2026-12-02 on the first dual-stack version of this module against the same API
+//! written on `netlink-packet-route` 0.34.0 + `netlink-sys` 0.9.0 (both build with Rust
+//! 1.95, the workspace's MSRV; the route crate declares 1.77):
 //! - our code: 425 lines instead of 697 (347 instead of 524 without blanks and comments;
 //!   the public types are the same 128 lines in both): the crate saves the framing, the
 //!   attribute walker and the constants;
