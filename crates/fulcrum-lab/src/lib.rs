@@ -9,6 +9,7 @@ pub mod failover;
 pub mod fixture;
 pub mod fleet;
 pub mod frame;
+pub mod frame_tunnel;
 pub mod host;
 pub mod netns;
 pub mod testrun;
