@@ -120,6 +120,34 @@ pub fn gue_v0(
     udp(src, dst, sport, port, inner_tos(inner), &payload)
 }
 
+/// An IPv6 UDP packet (no Ethernet) with its checksum, which IPv6 requires: the inner
+/// packet of IPv6 lab traffic.
+pub fn ipv6_udp_packet(
+    src: std::net::SocketAddrV6,
+    dst: std::net::SocketAddrV6,
+    payload: &[u8],
+) -> Vec<u8> {
+    let len = (8 + payload.len()) as u16;
+    let mut u = Vec::with_capacity(len as usize);
+    u.extend_from_slice(&src.port().to_be_bytes());
+    u.extend_from_slice(&dst.port().to_be_bytes());
+    u.extend_from_slice(&len.to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    let mut pseudo = Vec::with_capacity(40 + u.len());
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&u32::from(len).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_UDP]);
+    pseudo.extend_from_slice(&u);
+    let sum = match checksum(&pseudo, 0) {
+        0 => 0xffff,
+        s => s,
+    };
+    u[6..8].copy_from_slice(&sum.to_be_bytes());
+    outer_ip((*src.ip()).into(), (*dst.ip()).into(), IPPROTO_UDP, 0, &u)
+}
+
 /// An Ethernet frame to [`BACKEND_NIC_MAC`] carrying `packet`, EtherType by its version.
 pub fn on_ethernet(packet: &[u8], vlan: Option<u16>) -> Vec<u8> {
     let ether_type = match packet.first().map(|b| b >> 4) {
@@ -134,6 +162,19 @@ pub fn on_ethernet(packet: &[u8], vlan: Option<u16>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_udp_checksum_verifies() {
+        let p = ipv6_udp_packet(
+            "[2001:db8::1]:1000".parse().unwrap(),
+            "[2001:db8::2]:53".parse().unwrap(),
+            b"who?",
+        );
+        let mut pseudo = p[8..40].to_vec();
+        pseudo.extend_from_slice(&[0, 0, 0, 12, 0, 0, 0, 17]);
+        pseudo.extend_from_slice(&p[40..]);
+        assert_eq!(checksum(&pseudo, 0), 0);
+    }
 
     #[test]
     fn outer_ipv4_checksum_verifies_and_tos_is_copied() {
