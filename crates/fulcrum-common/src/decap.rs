@@ -19,9 +19,6 @@ pub mod maps {
 /// The program's name in the object.
 pub const PROGRAM: &str = "fulcrum_decap";
 
-/// The GUE port the balancer sends to unless configured otherwise.
-pub const DEFAULT_GUE_PORT: u16 = 6080;
-
 /// Value of [`ADDRS4`](maps::ADDRS4), [`ADDRS6`](maps::ADDRS6) and
 /// [`GUE_PORTS`](maps::GUE_PORTS) entries: presence is what counts.
 pub const PRESENT: u8 = 1;

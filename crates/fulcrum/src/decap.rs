@@ -15,12 +15,12 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray},
     programs::{Xdp, xdp::XdpLinkId},
 };
+pub use fulcrum_common::decap::DecapCounter;
 use fulcrum_common::decap::{DECAP_COUNTERS, DecapCounters, PRESENT, PROGRAM, maps};
-pub use fulcrum_common::decap::{DEFAULT_GUE_PORT, DecapCounter};
 use tracing::{info, warn};
 
 use crate::{
-    AttachMode, BalancerError,
+    AttachMode, BalancerError, DEFAULT_GUE_PORT,
     balancer::{attach_error, ifindex, program_error, typed, xdp_mut},
 };
 

@@ -21,7 +21,7 @@ pub use balancer::{
     AttachMode, Balancer, BalancerBuilder, DesiredDestination, DestinationInfo, FlowEvents,
     ImportReport, NextHop, ServiceInfo, Unresolved,
 };
-pub use decap::{DEFAULT_GUE_PORT, DecapCounter, DecapStats, Decapsulator, DecapsulatorBuilder};
+pub use decap::{DecapCounter, DecapStats, Decapsulator, DecapsulatorBuilder};
 pub use error::BalancerError;
 pub use flow_record::FlowRecord;
 pub use fulcrum_common::Counter;
