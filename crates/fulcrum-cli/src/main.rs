@@ -4,6 +4,7 @@ mod balance;
 mod bgp_status;
 mod capabilities;
 mod client;
+mod decap;
 mod flow_status;
 mod run;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Balance one service across backends until Ctrl-C (L2 DSR).
     Balance(balance::Args),
+    /// Strip IP-in-IP and GUE from packets to this host (run on backends of L3 DSR).
+    Decap(decap::Args),
     /// Run the daemon: configuration file, health checks, API, metrics, console.
     Run(run::Args),
     /// Show the services and backends of a running daemon: health, drain, rates.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Balance(args) => balance::run(args),
+        Command::Decap(args) => decap::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => client::status(args),
         Command::Drain(args) => client::drain(args, true),

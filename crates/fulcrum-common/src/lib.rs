@@ -6,6 +6,8 @@
 
 use core::mem::size_of;
 
+pub mod decap;
+
 /// Map names, so the loader and the program cannot drift apart.
 pub mod maps {
     /// Addresses that carry at least one service, to tell VIP traffic from the rest

@@ -10,6 +10,7 @@ pub mod fixture;
 pub mod fleet;
 pub mod frame;
 pub mod frame_l3;
+pub mod frame_tunnel;
 pub mod host;
 pub mod l3;
 pub mod netns;

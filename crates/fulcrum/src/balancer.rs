@@ -36,8 +36,7 @@ mod flow_table;
 mod pinning;
 
 pub use builder::BalancerBuilder;
-use builder::program_error;
-pub(crate) use builder::xdp_mut;
+pub(crate) use builder::{program_error, typed, xdp_mut};
 
 use counters::sum_traffic;
 pub use destinations::{DesiredDestination, Unresolved};
@@ -58,14 +57,14 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    fn xdp(self) -> XdpMode {
+    pub(crate) fn xdp(self) -> XdpMode {
         match self {
             AttachMode::Native => XdpMode::Driver,
             AttachMode::Generic => XdpMode::Skb,
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             AttachMode::Native => "native",
             AttachMode::Generic => "generic",
@@ -227,13 +226,7 @@ impl Balancer {
     /// Attaches to `iface`. Backends reached through it are served with `XDP_TX`, backends
     /// behind another attached interface through a redirect.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), BalancerError> {
-        let cname =
-            CString::new(iface).map_err(|_| BalancerError::UnknownInterface(iface.into()))?;
-        // SAFETY: a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(BalancerError::UnknownInterface(iface.into()));
-        }
+        let ifindex = ifindex(iface)?;
         if self.interfaces.contains_key(&ifindex) {
             return Err(BalancerError::AlreadyAttached(iface.into()));
         }
@@ -600,7 +593,23 @@ impl Drop for Balancer {
     }
 }
 
-fn attach_error(iface: &str, mode: AttachMode, e: aya::programs::ProgramError) -> BalancerError {
+/// The index of the interface named `iface` in the calling thread's network namespace.
+pub(crate) fn ifindex(iface: &str) -> Result<u32, BalancerError> {
+    let cname = CString::new(iface).map_err(|_| BalancerError::UnknownInterface(iface.into()))?;
+    // SAFETY: a valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if ifindex == 0 {
+        return Err(BalancerError::UnknownInterface(iface.into()));
+    }
+    Ok(ifindex)
+}
+
+/// The error for a refused XDP attachment: busy, or the mode with a hint.
+pub(crate) fn attach_error(
+    iface: &str,
+    mode: AttachMode,
+    e: aya::programs::ProgramError,
+) -> BalancerError {
     if busy(&e) {
         return BalancerError::InterfaceBusy(iface.into());
     }

@@ -6,6 +6,7 @@
 //! table ([`netlink`]); Maglev tables are computed here ([`maglev`]) and written to the
 //! data plane. Everything needs root (or CAP_BPF + CAP_NET_ADMIN).
 mod balancer;
+mod decap;
 mod error;
 mod flow_record;
 pub mod maglev;
@@ -20,6 +21,7 @@ pub use balancer::{
     AttachMode, Balancer, BalancerBuilder, DesiredDestination, DestinationInfo, FlowEvents,
     ImportReport, NextHop, ServiceInfo, Unresolved,
 };
+pub use decap::{DecapCounter, DecapStats, Decapsulator, DecapsulatorBuilder};
 pub use error::BalancerError;
 pub use flow_record::FlowRecord;
 pub use fulcrum_common::Counter;

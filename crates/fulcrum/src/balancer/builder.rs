@@ -259,7 +259,7 @@ pub(crate) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp,
         .map_err(|e| program_error(format!("program {name}"), e))
 }
 
-pub(super) fn program_error(what: String, e: aya::programs::ProgramError) -> BalancerError {
+pub(crate) fn program_error(what: String, e: aya::programs::ProgramError) -> BalancerError {
     BalancerError::Program {
         what,
         source: Box::new(e),
@@ -270,7 +270,7 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BalancerError> {
     ebpf.take_map(name).ok_or_else(|| wrong_type(name))
 }
 
-pub(super) fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+pub(crate) fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<T, BalancerError> {
