@@ -34,6 +34,7 @@ mod flow_import;
 mod flow_records;
 mod flow_table;
 mod pinning;
+mod tunnel;
 
 pub use builder::BalancerBuilder;
 pub(crate) use builder::{program_error, typed, xdp_mut};
@@ -178,6 +179,8 @@ pub struct Balancer {
     generations: Vec<u32>,
     /// Neighbour entries this balancer asked the kernel to create, forgotten on drop.
     resolution_requests: BTreeSet<(u32, IpAddr)>,
+    /// Tunnelled destinations' paths, by backend slot (see `tunnel`).
+    tunnels: BTreeMap<u32, tunnel::TunnelPath>,
     /// Set when the state lives on bpffs beyond this process.
     pinned: Option<pinning::Pinned>,
 }
@@ -376,15 +379,17 @@ impl Balancer {
             .filter(|n| n.usable())
             .filter_map(|n| Some(((n.ifindex, n.addr), n.mac?)))
             .collect();
-        let mut changed = Vec::new();
+        let mut changed = self.refresh_tunnels()?;
         for (id, state) in &mut self.services {
             for (address, d) in &mut state.destinations {
-                let now = table
-                    .get(&(d.egress, (*address).into()))
-                    .map(|mac| NextHop {
-                        ifindex: d.egress,
-                        mac: *mac,
-                    });
+                let hop = self
+                    .tunnels
+                    .get(&d.backend)
+                    .map_or(*address, |t| t.next_hop);
+                let now = table.get(&(d.egress, hop)).map(|mac| NextHop {
+                    ifindex: d.egress,
+                    mac: *mac,
+                });
                 // A neighbour that vanishes keeps its last MAC: stale beats nothing.
                 if now.is_some() && now != d.neighbour {
                     info!(service = %id, backend = %address, mac = %fmt_mac(now.map(|n| n.mac).unwrap_or_default()), "neighbour resolved");
@@ -393,8 +398,11 @@ impl Balancer {
                 }
             }
         }
-        for (id, backend, neighbour) in &changed {
-            self.write_backend(*backend, *neighbour)?;
+        changed.sort_by_key(|c| c.1);
+        changed.dedup_by_key(|c| c.1);
+        for (id, backend, _) in &changed {
+            let neighbour = self.dest_by_slot(*backend);
+            self.write_backend(*backend, neighbour)?;
             self.rebuild(id)?;
         }
         Ok(changed.len())
@@ -412,6 +420,7 @@ impl Balancer {
         dest: Destination,
         egress: u32,
         neighbour: Option<NextHop>,
+        tunnel: Option<tunnel::TunnelPath>,
     ) -> Result<(), BalancerError> {
         let span = info_span!("destination", service = %id, backend = %dest.address);
         let _enter = span.enter();
@@ -419,7 +428,11 @@ impl Balancer {
             .free_backends
             .pop_front()
             .ok_or_else(|| self.too_many_backends(id, dest.address))?;
+        if let Some(t) = tunnel {
+            self.tunnels.insert(backend, t);
+        }
         if let Err(e) = self.claim_backend(backend, neighbour) {
+            self.tunnels.remove(&backend);
             self.free_backends.push_front(backend);
             return Err(e);
         }
@@ -471,16 +484,23 @@ impl Balancer {
             .copied()
             .unwrap_or_default();
         let value = match neighbour {
-            Some(n) => BackendValue {
-                mac: n.mac,
-                src_mac: self
-                    .interfaces
-                    .get(&n.ifindex)
-                    .map(|i| i.mac)
-                    .unwrap_or_default(),
-                ifindex: n.ifindex,
-                generation,
-            },
+            Some(n) => {
+                let mut v = BackendValue {
+                    mac: n.mac,
+                    src_mac: self
+                        .interfaces
+                        .get(&n.ifindex)
+                        .map(|i| i.mac)
+                        .unwrap_or_default(),
+                    ifindex: n.ifindex,
+                    generation,
+                    ..Default::default()
+                };
+                if let Some(t) = self.tunnels.get(&backend) {
+                    t.apply(&mut v);
+                }
+                v
+            }
             None => BackendValue {
                 generation,
                 ..Default::default()
@@ -508,6 +528,7 @@ impl Balancer {
         if let Some(g) = self.generations.get_mut(backend as usize) {
             *g = g.wrapping_add(1);
         }
+        self.tunnels.remove(&backend);
         self.write_backend(backend, None)?;
         self.clear_record(backend)?;
         self.free_backends.push_back(backend);
@@ -682,14 +703,8 @@ pub(crate) fn ipv4_only(addr: IpAddr) -> Result<Ipv4Addr, BalancerError> {
     }
 }
 
-/// Refuses what the data plane cannot do yet: IPv6 VIPs and tunnels.
+/// Refuses what the data plane cannot do yet: IPv6 VIPs.
 fn supported(service: &Service) -> Result<(), BalancerError> {
     ipv4_only(service.id.vip)?;
-    if service.forwarding != Forwarding::L2Dsr {
-        return Err(BalancerError::Unsupported(format!(
-            "forwarding {:?}",
-            service.forwarding
-        )));
-    }
     Ok(())
 }

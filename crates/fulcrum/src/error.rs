@@ -100,6 +100,10 @@ pub enum BalancerError {
         "backend {address} is reached through '{iface}', which the balancer is not attached to"
     )]
     EgressNotAttached { address: IpAddr, iface: String },
+    /// A tunnelled destination cannot be reached as configured (no route, no source
+    /// address of its family, a VIP of a family the tunnel cannot carry).
+    #[error("backend {address}: cannot tunnel to it: {why}")]
+    Tunnel { address: IpAddr, why: String },
     /// Something this data plane cannot do yet (an IPv6 address, a tunnel mode).
     #[error("{0} is not supported by this data plane yet")]
     Unsupported(String),

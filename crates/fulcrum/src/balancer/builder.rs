@@ -214,6 +214,7 @@ impl BalancerBuilder {
             free_backends: (1..self.max_backends).collect(),
             generations: vec![0; self.max_backends as usize],
             resolution_requests: BTreeSet::new(),
+            tunnels: Default::default(),
             pinned: self.pin.clone().map(|dir| pinning::Pinned {
                 unclaimed: pin::pinned_links(&dir).into_iter().collect(),
                 dir,

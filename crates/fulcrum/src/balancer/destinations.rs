@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use tracing::{debug, info};
 
-use super::{Balancer, DestState, NextHop};
+use super::{
+    Balancer, DestState, NextHop,
+    tunnel::{self, TunnelPath},
+};
 use crate::{BalancerError, Destination, ServiceId, netlink::RouteKind};
 
 /// One destination of a declared set: its weight and whether it is drained, so a drained
@@ -55,8 +58,8 @@ impl Balancer {
         if self.free_backends.is_empty() {
             return Err(self.too_many_backends(id, dest.address));
         }
-        let (egress, neighbour) = self.resolve(dest.address)?;
-        self.record_destination(id, dest, egress, neighbour)?;
+        let (egress, neighbour, tunnel) = self.resolve(id, dest.address)?;
+        self.record_destination(id, dest, egress, neighbour, tunnel)?;
         self.rebuild(id)
     }
 
@@ -219,7 +222,7 @@ impl Balancer {
             let address = d.destination.address;
             let outcome = match free {
                 0 => Err(self.too_many_backends(id, address)),
-                _ => self.resolve(address),
+                _ => self.resolve(id, address),
             };
             match outcome {
                 Ok(hop) => {
@@ -255,8 +258,8 @@ impl Balancer {
                 }
             }
         }
-        for (d, (egress, neighbour)) in resolved {
-            self.record_destination(id, d.destination, egress, neighbour)?;
+        for (d, (egress, neighbour, tunnel)) in resolved {
+            self.record_destination(id, d.destination, egress, neighbour, tunnel)?;
             // Before the one rebuild below, so the table never holds it undrained.
             self.dest_mut(id, d.destination.address)?.drained = d.drained;
         }
@@ -315,21 +318,56 @@ impl Balancer {
         Ok(route.ifindex)
     }
 
-    /// Egress interface and, if the kernel knows it, the MAC of a backend; asks the kernel
-    /// to resolve the MAC when it does not.
-    fn resolve(&mut self, address: IpAddr) -> Result<(u32, Option<NextHop>), BalancerError> {
+    /// Egress interface and, if the kernel knows it, the MAC of a backend (of its route's
+    /// next hop when the service tunnels); asks the kernel to resolve the MAC when it does
+    /// not.
+    #[allow(clippy::type_complexity)]
+    fn resolve(
+        &mut self,
+        id: &ServiceId,
+        address: IpAddr,
+    ) -> Result<(u32, Option<NextHop>, Option<TunnelPath>), BalancerError> {
+        let forwarding = self.state(id)?.forwarding;
+        if let Some(path) = tunnel::resolve(self.netlink()?, id.vip, &forwarding, address)? {
+            let (oif, hop) = (path.ifindex, path.next_hop);
+            self.attached(address, oif)?;
+            let neighbour = self.neighbour_of(oif, hop)?;
+            return Ok((oif, neighbour, Some(path)));
+        }
         let oif = self.egress(address)?;
-        super::ipv4_only(address)?;
+        let neighbour = self.neighbour_of(oif, address)?;
+        Ok((oif, neighbour, None))
+    }
+
+    /// Fails unless the balancer runs on `oif`, the egress towards `address`.
+    fn attached(&mut self, address: IpAddr, oif: u32) -> Result<(), BalancerError> {
+        if self.interfaces.contains_key(&oif) {
+            return Ok(());
+        }
+        let iface = self
+            .netlink()?
+            .link(oif)
+            .map(|l| l.name)
+            .unwrap_or_else(|_| format!("ifindex {oif}"));
+        Err(BalancerError::EgressNotAttached { address, iface })
+    }
+
+    /// The MAC of neighbour `address` on `oif` if the kernel knows it; else asks for it.
+    fn neighbour_of(
+        &mut self,
+        oif: u32,
+        address: IpAddr,
+    ) -> Result<Option<NextHop>, BalancerError> {
         let netlink = self.netlink()?;
         let known = netlink
             .neighbour(oif, address)?
             .filter(|n| n.usable())
             .and_then(|n| n.mac);
         if let Some(mac) = known {
-            return Ok((oif, Some(NextHop { ifindex: oif, mac })));
+            return Ok(Some(NextHop { ifindex: oif, mac }));
         }
         netlink.request_resolution(oif, address)?;
         self.resolution_requests.insert((oif, address));
-        Ok((oif, None))
+        Ok(None)
     }
 }

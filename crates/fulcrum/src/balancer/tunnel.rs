@@ -13,10 +13,75 @@ use std::net::IpAddr;
 
 use fulcrum_common::{BACKEND_V_TUNNEL6, BackendValue, FORWARD_GUE, FORWARD_IPIP};
 
+use tracing::{info, warn};
+
+use super::{Balancer, NextHop};
 use crate::{
-    BalancerError, Forwarding, TunnelSource,
+    BalancerError, Forwarding, ServiceId, TunnelSource,
     netlink::{Netlink, NetlinkError, RouteKind},
 };
+
+impl Balancer {
+    /// Reads every tunnelled destination's route again (next hop, source, MTU) and
+    /// records what changed; a new next hop's MAC is asked for and picked up by the
+    /// neighbour refresh that follows. Returns the destinations whose slot must be
+    /// rewritten.
+    pub(super) fn refresh_tunnels(
+        &mut self,
+    ) -> Result<Vec<(ServiceId, u32, Option<NextHop>)>, BalancerError> {
+        let mut todo = Vec::new();
+        for (id, state) in &self.services {
+            if state.forwarding == Forwarding::L2Dsr {
+                continue;
+            }
+            for (address, d) in &state.destinations {
+                todo.push((*id, state.forwarding, *address, d.backend));
+            }
+        }
+        let mut changed = Vec::new();
+        for (id, forwarding, address, backend) in todo {
+            let path = match resolve(self.netlink()?, id.vip, &forwarding, address) {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(e) => {
+                    // The last known path stays: a route flap should not stop the flows.
+                    warn!(service = %id, backend = %address, error = %e, "tunnel path not refreshed");
+                    continue;
+                }
+            };
+            let old = self.tunnels.get(&backend).copied();
+            if old == Some(path) {
+                continue;
+            }
+            info!(service = %id, backend = %address, next_hop = %path.next_hop, mtu = path.mtu, "tunnel path changed");
+            if old.is_none_or(|o| o.next_hop != path.next_hop || o.ifindex != path.ifindex) {
+                self.netlink()?
+                    .request_resolution(path.ifindex, path.next_hop)?;
+                self.resolution_requests
+                    .insert((path.ifindex, path.next_hop));
+                if let Some(d) = self
+                    .services
+                    .get_mut(&id)
+                    .and_then(|s| s.destinations.get_mut(&address))
+                {
+                    d.egress = path.ifindex;
+                }
+            }
+            self.tunnels.insert(backend, path);
+            changed.push((id, backend, None));
+        }
+        Ok(changed)
+    }
+
+    /// The next hop a destination's slot is resolved to, if any.
+    pub(super) fn dest_by_slot(&self, backend: u32) -> Option<NextHop> {
+        self.services
+            .values()
+            .flat_map(|s| s.destinations.values())
+            .find(|d| d.backend == backend)
+            .and_then(|d| d.neighbour)
+    }
+}
 
 /// How a tunnelled destination is reached now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +128,10 @@ pub(crate) fn resolve(
         Forwarding::Gue { tunnel, port } => (FORWARD_GUE, tunnel, *port),
     };
     if vip.is_ipv6() && backend.is_ipv4() {
-        return Err(tunnel_error(backend, "an IPv6 VIP cannot be tunnelled to an IPv4 backend"));
+        return Err(tunnel_error(
+            backend,
+            "an IPv6 VIP cannot be tunnelled to an IPv4 backend",
+        ));
     }
     let route = netlink.route_get(backend).map_err(|e| match e {
         NetlinkError::NoRoute(_) => tunnel_error(backend, "no route to it"),
@@ -84,7 +152,11 @@ pub(crate) fn resolve(
         next_hop: route.next_hop(backend),
         mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
         mode,
-        flags: if backend.is_ipv6() { BACKEND_V_TUNNEL6 } else { 0 },
+        flags: if backend.is_ipv6() {
+            BACKEND_V_TUNNEL6
+        } else {
+            0
+        },
         gue_port: gue_port.to_be(),
         src_mask,
         dst: words(backend),
@@ -129,7 +201,11 @@ pub(crate) fn outer_source(
             }
             // Host bits that fall in the last word; a shorter prefix varies those only.
             let in_last = (bits - len).min(32);
-            let host: u32 = if in_last == 32 { u32::MAX } else { (1u32 << in_last) - 1 };
+            let host: u32 = if in_last == 32 {
+                u32::MAX
+            } else {
+                (1u32 << in_last) - 1
+            };
             let mut w = words(network);
             let last = if network.is_ipv4() { 0 } else { 3 };
             let mask = host.to_be();
@@ -191,7 +267,10 @@ mod tests {
             network: "2001:db8:ffff::".parse().unwrap(),
             len: 120,
         };
-        assert_eq!(outer_source(&src, backend, None).unwrap().1.to_ne_bytes(), [0, 0, 0, 0xff]);
+        assert_eq!(
+            outer_source(&src, backend, None).unwrap().1.to_ne_bytes(),
+            [0, 0, 0, 0xff]
+        );
     }
 
     #[test]
@@ -199,7 +278,9 @@ mod tests {
         let fixed = TunnelSource::Fixed("2001:db8::1".parse().unwrap());
         let e = outer_source(&fixed, B4, None).unwrap_err().to_string();
         assert!(e.contains("10.1.0.5") && e.contains("family"), "{e}");
-        let e = outer_source(&TunnelSource::Route, B4, None).unwrap_err().to_string();
+        let e = outer_source(&TunnelSource::Route, B4, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no source address"), "{e}");
         assert_eq!(
             outer_source(&TunnelSource::Route, B4, Some("10.9.0.1".parse().unwrap())).unwrap(),
