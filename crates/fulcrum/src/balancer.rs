@@ -12,8 +12,9 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use fulcrum_common::{
-    BackendRecord, BackendValue, FlowKey, FlowValue, GlobalCounters, SERVICE_F_STICKY, ServiceKey,
-    ServiceRecord, ServiceValue, TrafficCounters, VipInfo, maps, programs, vip_filter_bucket,
+    BackendRecord, BackendValue, FORWARD_L2, FlowKey, FlowValue, GlobalCounters, SERVICE_F_STICKY,
+    ServiceKey, ServiceRecord, ServiceValue, TrafficCounters, VIP_F_ECHO, VipInfo, maps, programs,
+    vip_filter_bucket,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -474,6 +475,8 @@ impl Balancer {
                     .unwrap_or_default(),
                 ifindex: n.ifindex,
                 generation,
+                mode: FORWARD_L2,
+                ..Default::default()
             },
             None => BackendValue {
                 generation,
@@ -553,7 +556,14 @@ impl Balancer {
         } else {
             self.maps
                 .vips
-                .insert(key, VipInfo { services: next }, 0)
+                .insert(
+                    key,
+                    VipInfo {
+                        services: next,
+                        flags: VIP_F_ECHO,
+                    },
+                    0,
+                )
                 .map_err(BalancerError::map(maps::VIPS, "insert"))?;
             if now == 0 {
                 self.maps

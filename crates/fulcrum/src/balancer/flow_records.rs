@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
 };
 
-use fulcrum_common::{FlowEvent, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP};
+use fulcrum_common::{FLOW_FAMILY_IPV4, FlowEvent, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP};
 
 use super::{Balancer, flow_table};
 use crate::{BalancerError, FlowRecord, Protocol, ServiceId};
@@ -31,7 +31,8 @@ impl Balancer {
         let owners = self.owners();
         events
             .iter()
-            .filter_map(|e| record(&e.key, &e.value, owners.get(&e.value.backend)?))
+            .filter(|e| e.family == FLOW_FAMILY_IPV4)
+            .filter_map(|e| record(&e.key.to_v4(), &e.value, owners.get(&e.value.backend)?))
             .collect()
     }
 

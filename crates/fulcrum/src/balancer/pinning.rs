@@ -203,7 +203,7 @@ impl Balancer {
             else {
                 continue;
             };
-            let address = Ipv4Addr::from(record.address.to_ne_bytes());
+            let address = Ipv4Addr::from(record.address[0].to_ne_bytes());
             let neighbour = (value.ifindex != 0).then_some(NextHop {
                 ifindex: value.ifindex,
                 mac: value.mac,
@@ -256,7 +256,7 @@ impl Balancer {
                     flags |= BACKEND_F_REQUESTED;
                 }
                 let record = BackendRecord {
-                    address: u32::from_ne_bytes(address.octets()),
+                    address: [u32::from_ne_bytes(address.octets()), 0, 0, 0],
                     service: state.slot + 1,
                     weight: d.weight,
                     egress: d.egress,
