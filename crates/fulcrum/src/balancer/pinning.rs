@@ -15,12 +15,16 @@ use aya::{
     },
 };
 use fulcrum_common::{
-    BACKEND_F_DRAINED, BACKEND_F_REQUESTED, BackendRecord, Layout, SERVICE_F_STICKY, ServiceKey,
-    ServiceRecord, ServiceValue, TrafficCounters, maps, programs,
+    BACKEND_F_DRAINED, BACKEND_F_IPV6, BACKEND_F_REQUESTED, BackendRecord, Layout,
+    SERVICE_F_STICKY, ServiceKey, ServiceRecord, ServiceValue, TrafficCounters, maps, programs,
 };
 use tracing::{info, warn};
 
-use super::{Balancer, DestState, NextHop, ServiceState, xdp_mut};
+use super::{
+    Balancer, DestState, NextHop, ServiceState,
+    addr::{address_of, words},
+    xdp_mut,
+};
 use crate::{BalancerError, Protocol, Scheduler, ServiceId, Traffic, pin};
 
 /// A balancer whose state lives on bpffs.
@@ -175,6 +179,8 @@ impl Balancer {
                     } else {
                         Scheduler::FiveTuple
                     },
+                    forwarding: crate::Forwarding::L2Dsr,
+                    icmp_echo: true,
                     destinations: BTreeMap::new(),
                     retired,
                 },
@@ -203,7 +209,7 @@ impl Balancer {
             else {
                 continue;
             };
-            let address = Ipv4Addr::from(record.address[0].to_ne_bytes());
+            let address = address_of(&record);
             let neighbour = (value.ifindex != 0).then_some(NextHop {
                 ifindex: value.ifindex,
                 mac: value.mac,
@@ -255,8 +261,11 @@ impl Balancer {
                 if self.resolution_requests.contains(&(d.egress, *address)) {
                     flags |= BACKEND_F_REQUESTED;
                 }
+                if address.is_ipv6() {
+                    flags |= BACKEND_F_IPV6;
+                }
                 let record = BackendRecord {
-                    address: [u32::from_ne_bytes(address.octets()), 0, 0, 0],
+                    address: words(*address),
                     service: state.slot + 1,
                     weight: d.weight,
                     egress: d.egress,
