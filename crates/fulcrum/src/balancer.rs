@@ -383,15 +383,17 @@ impl Balancer {
             .neighbours()?
             .into_iter()
             .filter(|n| n.usable())
-            .filter_map(|n| Some(((n.ifindex, IpAddr::V4(n.addr)), n.mac?)))
+            .filter_map(|n| Some(((n.ifindex, n.addr), n.mac?)))
             .collect();
         let mut changed = Vec::new();
         for (id, state) in &mut self.services {
             for (address, d) in &mut state.destinations {
-                let now = table.get(&(d.egress, *address)).map(|mac| NextHop {
-                    ifindex: d.egress,
-                    mac: *mac,
-                });
+                let now = table
+                    .get(&(d.egress, (*address).into()))
+                    .map(|mac| NextHop {
+                        ifindex: d.egress,
+                        mac: *mac,
+                    });
                 // A neighbour that vanishes keeps its last MAC: stale beats nothing.
                 if now.is_some() && now != d.neighbour {
                     info!(service = %id, backend = %address, mac = %fmt_mac(now.map(|n| n.mac).unwrap_or_default()), "neighbour resolved");
@@ -601,8 +603,7 @@ impl Drop for Balancer {
         let requests = std::mem::take(&mut self.resolution_requests);
         if let Some(netlink) = self.netlink.as_mut() {
             for (ifindex, address) in requests {
-                let IpAddr::V4(v4) = address else { continue };
-                if let Err(e) = netlink.forget(ifindex, v4) {
+                if let Err(e) = netlink.forget(ifindex, address) {
                     warn!(%address, error = %e, "could not remove the neighbour entry we asked for");
                 }
             }

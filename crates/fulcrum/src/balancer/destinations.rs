@@ -290,9 +290,8 @@ impl Balancer {
 
     /// The interface a backend is reached through, or why it cannot be served by L2 DSR.
     fn egress(&mut self, address: IpAddr) -> Result<u32, BalancerError> {
-        let v4 = super::ipv4_only(address)?;
-        let route = self.netlink()?.route_get(v4).map_err(|e| match e {
-            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a.into()),
+        let route = self.netlink()?.route_get(address).map_err(|e| match e {
+            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a),
             other => other.into(),
         })?;
         if route.kind == RouteKind::Local {
@@ -304,31 +303,30 @@ impl Balancer {
                 gateway: gateway.into(),
             });
         }
-        if !self.interfaces.contains_key(&route.oif) {
+        if !self.interfaces.contains_key(&route.ifindex) {
             let iface = self
                 .netlink()?
-                .link(route.oif)
+                .link(route.ifindex)
                 .map(|l| l.name)
-                .unwrap_or_else(|_| format!("ifindex {}", route.oif));
+                .unwrap_or_else(|_| format!("ifindex {}", route.ifindex));
             return Err(BalancerError::EgressNotAttached { address, iface });
         }
-        Ok(route.oif)
+        Ok(route.ifindex)
     }
 
     /// Egress interface and, if the kernel knows it, the MAC of a backend; asks the kernel
     /// to resolve the MAC when it does not.
     fn resolve(&mut self, address: IpAddr) -> Result<(u32, Option<NextHop>), BalancerError> {
         let oif = self.egress(address)?;
-        let v4 = super::ipv4_only(address)?;
         let netlink = self.netlink()?;
         let known = netlink
-            .neighbour(oif, v4)?
+            .neighbour(oif, address)?
             .filter(|n| n.usable())
             .and_then(|n| n.mac);
         if let Some(mac) = known {
             return Ok((oif, Some(NextHop { ifindex: oif, mac })));
         }
-        netlink.request_resolution(oif, v4)?;
+        netlink.request_resolution(oif, address)?;
         self.resolution_requests.insert((oif, address));
         Ok((oif, None))
     }
