@@ -195,13 +195,16 @@ impl BalancerBuilder {
         let rings = Rings::new(ring_map, self.max_services, self.ring_size)?;
         let maps = Maps {
             vips: typed(&mut ebpf, maps::VIPS)?,
+            vips6: typed(&mut ebpf, maps::VIPS6)?,
             vip_filter: typed(&mut ebpf, maps::VIP_FILTER)?,
             services: typed(&mut ebpf, maps::SERVICES)?,
+            services6: typed(&mut ebpf, maps::SERVICES6)?,
             backends: typed(&mut ebpf, maps::BACKENDS)?,
             egress: typed(&mut ebpf, maps::EGRESS)?,
             global_stats: typed(&mut ebpf, maps::GLOBAL_STATS)?,
             backend_stats: typed(&mut ebpf, maps::BACKEND_STATS)?,
             flows: take(&mut ebpf, maps::FLOWS)?,
+            flows6: take(&mut ebpf, maps::FLOWS6)?,
             backend_records: typed(&mut ebpf, maps::BACKEND_RECORDS)?,
             service_records: typed(&mut ebpf, maps::SERVICE_RECORDS)?,
         };

@@ -55,7 +55,7 @@ impl Balancer {
         if self.free_backends.is_empty() {
             return Err(self.too_many_backends(id, dest.address));
         }
-        let (egress, neighbour) = self.resolve(dest.address)?;
+        let (egress, neighbour) = self.resolve(id, dest.address)?;
         self.record_destination(id, dest, egress, neighbour)?;
         self.rebuild(id)
     }
@@ -219,7 +219,7 @@ impl Balancer {
             let address = d.destination.address;
             let outcome = match free {
                 0 => Err(self.too_many_backends(id, address)),
-                _ => self.resolve(address),
+                _ => self.resolve(id, address),
             };
             match outcome {
                 Ok(hop) => {
@@ -316,7 +316,20 @@ impl Balancer {
 
     /// Egress interface and, if the kernel knows it, the MAC of a backend; asks the kernel
     /// to resolve the MAC when it does not.
-    fn resolve(&mut self, address: IpAddr) -> Result<(u32, Option<NextHop>), BalancerError> {
+    fn resolve(
+        &mut self,
+        id: &ServiceId,
+        address: IpAddr,
+    ) -> Result<(u32, Option<NextHop>), BalancerError> {
+        // L2 DSR hands the client's packet on as it came: the backend must be of its family.
+        if address.is_ipv6() != id.vip.is_ipv6()
+            && self.state(id)?.forwarding == crate::Forwarding::L2Dsr
+        {
+            return Err(BalancerError::Unsupported(format!(
+                "L2 DSR from {} to backend {address}: the backend must be of the VIP's family",
+                id.vip
+            )));
+        }
         let oif = self.egress(address)?;
         let netlink = self.netlink()?;
         let known = netlink
