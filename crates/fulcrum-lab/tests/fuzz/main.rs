@@ -304,7 +304,7 @@ fn every_frame_follows_the_documented_rules() {
 /// Every reason this configuration can give: a long enough run reaches each of them.
 const REACHABLE: &[Counter] = &[
     Counter::PassMalformedL2,
-    Counter::PassNotIpv4,
+    Counter::PassNotIp,
     Counter::PassMalformedIp,
     Counter::PassNotVip,
     Counter::PassNoService,

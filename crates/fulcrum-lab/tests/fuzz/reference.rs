@@ -8,6 +8,7 @@ use fulcrum::Counter;
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
+const ICMP: u8 = 1;
 
 /// A configured service, as the reference sees it.
 pub struct Svc {
@@ -69,8 +70,15 @@ pub fn classify(f: &[u8], services: &[Svc]) -> Expected {
         ether_type = be16(f, 16);
         l3 = 18;
     }
+    if ether_type == 0x86dd {
+        // No IPv6 services in this model yet: every IPv6 destination is another host's.
+        if f.len() < l3 + 40 {
+            return Pass(PassMalformedIp);
+        }
+        return Pass(PassNotVip);
+    }
     if ether_type != 0x0800 {
-        return Pass(PassNotIpv4);
+        return Pass(PassNotIp);
     }
     if f.len() < l3 + 20 {
         return Pass(PassMalformedIp);
@@ -98,6 +106,7 @@ pub fn classify(f: &[u8], services: &[Svc]) -> Expected {
     let l4 = l3 + 20;
     let l4_len = total - 20;
     let syn = match proto {
+        ICMP => return Pass(PassIcmp),
         TCP => {
             if l4_len < 20 {
                 return Drop(DropTruncatedL4);

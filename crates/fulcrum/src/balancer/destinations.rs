@@ -293,7 +293,6 @@ impl Balancer {
 
     /// The interface a backend is reached through, or why it cannot be served by L2 DSR.
     fn egress(&mut self, address: IpAddr) -> Result<u32, BalancerError> {
-        super::ipv4_only(address)?;
         let route = self.netlink()?.route_get(address).map_err(|e| match e {
             crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a),
             other => other.into(),
@@ -328,6 +327,13 @@ impl Balancer {
         address: IpAddr,
     ) -> Result<(u32, Option<NextHop>, Option<TunnelPath>), BalancerError> {
         let forwarding = self.state(id)?.forwarding;
+        // L2 DSR hands the client's packet on as it came: the backend must be of its family.
+        if address.is_ipv6() != id.vip.is_ipv6() && forwarding == crate::Forwarding::L2Dsr {
+            return Err(BalancerError::Unsupported(format!(
+                "L2 DSR from {} to backend {address}: the backend must be of the VIP's family",
+                id.vip
+            )));
+        }
         if let Some(path) = tunnel::resolve(self.netlink()?, id.vip, &forwarding, address)? {
             let (oif, hop) = (path.ifindex, path.next_hop);
             self.attached(address, oif)?;
