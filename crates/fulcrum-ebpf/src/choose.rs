@@ -58,6 +58,19 @@ pub fn choose<F: Family>(
     slot: &Slot<F>,
     reason: Counter,
 ) -> Result<Chosen, Verdict> {
+    let (chosen, entry) = maglev::<F>(flow, service, reason)?;
+    pin::<F>(flow, syn, entry, slot);
+    Ok(chosen)
+}
+
+/// The Maglev choice for the flow and the flow table entry that would pin it, pinning
+/// nothing (ICMP errors about a flow use it too).
+#[inline(always)]
+pub fn maglev<F: Family>(
+    flow: &F::Key,
+    service: &ServiceValue,
+    reason: Counter,
+) -> Result<(Chosen, FlowValue), Verdict> {
     // SAFETY: a plain read of a global the loader sets before verification.
     let ring = unsafe { core::ptr::read_volatile(&RING_SIZE) };
     if ring == 0 {
@@ -83,10 +96,12 @@ pub fn choose<F: Family>(
         backend: backend_slot,
         generation,
     };
-    pin::<F>(flow, syn, entry, slot);
-    Ok(Chosen {
-        backend_slot,
-        backend,
-        reason,
-    })
+    Ok((
+        Chosen {
+            backend_slot,
+            backend,
+            reason,
+        },
+        entry,
+    ))
 }

@@ -50,12 +50,6 @@ pub fn replace16(check: u16, old: u16, new: u16) -> u16 {
     !fold(u64::from(!check) + u64::from(!old) + u64::from(new))
 }
 
-/// As [`replace16`] for a 32-bit field (an address).
-#[inline(always)]
-pub fn replace32(check: u16, old: u32, new: u32) -> u16 {
-    !fold(u64::from(!check) + words(!old) + words(new))
-}
-
 /// The one's complement sum of `len` bytes at `data` (a multiple of 4, at most 512),
 /// added to `seed`, not yet folded: the kernel's `bpf_csum_diff` with nothing removed.
 ///

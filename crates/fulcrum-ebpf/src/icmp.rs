@@ -11,14 +11,133 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use fulcrum_common::{Counter, IPPROTO_TCP, IPPROTO_UDP};
+use fulcrum_common::{Counter, FlowKey, FlowKey6, IPPROTO_TCP, IPPROTO_UDP, VIP_F_ECHO, VipInfo};
 use fulcrum_ebpf::header::{Eth, Icmp, Ipv4, Ipv6, ptr_at};
 
 use crate::{
-    csum,
-    forward::too_big::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG},
+    choose, csum,
+    flow::{self, Family, Pinned, Slot, V4, V6},
+    forward::{
+        self,
+        too_big::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMPV6_PACKET_TOO_BIG},
+    },
+    parse::Packet,
     verdict::Verdict,
 };
+
+/// What ICMP handling needs of an address family beyond [`Family`].
+pub trait IcmpFamily: Family {
+    /// Reads the message (echo, an error about a flow, other).
+    fn classify(ctx: &XdpContext, pkt: &Packet<Self::Key>) -> Result<Message, Verdict>;
+    /// The flow key of an error's reversed inner 5-tuple.
+    fn key(m: &Message) -> Option<Self::Key>;
+    /// Answers an echo request in place.
+    fn echo(ctx: &XdpContext, pkt: &Packet<Self::Key>) -> Verdict;
+}
+
+impl IcmpFamily for V4 {
+    #[inline(always)]
+    fn classify(ctx: &XdpContext, pkt: &Packet<FlowKey>) -> Result<Message, Verdict> {
+        classify4(ctx, pkt.l3, pkt.l4, pkt.ip_len, pkt.flow.dst)
+    }
+    #[inline(always)]
+    fn key(m: &Message) -> Option<FlowKey> {
+        match *m {
+            Message::TooBig {
+                src,
+                dst,
+                sport,
+                dport,
+                proto,
+            } => Some(FlowKey {
+                src: src[0],
+                dst: dst[0],
+                sport,
+                dport,
+                proto,
+                _pad: 0,
+                _pad2: 0,
+            }),
+            _ => None,
+        }
+    }
+    #[inline(always)]
+    fn echo(ctx: &XdpContext, pkt: &Packet<FlowKey>) -> Verdict {
+        echo_reply4(ctx, pkt.l3, pkt.l4)
+    }
+}
+
+impl IcmpFamily for V6 {
+    #[inline(always)]
+    fn classify(ctx: &XdpContext, pkt: &Packet<FlowKey6>) -> Result<Message, Verdict> {
+        classify6(ctx, pkt.l3, pkt.l4, pkt.ip_len, &pkt.flow.dst)
+    }
+    #[inline(always)]
+    fn key(m: &Message) -> Option<FlowKey6> {
+        match *m {
+            Message::TooBig {
+                src,
+                dst,
+                sport,
+                dport,
+                proto,
+            } => Some(FlowKey6 {
+                src,
+                dst,
+                sport,
+                dport,
+                proto,
+                _pad: 0,
+                _pad2: 0,
+            }),
+            _ => None,
+        }
+    }
+    #[inline(always)]
+    fn echo(ctx: &XdpContext, pkt: &Packet<FlowKey6>) -> Verdict {
+        echo_reply6(ctx, pkt.l3, pkt.l4)
+    }
+}
+
+/// ICMP (ICMPv6 other than ND) to a VIP, by the rules at the top of this module.
+#[inline(always)]
+pub fn handle<F: IcmpFamily>(ctx: &XdpContext, pkt: &Packet<F::Key>, vip: &VipInfo) -> Verdict {
+    let m = match F::classify(ctx, pkt) {
+        Ok(m) => m,
+        Err(v) => return v,
+    };
+    if let Message::Echo = m {
+        if vip.flags & VIP_F_ECHO == 0 {
+            return Verdict::Pass(Counter::PassIcmp);
+        }
+        return F::echo(ctx, pkt);
+    }
+    let Some(key) = F::key(&m) else {
+        return Verdict::Pass(Counter::PassIcmp);
+    };
+    let reason = Counter::IcmpErrorForwarded;
+    let chosen = match flow::pinned::<F>(&key, &Slot::<F>::of(&key)) {
+        Pinned::Hit(c) => c,
+        // No flow known: the backend a new flow would get, pinning nothing.
+        _ => {
+            let Some(service) = F::service(&key) else {
+                return Verdict::Pass(Counter::PassIcmp);
+            };
+            match choose::maglev::<F>(&key, &service, reason) {
+                Ok((c, _)) => c,
+                Err(_) => return Verdict::Pass(Counter::PassIcmp),
+            }
+        }
+    };
+    // SAFETY: an entry of BACKENDS (array values stay put); plain data.
+    let b = unsafe { &*chosen.backend };
+    let hash = if forward::needs_hash(b) {
+        F::hash(&key, false)
+    } else {
+        0
+    };
+    forward::send(ctx, pkt, b, hash, reason)
+}
 
 /// ICMP echo request / reply.
 pub const ICMP_ECHO_REQUEST: u8 = 8;
@@ -30,6 +149,7 @@ pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 pub const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// What an ICMP message to a VIP asks for.
+#[derive(Clone, Copy)]
 pub enum Message {
     /// An echo request.
     Echo,

@@ -19,9 +19,11 @@
 
 mod choose;
 mod counters;
+mod csum;
 mod flow;
 mod flow_events;
 mod forward;
+mod icmp;
 mod maps;
 mod parse;
 mod verdict;
@@ -98,7 +100,7 @@ fn may_be_vip(bucket: u32) -> bool {
 
 /// A parsed packet whose address bucket holds a VIP.
 #[inline(always)]
-fn balance_ip<F: Family>(
+fn balance_ip<F: icmp::IcmpFamily>(
     ctx: &XdpContext,
     parsed: Result<L4<F::Key>, Verdict>,
     dst: &F::Addr,
@@ -108,7 +110,7 @@ fn balance_ip<F: Family>(
         Ok(L4::Icmp(pkt)) => {
             return match F::vip(dst) {
                 // SAFETY: a map value; plain data.
-                Some(info) => icmp_to_vip(ctx, &pkt, unsafe { &*info }),
+                Some(info) => icmp_to_vip::<F>(ctx, &pkt, unsafe { &*info }),
                 None => Verdict::Pass(Counter::PassNotVip),
             };
         }
@@ -156,11 +158,15 @@ fn confirm_vip<F: Family>(dst: &F::Addr, verdict: Verdict) -> Verdict {
     verdict
 }
 
-/// ICMP (ICMPv6 other than ND) to a VIP: passed to the kernel. The `l3` package replaces
-/// this with `icmp::handle` (echo replies, errors forwarded to the flow's backend).
+/// ICMP (ICMPv6 other than ND) to a VIP: echo answered, errors about a flow forwarded to
+/// its backend, the rest passed (see `icmp`).
 #[inline(always)]
-fn icmp_to_vip<K>(_ctx: &XdpContext, _pkt: &Packet<K>, _vip: &VipInfo) -> Verdict {
-    Verdict::Pass(Counter::PassIcmp)
+fn icmp_to_vip<F: icmp::IcmpFamily>(
+    ctx: &XdpContext,
+    pkt: &Packet<F::Key>,
+    vip: &VipInfo,
+) -> Verdict {
+    icmp::handle::<F>(ctx, pkt, vip)
 }
 
 /// Counts the backend's traffic and sends the packet by the backend's mode.

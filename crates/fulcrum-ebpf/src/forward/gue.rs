@@ -7,10 +7,33 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use fulcrum_common::{BackendValue, IPPROTO_UDP};
+use fulcrum_common::{BackendValue, Counter, IPPROTO_UDP};
 use fulcrum_ebpf::header::{Udp, ptr_at};
 
-use super::ipip::{self, Inner};
+use super::{
+    ipip::{self, Inner},
+    too_big, transmit,
+};
+use crate::{parse::Packet, verdict::Verdict};
+
+/// GUE to backend `b`, or the oversize rule's answer.
+#[inline(always)]
+pub fn send<K>(
+    ctx: &XdpContext,
+    pkt: &Packet<K>,
+    b: &BackendValue,
+    hash: u32,
+    reason: Counter,
+) -> Verdict {
+    let inner = Inner::of(pkt);
+    if let Some(v) = too_big::check(ctx, &inner, b.mtu, ipip::outer_ip_len(b) + UDP_LEN) {
+        return v;
+    }
+    if encapsulate(ctx, &inner, b, hash).is_err() {
+        return Verdict::Drop(Counter::DropEncap);
+    }
+    transmit(ctx, b, reason)
+}
 
 /// UDP header bytes.
 pub const UDP_LEN: u16 = size_of::<Udp>() as u16;

@@ -9,13 +9,14 @@
 
 use core::mem::size_of;
 
-use fulcrum_common::{BACKEND_V_TUNNEL6, BACKEND_V_VLAN, BackendValue};
+use fulcrum_common::{BACKEND_V_TUNNEL6, BACKEND_V_VLAN, BackendValue, Counter};
 use fulcrum_ebpf::header::{
     ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, Eth, IPPROTO_IPIP, IPPROTO_IPV6, Ipv4, Ipv6, Vlan,
     adjust_head, ptr_at,
 };
 
-use crate::csum;
+use super::{too_big, transmit};
+use crate::{csum, parse::Packet, verdict::Verdict};
 
 /// Outer IPv4 header bytes.
 pub const OVERHEAD4: u16 = size_of::<Ipv4>() as u16;
@@ -31,6 +32,37 @@ pub struct Inner {
     pub v6: bool,
     /// Its IP length (header and payload; trailing Ethernet padding excluded).
     pub len: u16,
+}
+
+impl Inner {
+    /// The packet as it came.
+    #[inline(always)]
+    pub fn of<K>(pkt: &Packet<K>) -> Self {
+        Self {
+            l3: pkt.l3,
+            v6: pkt.ipv6,
+            len: pkt.ip_len as u16,
+        }
+    }
+}
+
+/// IP-in-IP to backend `b`, or the oversize rule's answer.
+#[inline(always)]
+pub fn send<K>(
+    ctx: &aya_ebpf::programs::XdpContext,
+    pkt: &Packet<K>,
+    b: &BackendValue,
+    hash: u32,
+    reason: Counter,
+) -> Verdict {
+    let inner = Inner::of(pkt);
+    if let Some(v) = too_big::check(ctx, &inner, b.mtu, outer_ip_len(b)) {
+        return v;
+    }
+    if encapsulate(ctx, &inner, b, hash).is_err() {
+        return Verdict::Drop(Counter::DropEncap);
+    }
+    transmit(ctx, b, reason)
 }
 
 /// Bytes of the outer IP header this backend's tunnel adds.

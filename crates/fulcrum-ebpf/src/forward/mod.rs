@@ -1,6 +1,9 @@
 //! Sending a packet to its backend, one module per forwarding mode.
 
+pub mod gue;
+pub mod ipip;
 pub mod l2;
+pub mod too_big;
 pub mod vlan;
 
 use aya_ebpf::programs::XdpContext;
@@ -25,11 +28,10 @@ pub fn send<K>(
     hash: u32,
     reason: Counter,
 ) -> Verdict {
-    let _ = hash;
     match b.mode {
         FORWARD_L2 => l2::send(ctx, pkt, b, reason),
-        FORWARD_IPIP => Verdict::Drop(Counter::DropEncap),
-        FORWARD_GUE => Verdict::Drop(Counter::DropEncap),
+        FORWARD_IPIP => ipip::send(ctx, pkt, b, hash, reason),
+        FORWARD_GUE => gue::send(ctx, pkt, b, hash, reason),
         _ => Verdict::Drop(Counter::DropEncap),
     }
 }
