@@ -12,7 +12,9 @@ use fulcrum::{
     AttachMode, Balancer, Counter, Destination, Forwarding, Protocol, Service, ServiceId, Tunnel,
 };
 use fulcrum_lab::{
-    l3::{CLIENT, L3Lab, LB_IFACE, VIP, backend_addr, backend_addr6, download, download_server},
+    l3::{
+        CLIENT, L3Lab, LB_IFACE, VIP, VIP6, backend_addr, backend_addr6, download, download_server,
+    },
     traffic::http_get,
 };
 
@@ -214,4 +216,42 @@ fn large_download_completes_only_because_frag_needed_reaches_the_backend() {
         cached.contains("mtu 1200"),
         "the backend learnt the path MTU: {cached}"
     );
+}
+
+#[test]
+fn ipv6_vip_in_ipv6_tunnels() {
+    let mut lab = L3Lab::new("v6in6", 2).expect("build the lab");
+    lab.start_decap(&[]).expect("fulcrum decap on the backends");
+    let _servers = lab.http_servers().expect("HTTP servers");
+    let id = ServiceId::new(VIP6, HTTP, Protocol::Tcp);
+    let lb = start_balancer(
+        &lab,
+        id,
+        Forwarding::Ipip(Tunnel::default()),
+        &v6_backends(2),
+    );
+    balanced(&lab, &lb, IpAddr::V6(VIP6));
+}
+
+#[test]
+fn the_balancer_answers_ping_to_its_vips() {
+    let lab = L3Lab::new("ping", 1).expect("build the lab");
+    let mut lb = start_balancer(
+        &lab,
+        ServiceId::new(VIP, HTTP, Protocol::Tcp),
+        Forwarding::Ipip(Tunnel::default()),
+        &v4_backends(1),
+    );
+    let mut v6 = Service::new(ServiceId::new(VIP6, HTTP, Protocol::Tcp));
+    v6.forwarding = Forwarding::Ipip(Tunnel::default());
+    lb.add_service(v6).expect("IPv6 service");
+    let before = lb.stats().expect("stats");
+    for vip in [VIP.to_string(), VIP6.to_string()] {
+        lab.client
+            .ns
+            .exec("ping", &["-c", "2", "-W", "2", &vip])
+            .unwrap_or_else(|e| panic!("ping {vip}: {e:#}"));
+    }
+    let delta = lb.stats().expect("stats").since(&before);
+    assert_eq!(delta.get(Counter::IcmpEchoReply), 4, "{delta:?}");
 }
