@@ -284,9 +284,7 @@ pub fn echo_reply4(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
         let new = u16::from_ne_bytes([64, (*ip).proto]);
         (*ip).ttl = 64;
         (*ip).check = csum::replace16((*ip).check, old, new);
-        let src = (*ip).src;
-        (*ip).src = (*ip).dst;
-        (*ip).dst = src;
+        core::mem::swap(&mut (*ip).src, &mut (*ip).dst);
         let code = (*icmp).code;
         (*icmp).ty = ICMP_ECHO_REPLY;
         (*icmp).check = csum::replace16(
@@ -312,9 +310,7 @@ pub fn echo_reply6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     // SAFETY: bounds checked by ptr_at.
     unsafe {
         (*ip).hop_limit = 64;
-        let src = (*ip).src;
-        (*ip).src = (*ip).dst;
-        (*ip).dst = src;
+        core::mem::swap(&mut (*ip).src, &mut (*ip).dst);
         let code = (*icmp).code;
         (*icmp).ty = ICMPV6_ECHO_REPLY;
         (*icmp).check = csum::replace16(

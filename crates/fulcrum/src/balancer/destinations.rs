@@ -301,10 +301,7 @@ impl Balancer {
             return Err(BalancerError::LocalBackend(address));
         }
         if let Some(gateway) = route.gateway {
-            return Err(BalancerError::NotDirectlyConnected {
-                address,
-                gateway: gateway.into(),
-            });
+            return Err(BalancerError::NotDirectlyConnected { address, gateway });
         }
         if !self.interfaces.contains_key(&route.ifindex) {
             let iface = self
