@@ -25,9 +25,9 @@ pub fn send<K>(
     hash: u32,
     reason: Counter,
 ) -> Verdict {
-    let _ = hash;
+    let _ = (pkt, hash);
     match b.mode {
-        FORWARD_L2 => l2::send(ctx, pkt, b, reason),
+        FORWARD_L2 => l2::send(ctx, b, reason),
         FORWARD_IPIP => Verdict::Drop(Counter::DropEncap),
         FORWARD_GUE => Verdict::Drop(Counter::DropEncap),
         _ => Verdict::Drop(Counter::DropEncap),
