@@ -36,6 +36,7 @@ mod flow_import;
 mod flow_records;
 mod flow_table;
 mod pinning;
+mod vlan;
 
 pub use builder::BalancerBuilder;
 use builder::program_error;
@@ -177,6 +178,8 @@ pub struct Balancer {
     limits: BalancerBuilder,
     netlink: Option<Netlink>,
     interfaces: BTreeMap<u32, Interface>,
+    /// VLAN sub-interfaces of attached trunks, by ifindex (see `vlan`).
+    vlan_links: BTreeMap<u32, crate::netlink::VlanLink>,
     services: BTreeMap<ServiceId, ServiceState>,
     free_services: VecDeque<u32>,
     /// Freed slots go to the back, so a slot is reused as late as possible.
@@ -494,18 +497,24 @@ impl Balancer {
             .copied()
             .unwrap_or_default();
         let value = match neighbour {
-            Some(n) => BackendValue {
-                mac: n.mac,
-                src_mac: self
+            Some(n) => {
+                let mut v = BackendValue {
+                    mac: n.mac,
+                    ifindex: n.ifindex,
+                    generation,
+                    mode: FORWARD_L2,
+                    ..Default::default()
+                };
+                if let Some(vlan) = self.trunk(n.ifindex) {
+                    vlan::tag(&mut v, vlan);
+                }
+                v.src_mac = self
                     .interfaces
-                    .get(&n.ifindex)
+                    .get(&v.ifindex)
                     .map(|i| i.mac)
-                    .unwrap_or_default(),
-                ifindex: n.ifindex,
-                generation,
-                mode: FORWARD_L2,
-                ..Default::default()
-            },
+                    .unwrap_or_default();
+                v
+            }
             None => BackendValue {
                 generation,
                 ..Default::default()
