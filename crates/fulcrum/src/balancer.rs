@@ -37,6 +37,7 @@ mod flow_records;
 mod flow_table;
 mod pinning;
 mod tunnel;
+mod vlan;
 
 pub use builder::BalancerBuilder;
 pub(crate) use builder::{program_error, typed, xdp_mut};
@@ -177,6 +178,8 @@ pub struct Balancer {
     limits: BalancerBuilder,
     netlink: Option<Netlink>,
     interfaces: BTreeMap<u32, Interface>,
+    /// VLAN sub-interfaces of attached trunks, by ifindex (see `vlan`).
+    vlan_links: BTreeMap<u32, crate::netlink::VlanLink>,
     services: BTreeMap<ServiceId, ServiceState>,
     free_services: VecDeque<u32>,
     /// Freed slots go to the back, so a slot is reused as late as possible.
@@ -501,16 +504,20 @@ impl Balancer {
             Some(n) => {
                 let mut v = BackendValue {
                     mac: n.mac,
-                    src_mac: self
-                        .interfaces
-                        .get(&n.ifindex)
-                        .map(|i| i.mac)
-                        .unwrap_or_default(),
                     ifindex: n.ifindex,
                     generation,
                     mode: FORWARD_L2,
                     ..Default::default()
                 };
+                if let Some(vlan) = self.trunk(n.ifindex) {
+                    vlan::tag(&mut v, vlan);
+                }
+                v.src_mac = self
+                    .interfaces
+                    .get(&v.ifindex)
+                    .map(|i| i.mac)
+                    .unwrap_or_default();
+                // The tunnel's fields last: they keep the VLAN bits.
                 if let Some(t) = self.tunnels.get(&backend) {
                     t.apply(&mut v);
                 }

@@ -6,12 +6,12 @@ use fulcrum_common::{BackendValue, Counter};
 use fulcrum_ebpf::header::{Macs, ptr_at};
 
 use super::{transmit, vlan};
-use crate::{parse::Packet, verdict::Verdict};
+use crate::verdict::Verdict;
 
 /// Retags if the backend says so, rewrites both MACs and sends the frame on its way.
 #[inline(always)]
-pub fn send<K>(ctx: &XdpContext, pkt: &Packet<K>, b: &BackendValue, reason: Counter) -> Verdict {
-    if let Err(v) = vlan::apply(ctx, pkt, b) {
+pub fn send(ctx: &XdpContext, b: &BackendValue, reason: Counter) -> Verdict {
+    if let Err(v) = vlan::apply(ctx, b) {
         return v;
     }
     let Some(macs) = ptr_at::<Macs>(ctx, 0) else {

@@ -29,7 +29,7 @@ pub fn send<K>(
     reason: Counter,
 ) -> Verdict {
     match b.mode {
-        FORWARD_L2 => l2::send(ctx, pkt, b, reason),
+        FORWARD_L2 => l2::send(ctx, b, reason),
         FORWARD_IPIP => ipip::send(ctx, pkt, b, hash, reason),
         FORWARD_GUE => gue::send(ctx, pkt, b, hash, reason),
         _ => Verdict::Drop(Counter::DropEncap),

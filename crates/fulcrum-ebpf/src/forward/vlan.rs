@@ -8,23 +8,27 @@ use aya_ebpf::programs::XdpContext;
 use fulcrum_common::{BACKEND_V_VLAN, BackendValue, Counter};
 use fulcrum_ebpf::header::{ETH_P_8021Q, Vlan, adjust_head, ptr_at};
 
-use crate::{parse::Packet, verdict::Verdict};
+use crate::verdict::Verdict;
 
 /// Offset of the EtherType in an Ethernet header (after the two MACs).
 const ETHER_TYPE: usize = 12;
 
 /// Applies the rule before the MACs are written. A pushed tag leaves the 12 MAC bytes
 /// undefined (the caller writes both); `drop_encap` when the frame cannot grow.
+///
+/// The tag is found in the frame again rather than taken from the parse: the verifier
+/// then walks the forwarding code once, not once per tagged and untagged offset.
 #[inline(always)]
-pub fn apply<K>(ctx: &XdpContext, pkt: &Packet<K>, b: &BackendValue) -> Result<(), Verdict> {
+pub fn apply(ctx: &XdpContext, b: &BackendValue) -> Result<(), Verdict> {
     if b.flags & BACKEND_V_VLAN == 0 {
         return Ok(());
     }
     let bad = Verdict::Drop(Counter::DropEncap);
-    if pkt.vlan != 0 {
-        let tci = ptr_at::<u16>(ctx, pkt.vlan).ok_or(bad)?;
-        // SAFETY: bounds checked by ptr_at.
-        unsafe { *tci = b.vlan };
+    let tag = ptr_at::<[u16; 2]>(ctx, ETHER_TYPE).ok_or(bad)?;
+    // SAFETY: bounds checked by ptr_at.
+    if unsafe { (*tag)[0] } == ETH_P_8021Q.to_be() {
+        // SAFETY: as above.
+        unsafe { (*tag)[1] = b.vlan };
         return Ok(());
     }
     // The old EtherType ends up right after the new tag: only the TPID and TCI are new.

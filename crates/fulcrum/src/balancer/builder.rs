@@ -216,6 +216,7 @@ impl BalancerBuilder {
             limits: self.clone(),
             netlink: None,
             interfaces: BTreeMap::new(),
+            vlan_links: BTreeMap::new(),
             services: BTreeMap::new(),
             free_services: (0..self.max_services).collect(),
             free_backends: (1..self.max_backends).collect(),

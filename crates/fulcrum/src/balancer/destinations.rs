@@ -303,7 +303,8 @@ impl Balancer {
         if let Some(gateway) = route.gateway {
             return Err(BalancerError::NotDirectlyConnected { address, gateway });
         }
-        if !self.interfaces.contains_key(&route.ifindex) {
+        // A VLAN sub-interface of an attached trunk is served through the trunk.
+        if !self.interfaces.contains_key(&route.ifindex) && self.trunk(route.ifindex).is_none() {
             let iface = self
                 .netlink()?
                 .link(route.ifindex)
