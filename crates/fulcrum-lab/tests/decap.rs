@@ -231,6 +231,10 @@ fn cut_short_inner_or_gue_headers_drop() {
     f.expect_dropped(&on_ethernet(&p, None), C::DropTruncated);
     let p = udp(ip(BALANCER4), ip(HOST4), 1, GUE_PORT, 0, &[]);
     f.expect_dropped(&on_ethernet(&p, None), C::DropTruncated);
+    // The inner header in the frame, but past the outer packet's end (in the padding).
+    let mut p = ipip(ip(BALANCER4), ip(HOST4), &inner4());
+    p[2..4].copy_from_slice(&30u16.to_be_bytes());
+    f.expect_dropped(&on_ethernet(&p, None), C::DropTruncated);
     let p = udp(ip(BALANCER4), ip(HOST4), 1, GUE_PORT, 0, &[0, 4]);
     f.expect_dropped(&on_ethernet(&p, None), C::DropTruncated);
 }
