@@ -322,3 +322,32 @@ fn refuses_to_run_without_its_capabilities() {
         "names the command"
     );
 }
+
+#[test]
+fn generic_mode_decapsulates_too() {
+    let lab = lab();
+    let c4 = client(&lab, "10.77.0.1");
+    let (mut child, _stdout, first) = start(&lab, &["v1", "--xdp-mode", "generic"]);
+    assert!(first.contains("(generic mode)"), "first line: {first}");
+    let xdp = lab
+        .backend
+        .ip(&["-d", "link", "show", "v1"])
+        .expect("ip link");
+    assert!(
+        xdp.contains("xdpgeneric"),
+        "not attached in generic mode: {xdp}"
+    );
+    let be4: IpAddr = "10.77.0.2".parse().expect("v4");
+    send_raw(&lab, IPPROTO_IPIP, be4, &inner(&c4));
+    let want = format!("backend-v4 saw 10.77.0.1 from {VIP4}");
+    assert_eq!(answer(&c4).as_deref(), Some(want.as_str()), "IPIP 4in4");
+    let sender = client(&lab, "10.77.0.1");
+    sender
+        .send_to(&inner(&c4), SocketAddr::new(be4, 6080))
+        .expect("send GUE");
+    assert_eq!(answer(&c4).as_deref(), Some(want.as_str()), "GUE");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().expect("wait").success(), "exit after SIGTERM");
+    assert!(!xdp_on_v1(&lab), "XDP left on v1 after SIGTERM");
+}

@@ -52,7 +52,7 @@ decap_counters! {
     PassNotTunnel = "pass_not_tunnel",
     /// Pass: a tunnel packet for an address that is not this host's.
     PassNotLocal = "pass_not_local",
-    /// Drop: UDP, GUE or inner IP header cut short.
+    /// Drop: UDP, GUE or inner IP header cut short (by the frame or the outer length).
     DropTruncated = "drop_truncated",
     /// Drop: outer IPv4 header length below 20 bytes or version not 4.
     DropBadOuter = "drop_bad_outer",

@@ -2,7 +2,7 @@
 //! `fulcrum-decap` program with BPF_PROG_TEST_RUN. Each asserts the action, the output
 //! frame byte for byte, and that exactly one counter moved by one.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddrV4};
 
 use fulcrum::{DecapCounter, DecapStats, Decapsulator};
 use fulcrum_lab::{
@@ -27,8 +27,10 @@ fn ip(s: &str) -> IpAddr {
 /// An inner IPv4 TCP packet, client to VIP, with a ToS to see it copied.
 fn inner4() -> Vec<u8> {
     let f = FrameBuilder::tcp(
-        "198.51.100.9:40000".parse().expect("client"),
-        "198.51.100.1:80".parse().expect("vip"),
+        "198.51.100.9:40000"
+            .parse::<SocketAddrV4>()
+            .expect("client"),
+        "198.51.100.1:80".parse::<SocketAddrV4>().expect("vip"),
     )
     .payload(b"GET / HTTP/1.1\r\n\r\n")
     .build();
@@ -171,8 +173,8 @@ fn ethernet_padding_stays_behind_the_inner_packet() {
     let f = Decap::new();
     // A small inner packet: the outer frame is padded to 60 bytes on the wire.
     let inner = FrameBuilder::udp(
-        "198.51.100.9:5000".parse().expect("client"),
-        "198.51.100.1:53".parse().expect("vip"),
+        "198.51.100.9:5000".parse::<SocketAddrV4>().expect("client"),
+        "198.51.100.1:53".parse::<SocketAddrV4>().expect("vip"),
     )
     .build();
     let inner = ip_of(&inner);
@@ -209,8 +211,8 @@ fn other_traffic_passes_untouched() {
         C::PassNotIp,
     );
     let tcp = FrameBuilder::tcp(
-        "192.0.2.1:40000".parse().expect("src"),
-        "192.0.2.10:22".parse().expect("dst"),
+        "192.0.2.1:40000".parse::<SocketAddrV4>().expect("src"),
+        "192.0.2.10:22".parse::<SocketAddrV4>().expect("dst"),
     )
     .build();
     f.expect_passed(&tcp, C::PassNotTunnel);
@@ -230,6 +232,10 @@ fn cut_short_inner_or_gue_headers_drop() {
     let p = ipip(ip(BALANCER6), ip(HOST6), &inner6()[..39]);
     f.expect_dropped(&on_ethernet(&p, None), C::DropTruncated);
     let p = udp(ip(BALANCER4), ip(HOST4), 1, GUE_PORT, 0, &[]);
+    f.expect_dropped(&on_ethernet(&p, None), C::DropTruncated);
+    // The inner header in the frame, but past the outer packet's end (in the padding).
+    let mut p = ipip(ip(BALANCER4), ip(HOST4), &inner4());
+    p[2..4].copy_from_slice(&30u16.to_be_bytes());
     f.expect_dropped(&on_ethernet(&p, None), C::DropTruncated);
     let p = udp(ip(BALANCER4), ip(HOST4), 1, GUE_PORT, 0, &[0, 4]);
     f.expect_dropped(&on_ethernet(&p, None), C::DropTruncated);

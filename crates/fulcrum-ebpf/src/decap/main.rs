@@ -22,8 +22,8 @@
 //!    (`drop_gue_control`), options or flags (`drop_gue_options`), a protocol other than 4
 //!    or 41 (`drop_gue_protocol`) drop; other versions drop (`drop_gue_version`). The UDP
 //!    checksum is not checked (the balancer sends 0).
-//! 6. The inner header must be readable (`drop_truncated`) and of the family the outer
-//!    header claims (`drop_inner_family`).
+//! 6. The inner header must be inside the outer packet (`drop_truncated`) and of the
+//!    family the outer header claims (`drop_inner_family`).
 //! 7. The outer headers are removed, the EtherType set to the inner family, and the inner
 //!    packet passes (`decap_ipip`, `decap_gue`). Bytes after the outer packet (Ethernet
 //!    padding) stay; the kernel trims by the inner length.
@@ -134,7 +134,7 @@ fn decap(ctx: &XdpContext) -> DecapCounter {
             Err(c) => return c,
         },
     };
-    if let Err(c) = check_inner(ctx, family, inner) {
+    if let Err(c) = check_inner(ctx, family, inner, outer.end) {
         return c;
     }
     let new_type = match family {
@@ -280,9 +280,21 @@ fn gue(ctx: &XdpContext, udp_at: usize, end: usize) -> Result<(Family, usize), D
     }
 }
 
-/// Rule 6: the inner header is there and of the claimed family.
+/// Rule 6: the inner header is there, inside the outer packet, and of the claimed family.
 #[inline(always)]
-fn check_inner(ctx: &XdpContext, family: Family, at: usize) -> Result<(), DecapCounter> {
+fn check_inner(
+    ctx: &XdpContext,
+    family: Family,
+    at: usize,
+    end: usize,
+) -> Result<(), DecapCounter> {
+    let size = match family {
+        Family::V4 => size_of::<Ipv4>(),
+        Family::V6 => size_of::<Ipv6>(),
+    };
+    if at + size > end {
+        return Err(C::DropTruncated);
+    }
     // SAFETY (header reads): bounds checked by ptr_at.
     let version = match family {
         Family::V4 => unsafe { (*ptr_at::<Ipv4>(ctx, at).ok_or(C::DropTruncated)?).version_ihl },
