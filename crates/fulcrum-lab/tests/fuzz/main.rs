@@ -15,6 +15,7 @@
 //! (default a million), `FUZZ_SECONDS` bounds the time. A failure prints the seed, the
 //! frame's index and its bytes. `make fuzz` runs ten million frames.
 
+mod l3;
 mod mutate;
 mod reference;
 
@@ -252,6 +253,42 @@ impl Fuzz {
         match &expected {
             Expected::Pass(r) => untouched(action::PASS, Counter::Pass, *r),
             Expected::Drop(r) => untouched(action::DROP, Counter::Drop, *r),
+            Expected::Reply {
+                frame: want,
+                reason: r,
+            } => {
+                if ran.action != action::TX || counted_action != Counter::Tx || reason != *r {
+                    fail(format!("wrong verdict (want Tx for {r:?})"));
+                }
+                if ran.frame != *want {
+                    fail("the answer differs from the rules' reply".into());
+                }
+            }
+            Expected::ForwardIcmp { backends, tuple } => {
+                if ran.action != action::TX || reason != Counter::IcmpErrorForwarded {
+                    fail("an ICMP error about a flow was not forwarded".into());
+                }
+                let dst: [u8; 6] = ran
+                    .frame
+                    .get(0..6)
+                    .and_then(|m| m.try_into().ok())
+                    .unwrap_or_default();
+                let Some(n) = backends.iter().copied().find(|n| backend_mac(*n) == dst) else {
+                    fail(format!(
+                        "destination MAC {dst:02x?} is none of the service's backends {backends:?}"
+                    ));
+                };
+                if ran.frame != forwarded_as(frame, n, self.f.fx0_mac) {
+                    fail("the forwarded ICMP error differs from the input beyond the MACs".into());
+                }
+                if let Some(b) = self.seen.get(tuple)
+                    && *b != n
+                {
+                    fail(format!(
+                        "ICMP error for {tuple:?} went to {n}, its flow to {b}"
+                    ));
+                }
+            }
             Expected::Forward {
                 backends,
                 tuple,

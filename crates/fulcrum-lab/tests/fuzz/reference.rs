@@ -44,6 +44,14 @@ pub enum Expected {
         /// TCP SYN without ACK.
         syn: bool,
     },
+    /// Answered in place (`XDP_TX`) with exactly this frame, for this reason (`l3`).
+    Reply { frame: Vec<u8>, reason: Counter },
+    /// An ICMP error about `tuple`'s flow, sent to its backend with only the MACs
+    /// rewritten (`l3`).
+    ForwardIcmp {
+        backends: &'static [u8],
+        tuple: Tuple,
+    },
 }
 
 fn be16(f: &[u8], at: usize) -> u16 {
@@ -110,7 +118,7 @@ fn ipv4(f: &[u8], l3: usize, services: &[Svc]) -> Expected {
     }
     let proto = f[l3 + 9];
     if proto == ICMP {
-        return Pass(PassIcmp);
+        return crate::l3::icmp(f, l3, l3 + 20, total, false, services);
     }
     transport(
         f,
@@ -165,7 +173,11 @@ fn ipv6(f: &[u8], l3: usize, services: &[Svc]) -> Expected {
         return Drop(DropFragment);
     }
     if next == 58 {
-        return Pass(PassIcmp);
+        // ND is told by a whole ICMPv6 header; anything shorter is cut short (`l3`).
+        if l4 + 8 <= f.len() && (133..=137).contains(&f[l4]) {
+            return Pass(PassIcmp);
+        }
+        return crate::l3::icmp(f, l3, l4, ip_len, true, services);
     }
     transport(
         f,
