@@ -249,10 +249,24 @@ impl BalancerBuilder {
     }
 }
 
+/// Loads (verifies) the program. The verifier gives up with EAGAIN when a signal reaches
+/// the loading thread mid-verification; like libbpf, a few attempts are made before that
+/// is an error.
 fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<(), BalancerError> {
-    xdp_mut(ebpf, name)?
-        .load()
-        .map_err(|e| program_error(format!("verifying program {name}"), e))
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        match xdp_mut(ebpf, name)?.load() {
+            Ok(()) => return Ok(()),
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < ATTEMPTS =>
+            {
+                tracing::debug!(program = name, attempt, "verification interrupted, again");
+                attempt += 1;
+            }
+            Err(e) => return Err(program_error(format!("verifying program {name}"), e)),
+        }
+    }
 }
 
 /// The XDP program `name` of a loaded object.
