@@ -202,15 +202,15 @@ fn the_commented_example_file_parses_and_sets_every_field() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fulcrum.yaml");
     let config = load(&file).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = config.services.iter().map(|s| &*s.name).collect();
-    assert_eq!(names, ["web", "dns", "all-ports"]);
+    assert_eq!(names, ["web", "dns", "all-ports", "web6"]);
     let sharing = config.flow_sharing.as_ref().expect("flow_sharing");
     assert_eq!(sharing.peers.len(), 1);
     assert_eq!(
         sharing.multicast.as_ref().map(|m| &*m.interface),
         Some("eth0")
     );
-    let [web, dns, all] = &config.services[..] else {
-        unreachable!("three services")
+    let [web, dns, all, web6] = &config.services[..] else {
+        unreachable!("four services")
     };
     assert_eq!(web.health_rule, HealthRule::AtLeast(2));
     assert_eq!(web.health_rule.required(web.health.len()), 2);
@@ -226,6 +226,13 @@ fn the_commented_example_file_parses_and_sets_every_field() {
         (Protocol::Udp, Scheduler::SourceIp)
     );
     assert_eq!((all.port, all.health[0].port), (0, 22));
+    assert_eq!((web.forwarding, web.icmp_echo), (Forwarding::L2Dsr, true));
+    assert!(web6.vip.is_ipv6() && web6.backends.iter().all(|b| b.address.is_ipv6()));
+    assert!(
+        matches!(web6.forwarding, Forwarding::Gue { port: 6080, tunnel } if tunnel.ipv4 != TunnelSource::Route && tunnel.ipv6 != TunnelSource::Route),
+        "{:?}",
+        web6.forwarding
+    );
 }
 
 #[test]

@@ -358,3 +358,28 @@ fn a_new_forwarding_mode_or_tunnel_setting_updates_the_service_in_place() {
     );
     assert!(reload("2001:db8:200::10", "2001:db8:200:0::10").is_empty());
 }
+
+#[test]
+fn the_ipv6_example_file_parses() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ipv6.yaml");
+    let config = load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let modes: Vec<(&str, &str, bool)> = (config.services.iter())
+        .map(|s| (&*s.name, s.forwarding.mode(), s.icmp_echo))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("web6", "l2-dsr", true),
+            ("api6", "ipip", true),
+            ("dns4", "gue", false)
+        ]
+    );
+    assert!(config.api.listen.is_ipv6());
+    assert!(config.services[2].vip.is_ipv4());
+    assert!(
+        config.services[2]
+            .backends
+            .iter()
+            .all(|b| b.address.is_ipv6())
+    );
+}
