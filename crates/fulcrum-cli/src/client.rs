@@ -65,7 +65,8 @@ pub struct StatusArgs {
 /// `fulcrum drain` and `fulcrum undrain`.
 #[derive(clap::Args)]
 pub struct BackendArgs {
-    /// The service's name, as in the configuration.
+    /// The service's name, as in the configuration, or its id (10.66.99.1:80/tcp,
+    /// [2001:db8::1]:443/tcp).
     service: String,
     /// The backend's address, as in the configuration.
     backend: String,
