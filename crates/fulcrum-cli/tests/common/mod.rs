@@ -16,6 +16,7 @@ use fulcrum_lab::{
     netns::NetNs,
     traffic::{http_call, http_get},
 };
+use serde_json::Value;
 
 pub const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
 pub const TOKEN: &str = "lab-token-0123";
@@ -32,6 +33,11 @@ pub fn start_daemon(lab: &DsrLab, config: &Path) -> Daemon {
 /// outlive it (the restart path).
 pub fn start_pinned(lab: &DsrLab, config: &Path) -> Daemon {
     run_daemon(lab.balancer.ns.command_with_host_mounts(FULCRUM), config)
+}
+
+/// `fulcrum run --config PATH` in any lab namespace (a second balancer's).
+pub fn start_in(ns: &NetNs, config: &Path) -> Daemon {
+    run_daemon(ns.command(FULCRUM), config)
 }
 
 fn run_daemon(mut command: std::process::Command, config: &Path) -> Daemon {
@@ -64,6 +70,34 @@ pub fn try_api(ns: &NetNs, method: &str, path: &str, token: Option<&str>) -> Opt
         .expect("enter netns")
         .ok()?;
     http_call(stream, method, path, token).ok()
+}
+
+/// `GET /api/v1/flow-sharing`, while the API answers it.
+pub fn flows(ns: &NetNs) -> Option<Value> {
+    let (status, body) = try_api(ns, "GET", "/api/v1/flow-sharing", None)?;
+    (status == 200).then(|| serde_json::from_str(&body).expect("JSON"))
+}
+
+/// The number at `path` in `v`, 0 where there is none.
+pub fn count(v: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_default()
+}
+
+/// Waits until the daemon in `ns` has synced its flows (announce gate open) and has `up`
+/// healthy backends.
+pub fn wait_flow_ready(ns: &NetNs, up: usize) {
+    wait_until(
+        "the daemon synced, with its backends up",
+        Duration::from_secs(30),
+        || {
+            flows(ns).is_some_and(|f| f["announce_gate_open"] == true)
+                && try_api(ns, "GET", "/api/v1/services", None)
+                    .is_some_and(|(_, b)| b.matches("\"health\":\"up\"").count() == up)
+        },
+    );
 }
 
 /// The services JSON, once the API answers.
