@@ -8,53 +8,20 @@
 mod common;
 
 use std::{
-    net::{Ipv6Addr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use common::{config_file, count, flows, start_in, temp_dir, wait_flow_ready, wait_until};
+use common::{
+    VIP6, add_ipv6, config_file, count, flows, route6_via, six, start_in, temp_dir,
+    wait_flow_ready, wait_until, with_ipv6,
+};
 use fulcrum_lab::{
-    dsr::{DsrLab, Host},
+    dsr::DsrLab,
     host::backend_servers,
-    netns::NetNs,
     traffic::{HttpConnection, http_server},
 };
-
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0x99, 0, 0, 0, 1);
-
-/// Host `n`'s IPv6 address on the lab's segment: 1 client, 2 A, 3 B, 10 + N backend N.
-fn six(n: u16) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, n)
-}
-
-/// Gives `host` its IPv6 address now (no duplicate address detection to wait for).
-fn add_ipv6(host: &Host, n: u16) {
-    host.ns
-        .ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", six(n)),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
-        .expect("IPv6 address");
-}
-
-fn route_via(client: &NetNs, balancer: u16) {
-    client
-        .ip(&[
-            "-6",
-            "route",
-            "replace",
-            &format!("{VIP6}/128"),
-            "via",
-            &six(balancer).to_string(),
-        ])
-        .expect("route");
-}
 
 fn write_config(dir: &Path, me: u16, peer: u16, key: &Path, drained: u16) -> PathBuf {
     let backends: String = (1..=2)
@@ -90,17 +57,8 @@ fn ipv6_flows_made_through_a_are_carried_on_by_b() {
     let (b_host, _b_pass) = lab
         .add_balancer("lb2", std::net::Ipv4Addr::new(10, 77, 0, 3))
         .expect("second balancer");
-    add_ipv6(&lab.client, 1);
-    add_ipv6(&lab.balancer, 2);
+    with_ipv6(&lab);
     add_ipv6(&b_host, 3);
-    for (i, backend) in lab.backends.iter().enumerate() {
-        add_ipv6(backend, 11 + i as u16);
-        backend
-            .ns
-            .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])
-            .expect("VIP on lo");
-    }
-    route_via(&lab.client.ns, 2);
     let _servers = backend_servers(&lab.backends, "[::]:80".parse().unwrap(), http_server)
         .expect("HTTP servers on IPv6");
 
@@ -139,7 +97,7 @@ fn ipv6_flows_made_through_a_are_carried_on_by_b() {
         || flows(&b_host.ns).is_some_and(|f| count(&f, &["imports", "imported"]) >= 2),
     );
 
-    route_via(&lab.client.ns, 3);
+    route6_via(&lab.client.ns, 3);
     assert_eq!(
         dumped.get().expect("dumped flow through B").server,
         "backend-1"

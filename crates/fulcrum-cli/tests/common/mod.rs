@@ -3,7 +3,8 @@
 #![allow(dead_code)] // Each test file uses its own part.
 
 use std::{
-    net::{SocketAddr, TcpStream},
+    io::Write as _,
+    net::{Ipv6Addr, SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Stdio,
@@ -12,7 +13,7 @@ use std::{
 
 use fulcrum_lab::{
     daemon::Daemon,
-    dsr::{DsrLab, VIP},
+    dsr::{DsrLab, Host, VIP},
     netns::NetNs,
     traffic::{http_call, http_get},
 };
@@ -163,4 +164,81 @@ pub fn web_service(vip: &str, extra: &str, backends: &[String]) -> String {
     format!(
         "  - name: web\n    vip: {vip}\n    port: 80\n    protocol: tcp\n{extra}    health:\n      - type: http\n        path: /\n        expect_status: 200\n        interval: 200ms\n        timeout: 150ms\n        rise: 2\n        fall: 2\n    backends:\n{list}"
     )
+}
+
+/// `promtool check metrics` accepts `metrics` without remarks.
+pub fn assert_promtool_accepts(metrics: &str) {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, installed by make setup)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+/// The IPv6 VIP of [`with_ipv6`]'s lab.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0x99, 0, 0, 0, 1);
+
+/// Host `n`'s IPv6 address on the DSR lab's segment: 1 the client, 2 the balancer, 3 a
+/// second balancer, 10 + N backend N.
+pub fn six(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, n)
+}
+
+/// Gives `host` the address [`six`]`(n)` at once (no duplicate address detection).
+pub fn add_ipv6(host: &Host, n: u16) {
+    host.ns
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", six(n)),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("IPv6 address");
+}
+
+/// The DSR lab dual-stack: IPv6 addresses beside the IPv4 ones, [`VIP6`] on every backend's
+/// `lo`, and the client's route to it through the balancer.
+pub fn with_ipv6(lab: &DsrLab) {
+    add_ipv6(&lab.client, 1);
+    add_ipv6(&lab.balancer, 2);
+    for (i, backend) in lab.backends.iter().enumerate() {
+        add_ipv6(backend, 11 + i as u16);
+        backend
+            .ns
+            .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])
+            .expect("VIP on lo");
+    }
+    route6_via(&lab.client.ns, 2);
+}
+
+/// The client reaches [`VIP6`] through the host at [`six`]`(n)`.
+pub fn route6_via(client: &NetNs, n: u16) {
+    client
+        .ip(&[
+            "-6",
+            "route",
+            "replace",
+            &format!("{VIP6}/128"),
+            "via",
+            &six(n).to_string(),
+        ])
+        .expect("route");
 }
