@@ -532,13 +532,10 @@ fn bulk_apply() -> anyhow::Result<Vec<Figure>> {
     let start = Instant::now();
     for (_, dests) in &plans {
         for d in dests {
-            let std::net::IpAddr::V4(address) = d.address else {
-                continue;
-            };
-            let route = netlink.route_get(address)?;
+            let route = netlink.route_get(d.address.into())?;
             black_box(
                 netlink
-                    .neighbour(route.oif, address)
+                    .neighbour(route.ifindex, d.address.into())
                     .context("looking up the neighbour")?,
             );
         }

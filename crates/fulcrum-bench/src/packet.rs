@@ -1,10 +1,15 @@
 //! Per-packet cost of the real program through BPF_PROG_TEST_RUN, against XDP_PASS and a
 //! MAC-swap XDP_TX program measured in the same rounds.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+use anyhow::ensure;
 
 use fulcrum::{Balancer, Destination, Protocol, Service, ServiceId};
-use fulcrum_lab::{frame::FrameBuilder, testrun::run_frame};
+use fulcrum_lab::{
+    frame::FrameBuilder,
+    testrun::{action, run_frame},
+};
 
 use crate::{
     dataplane::{DataPlane, VIP, backend, mean_ns, median_spread},
@@ -18,6 +23,50 @@ const CALLS: usize = 20_000;
 fn client(n: u32) -> SocketAddrV4 {
     let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 50, 0, 0)) + (n >> 14));
     SocketAddrV4::new(addr, 1024 + (n & 0x3fff) as u16)
+}
+
+/// The IPv6 web service's VIP.
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x88, 0x99, 0, 0, 0, 1);
+
+/// IPv6 backend `n` on `fx0`.
+fn backend6(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x88, 0, 0, 0, 0, 0x10 + n)
+}
+
+/// Gives `fx0` (in the namespace the thread is in) an IPv6 address and three IPv6
+/// backends as permanent neighbours, and the balancer an IPv6 web service on them.
+fn add_ipv6_web(lb: &mut Balancer) -> anyhow::Result<()> {
+    let ip = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("ip").args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    ip(&["addr", "add", "2001:db8:88::1/64", "dev", "fx0", "nodad"])?;
+    for n in 1..=3u16 {
+        let mac = format!("02:be:00:00:06:{n:02x}");
+        let addr = backend6(n).to_string();
+        ip(&[
+            "neigh",
+            "replace",
+            &addr,
+            "lladdr",
+            &mac,
+            "dev",
+            "fx0",
+            "nud",
+            "permanent",
+        ])?;
+    }
+    let web6 = ServiceId::new(VIP6, 80, Protocol::Tcp);
+    lb.add_service(Service::new(web6))?;
+    let dests: Vec<_> = (1..=3).map(|n| Destination::new(backend6(n))).collect();
+    lb.set_destinations(&web6, &dests)?;
+    Ok(())
 }
 
 /// One measured case: which program, on which interface, with which frames.
@@ -55,6 +104,16 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
     dp.lb.add_service(Service::new(dns))?;
     let dests: Vec<_> = (1..=3).map(|n| Destination::new(backend(n))).collect();
     dp.lb.set_destinations(&dns, &dests)?;
+    add_ipv6_web(&mut dp.lb)?;
+    let client6 = SocketAddrV6::new(
+        Ipv6Addr::new(0x2001, 0xdb8, 0x50, 0, 0, 0, 0, 7),
+        1024,
+        0,
+        0,
+    );
+    let vip6 = SocketAddrV6::new(VIP6, 80, 0, 0);
+    let est6 = FrameBuilder::tcp(client6, vip6).build();
+    let syn6 = FrameBuilder::tcp(client6, vip6).syn().build();
     let vip = SocketAddrV4::new(VIP, 80);
     let est = FrameBuilder::tcp(client(0), vip).build();
     let syn = FrameBuilder::tcp(client(0), vip).syn().build();
@@ -66,9 +125,13 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
     )
     .build();
     // The established and UDP flows exist before measuring, as in production.
-    for f in [&syn, &udp, &vlan] {
+    for f in [&syn, &udp, &vlan, &syn6] {
         run_frame(dp.balancer()?, f, dp.fx0)?;
     }
+    ensure!(
+        run_frame(dp.balancer()?, &est6, dp.fx0)?.action == action::TX,
+        "the IPv6 established frame is forwarded, not measured as something else"
+    );
     let mut cases = [
         Case {
             name: "XDP_PASS",
@@ -123,6 +186,12 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
             target: Some(1.0),
             program: Which::Balancer,
             frames: Frames::Fixed(vec![vlan]),
+        },
+        Case {
+            name: "IPv6 TCP established (flow hit)",
+            target: Some(1.0),
+            program: Which::Balancer,
+            frames: Frames::Fixed(vec![est6]),
         },
     ];
 

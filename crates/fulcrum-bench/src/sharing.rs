@@ -262,7 +262,12 @@ fn user_space(dp: &mut DataPlane) -> anyhow::Result<Vec<Figure>> {
         let events: Vec<FlowEvent> = table
             .iter()
             .filter_map(Result::ok)
-            .map(|(key, value)| FlowEvent { key, value })
+            .map(|(key, value)| FlowEvent {
+                key: fulcrum_common::FlowKey6::from_v4(&key),
+                value,
+                family: fulcrum_common::FLOW_FAMILY_IPV4,
+                _pad: 0,
+            })
             .collect();
         let t = Instant::now();
         let translated = lb.flow_records(&events);

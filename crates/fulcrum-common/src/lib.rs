@@ -11,11 +11,16 @@ pub mod maps {
     /// Addresses that carry at least one service, to tell VIP traffic from the rest
     /// exactly when [`VIP_FILTER`] is not enough.
     pub const VIPS: &str = "VIPS";
+    /// [`VIPS`] for IPv6 addresses (`[u32; 4]` keys): a map of its own so the IPv4
+    /// path keeps its 4-byte key.
+    pub const VIPS6: &str = "VIPS6";
     /// Per bucket of addresses, how many VIPs hash there: one array read keeps traffic
     /// for other addresses off every hash lookup.
     pub const VIP_FILTER: &str = "VIP_FILTER";
     /// (VIP, port, protocol) to service slot.
     pub const SERVICES: &str = "SERVICES";
+    /// (IPv6 VIP, port, protocol) to service slot ([`crate::ServiceKey6`]).
+    pub const SERVICES6: &str = "SERVICES6";
     /// All services' Maglev tables back to back, two u32 slots per u64 element, each
     /// service's table starting on an element boundary (see [`crate::ring_stride`]).
     pub const MAGLEV: &str = "MAGLEV";
@@ -23,9 +28,13 @@ pub mod maps {
     pub const BACKENDS: &str = "BACKENDS";
     /// 5-tuple to chosen backend: the flow table, shared by all CPUs.
     pub const FLOWS: &str = "FLOWS";
+    /// [`FLOWS`] for IPv6 5-tuples ([`crate::FlowKey6`]).
+    pub const FLOWS6: &str = "FLOWS6";
     /// Per CPU, a direct-mapped cache in front of [`FLOWS`]: an established packet costs
     /// an array read instead of a hash lookup.
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
+    /// [`FLOW_CACHE`] for IPv6 flows ([`crate::CachedFlow6`]); shares [`FLOW_EPOCH`].
+    pub const FLOW_CACHE6: &str = "FLOW_CACHE6";
     /// Per [`FLOW_CACHE`] index, shared by all CPUs: how many SYNs that index has seen.
     /// A cached entry stored under an older epoch is checked against [`FLOWS`] again.
     pub const FLOW_EPOCH: &str = "FLOW_EPOCH";
@@ -52,12 +61,16 @@ pub mod maps {
     /// Every map a pinned instance keeps, in the order they are pinned.
     pub const PINNED: &[&str] = &[
         VIPS,
+        VIPS6,
         VIP_FILTER,
         SERVICES,
+        SERVICES6,
         MAGLEV,
         BACKENDS,
         FLOWS,
+        FLOWS6,
         FLOW_CACHE,
+        FLOW_CACHE6,
         FLOW_EPOCH,
         EGRESS,
         GLOBAL_STATS,
@@ -78,7 +91,8 @@ pub mod programs {
     pub const PASS: &str = "fulcrum_pass";
 }
 
-/// Default entries of the per-CPU flow cache (a power of two; 32 bytes each).
+/// Default entries of the per-CPU flow caches (a power of two; 32 bytes each for IPv4,
+/// 56 for IPv6).
 pub const DEFAULT_FLOW_CACHE: u32 = 1 << 16;
 
 /// Name of the global holding the flow cache's index mask (entries − 1).
@@ -116,6 +130,13 @@ pub const fn vip_filter_bucket(addr: u32) -> u32 {
     (addr ^ (addr >> 16)) & (VIP_FILTER_SIZE - 1)
 }
 
+/// The [`VIP_FILTER`](maps::VIP_FILTER) bucket of an IPv6 address (network byte order
+/// words): the four words folded, then as for IPv4.
+#[inline(always)]
+pub const fn vip_filter_bucket6(addr: &[u32; 4]) -> u32 {
+    vip_filter_bucket(addr[0] ^ addr[1] ^ addr[2] ^ addr[3])
+}
+
 /// Backend slot 0 is never allocated, so a zeroed Maglev slot means "no backend".
 pub const NO_BACKEND: u32 = 0;
 
@@ -124,13 +145,19 @@ pub const IPPROTO_TCP: u8 = 6;
 /// See [`IPPROTO_TCP`].
 pub const IPPROTO_UDP: u8 = 17;
 
-/// Value of [`VIPS`](maps::VIPS): which kinds of service the address carries.
+/// Value of [`VIPS`](maps::VIPS) and [`VIPS6`](maps::VIPS6): what the address answers
+/// besides its services.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VipInfo {
-    /// Count of services on this address; kept only to make the entry non-empty.
+    /// Count of services on this address.
     pub services: u32,
+    /// `VIP_F_*` bits.
+    pub flags: u32,
 }
+
+/// [`VipInfo::flags`]: the balancer answers ICMP echo requests to this address.
+pub const VIP_F_ECHO: u32 = 1 << 0;
 
 /// Key of [`SERVICES`](maps::SERVICES). Port 0 stands for every port of the VIP.
 #[repr(C)]
@@ -138,6 +165,19 @@ pub struct VipInfo {
 pub struct ServiceKey {
     /// IPv4 address, network byte order.
     pub vip: u32,
+    /// Destination port, network byte order; 0 matches every port.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Key of [`SERVICES6`](maps::SERVICES6): [`ServiceKey`] for an IPv6 VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey6 {
+    /// IPv6 address, four network byte order words.
+    pub vip: [u32; 4],
     /// Destination port, network byte order; 0 matches every port.
     pub port: u16,
     /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
@@ -158,19 +198,50 @@ pub struct ServiceValue {
     pub flags: u32,
 }
 
-/// Value of [`BACKENDS`](maps::BACKENDS): everything needed to forward in L2 DSR.
+/// Value of [`BACKENDS`](maps::BACKENDS): everything needed to forward to a backend in
+/// any mode, whatever the family of the flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendValue {
-    /// Backend's MAC, from the kernel's neighbour table.
+    /// Next hop's MAC: the backend on its segment (L2) or the router (L3).
     pub mac: [u8; 6],
     /// MAC of the egress interface: the new source MAC.
     pub src_mac: [u8; 6],
-    /// Egress interface; 0 while the neighbour is unresolved.
+    /// Egress interface; 0 while the next hop is unresolved.
     pub ifindex: u32,
     /// Bumped whenever the slot is given to another backend, so stale flows miss.
     pub generation: u32,
+    /// `FORWARD_*`: how the frame reaches the backend.
+    pub mode: u8,
+    /// `BACKEND_V_*` bits.
+    pub flags: u8,
+    /// 802.1Q TCI the frame leaves with when [`BACKEND_V_VLAN`] is set, network order
+    /// (VLAN id; PCP and DEI 0).
+    pub vlan: u16,
+    /// Egress MTU, host order (tunnel modes check it).
+    pub mtu: u16,
+    /// GUE destination port, network order.
+    pub gue_port: u16,
+    /// Network order; host bits of the outer source's last word taken from the flow hash
+    /// (0: fixed source).
+    pub src_mask: u32,
+    /// Tunnel endpoint (the backend's address), IPv4 in word 0.
+    pub dst: [u32; 4],
+    /// Outer source, or the prefix the per-flow source is taken from.
+    pub src: [u32; 4],
 }
+
+/// [`BackendValue::mode`]: layer-2 DSR, only the MACs (and maybe the VLAN tag) change.
+pub const FORWARD_L2: u8 = 0;
+/// [`BackendValue::mode`]: IP-in-IP to [`BackendValue::dst`].
+pub const FORWARD_IPIP: u8 = 1;
+/// [`BackendValue::mode`]: GUE (UDP, then the inner IP header) to [`BackendValue::dst`].
+pub const FORWARD_GUE: u8 = 2;
+/// [`BackendValue::flags`]: the outer header is IPv6.
+pub const BACKEND_V_TUNNEL6: u8 = 1 << 0;
+/// [`BackendValue::flags`]: the frame leaves tagged with [`BackendValue::vlan`] (the tag
+/// rewritten, or pushed if it came untagged); unset, any tag is left as it came.
+pub const BACKEND_V_VLAN: u8 = 1 << 1;
 
 /// Key of [`FLOWS`](maps::FLOWS), in packet byte order.
 #[repr(C)]
@@ -183,6 +254,19 @@ pub struct FlowKey {
     pub proto: u8,
     pub _pad: u8,
     /// Split from `_pad` so zeroing it is two stores, not a memset call in BPF.
+    pub _pad2: u16,
+}
+
+/// Key of [`FLOWS6`](maps::FLOWS6): [`FlowKey`] for IPv6, in packet byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey6 {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: u8,
     pub _pad2: u16,
 }
 
@@ -207,8 +291,8 @@ pub struct FlowValue {
 /// older connection on the same 5-tuple is used again.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CachedFlow {
-    pub key: FlowKey,
+pub struct CachedFlowOf<K> {
+    pub key: K,
     pub value: FlowValue,
     /// Hits since the entry was cached; every [`FLOW_TOUCH_EVERY`]th also looks the flow
     /// up in [`FLOWS`](maps::FLOWS), so the LRU still sees which flows are alive.
@@ -220,14 +304,58 @@ pub struct CachedFlow {
     pub epoch: u32,
 }
 
+/// Value of [`FLOW_CACHE`](maps::FLOW_CACHE).
+pub type CachedFlow = CachedFlowOf<FlowKey>;
+/// Value of [`FLOW_CACHE6`](maps::FLOW_CACHE6).
+pub type CachedFlow6 = CachedFlowOf<FlowKey6>;
+
+/// [`FlowEvent::family`] of an IPv4 flow: the key's addresses are in word 0.
+pub const FLOW_FAMILY_IPV4: u32 = 4;
+/// [`FlowEvent::family`] of an IPv6 flow.
+pub const FLOW_FAMILY_IPV6: u32 = 6;
+
+impl FlowKey6 {
+    /// An IPv4 5-tuple in the dual-stack key (addresses in word 0, the rest zero).
+    #[inline(always)]
+    pub const fn from_v4(k: &FlowKey) -> Self {
+        Self {
+            src: [k.src, 0, 0, 0],
+            dst: [k.dst, 0, 0, 0],
+            sport: k.sport,
+            dport: k.dport,
+            proto: k.proto,
+            _pad: 0,
+            _pad2: 0,
+        }
+    }
+
+    /// The IPv4 5-tuple held in word 0 (meaningful for [`FLOW_FAMILY_IPV4`] only).
+    #[inline(always)]
+    pub const fn to_v4(&self) -> FlowKey {
+        FlowKey {
+            src: self.src[0],
+            dst: self.dst[0],
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            _pad: 0,
+            _pad2: 0,
+        }
+    }
+}
+
 /// One entry of [`FLOW_EVENTS`](maps::FLOW_EVENTS): a flow the program just wrote to
 /// [`FLOWS`](maps::FLOWS), as the table holds it. Slot numbers are this balancer's own:
 /// user space names the service and backend by address before sharing it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEvent {
-    pub key: FlowKey,
+    /// The 5-tuple; an IPv4 flow's addresses in word 0.
+    pub key: FlowKey6,
     pub value: FlowValue,
+    /// [`FLOW_FAMILY_IPV4`] or [`FLOW_FAMILY_IPV6`].
+    pub family: u32,
+    pub _pad: u32,
 }
 
 /// Value of [`FLOW_EVENT_STATS`](maps::FLOW_EVENT_STATS), per CPU.
@@ -254,15 +382,18 @@ pub struct TrafficCounters {
     pub new_flows: u64,
 }
 
-const _: () = assert!(size_of::<VipInfo>() == 4);
+const _: () = assert!(size_of::<VipInfo>() == 8);
 const _: () = assert!(size_of::<ServiceKey>() == 8);
+const _: () = assert!(size_of::<ServiceKey6>() == 20);
 const _: () = assert!(size_of::<ServiceValue>() == 8);
-const _: () = assert!(size_of::<BackendValue>() == 20);
+const _: () = assert!(size_of::<BackendValue>() == 64);
 const _: () = assert!(size_of::<FlowKey>() == 16);
+const _: () = assert!(size_of::<FlowKey6>() == 40);
 const _: () = assert!(size_of::<FlowValue>() == 8);
 const _: () = assert!(size_of::<CachedFlow>() == 32);
+const _: () = assert!(size_of::<CachedFlow6>() == 56);
 const _: () = assert!(size_of::<TrafficCounters>() == 24);
-const _: () = assert!(size_of::<FlowEvent>() == 24);
+const _: () = assert!(size_of::<FlowEvent>() == 56);
 const _: () = assert!(size_of::<FlowEventCounters>() == 16);
 
 macro_rules! counters {
@@ -294,9 +425,9 @@ counters! {
     Drop = "drop",
     /// Pass: frame shorter than its Ethernet (and VLAN) header.
     PassMalformedL2 = "pass_malformed_l2",
-    /// Pass: not IPv4 (ARP, IPv6, LLDP, ...).
-    PassNotIpv4 = "pass_not_ipv4",
-    /// Pass: IPv4 header cut short, so the destination cannot be read.
+    /// Pass: neither IPv4 nor IPv6 (ARP, LLDP, ...).
+    PassNotIp = "pass_not_ip",
+    /// Pass: IP header cut short, so the destination cannot be read.
     PassMalformedIp = "pass_malformed_ip",
     /// Pass: destination is not a VIP.
     PassNotVip = "pass_not_vip",
@@ -331,6 +462,24 @@ counters! {
     FlowMissNonSyn = "flow_miss_non_syn",
     /// Flow entry whose backend has since been removed: chosen again.
     FlowStale = "flow_stale",
+    /// Pass: ICMP to a VIP that is neither an echo request answered nor an error for a
+    /// flow, and ICMPv6 neighbour discovery.
+    PassIcmp = "pass_icmp",
+    /// Drop: IPv6 VIP traffic with more than 4 extension headers, or one that cannot be
+    /// skipped.
+    DropIpv6ExtHeaders = "drop_ipv6_ext_headers",
+    /// Tx: an ICMP echo request to a VIP answered.
+    IcmpEchoReply = "icmp_echo_reply",
+    /// An ICMP frag-needed / ICMPv6 packet-too-big sent to the inner flow's backend.
+    IcmpErrorForwarded = "icmp_error_forwarded",
+    /// An oversize tunnelled packet answered with frag-needed / packet-too-big.
+    IcmpTooBigSent = "icmp_too_big_sent",
+    /// Drop: oversize for the tunnel and fragmentation allowed (XDP cannot fragment).
+    DropTooBig = "drop_too_big",
+    /// Drop: ICMP to a VIP cut short, or with an unreadable inner header.
+    DropBadIcmp = "drop_bad_icmp",
+    /// Drop: the frame could not be grown for encapsulation.
+    DropEncap = "drop_encap",
     /// Flow sharing: a new or changed flow entry written to the event ring (counted in
     /// [`FLOW_EVENT_STATS`](maps::FLOW_EVENT_STATS), like every counter after it).
     FlowEventsEmitted = "flow_events_emitted",
@@ -364,9 +513,9 @@ impl Default for GlobalCounters {
 }
 
 const _: () = assert!(COUNTERS == PACKET_COUNTERS + 2);
-// The size GLOBAL_STATS is pinned with in layout version 1: new counters of the data
+// The size GLOBAL_STATS is pinned with in layout version 2: new counters of the data
 // plane need a new layout version, or a map of their own as flow events have.
-const _: () = assert!(size_of::<GlobalCounters>() == 23 * 8);
+const _: () = assert!(size_of::<GlobalCounters>() == 31 * 8);
 
 /// One round of the murmur3 finaliser: cheap, well mixed, identical in kernel and user space.
 #[inline(always)]
@@ -394,6 +543,35 @@ pub const fn flow_hash(key: &FlowKey, sticky: bool) -> u32 {
     h
 }
 
+/// [`flow_hash`] of an IPv6 flow: the same rounds over each address word, so every
+/// balancer of a fleet agrees on it too.
+#[inline(always)]
+pub const fn flow_hash6(key: &FlowKey6, sticky: bool) -> u32 {
+    let mut h = mix32(FLOW_HASH_SEED ^ key.src[0]);
+    h = mix32(h ^ key.src[1]);
+    h = mix32(h ^ key.src[2]);
+    h = mix32(h ^ key.src[3]);
+    if !sticky {
+        h = mix32(h ^ key.dst[0]);
+        h = mix32(h ^ key.dst[1]);
+        h = mix32(h ^ key.dst[2]);
+        h = mix32(h ^ key.dst[3]);
+        h = mix32(h ^ ((key.sport as u32) << 16 | key.dport as u32));
+        h = mix32(h ^ key.proto as u32);
+    }
+    h
+}
+
+/// [`flow_cache_index`] of an IPv6 flow: the address words folded first.
+#[inline(always)]
+pub const fn flow_cache_index6(flow: &FlowKey6) -> u32 {
+    let src = flow.src[0] ^ flow.src[1] ^ flow.src[2] ^ flow.src[3];
+    let dst = flow.dst[0] ^ flow.dst[1] ^ flow.dst[2] ^ flow.dst[3];
+    let ports = (flow.sport as u32) << 16 | flow.dport as u32;
+    let mixed = (src ^ dst.rotate_left(16) ^ ports ^ flow.proto as u32).wrapping_mul(0x9e37_79b1);
+    mixed ^ (mixed >> 16)
+}
+
 /// Where a flow sits in each CPU's [`FLOW_CACHE`](maps::FLOW_CACHE) and its
 /// [`FLOW_EPOCH`](maps::FLOW_EPOCH), before masking: one multiply, since the index only
 /// has to spread flows on this balancer (the Maglev hash is what a fleet must agree on).
@@ -407,7 +585,7 @@ pub const fn flow_cache_index(flow: &FlowKey) -> u32 {
 
 /// Version of the pinned layout: bumped whenever a pinned map's key, value, size rule or
 /// meaning changes, so a new binary never reads state it would misunderstand.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `"FLCM"`: marks a [`Layout`] written by Fulcrum.
 pub const LAYOUT_MAGIC: u32 = u32::from_be_bytes(*b"FLCM");
@@ -431,14 +609,16 @@ pub struct Layout {
 pub const BACKEND_F_DRAINED: u32 = 1 << 0;
 /// [`BackendRecord::flags`]: this balancer asked the kernel for the neighbour entry.
 pub const BACKEND_F_REQUESTED: u32 = 1 << 1;
+/// [`BackendRecord::flags`]: the address is IPv6 (all four words); else IPv4 in word 0.
+pub const BACKEND_F_IPV6: u32 = 1 << 2;
 
 /// Value of [`BACKEND_RECORDS`](maps::BACKEND_RECORDS): the destination a backend slot
 /// serves, which the data plane does not need but a restarted daemon does.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendRecord {
-    /// IPv4 address, network byte order.
-    pub address: u32,
+    /// Network byte order words: IPv4 in word 0, or IPv6 with [`BACKEND_F_IPV6`].
+    pub address: [u32; 4],
     /// Service slot + 1; 0 while the backend slot is free.
     pub service: u32,
     pub weight: u32,
@@ -457,7 +637,7 @@ pub struct ServiceRecord {
 }
 
 const _: () = assert!(size_of::<Layout>() == 32);
-const _: () = assert!(size_of::<BackendRecord>() == 20);
+const _: () = assert!(size_of::<BackendRecord>() == 32);
 const _: () = assert!(size_of::<ServiceRecord>() == 24);
 
 #[cfg(feature = "user")]
@@ -466,6 +646,9 @@ mod pod {
     // SAFETY: all are repr(C), Copy, with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for VipInfo {}
     unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceKey6 {}
+    unsafe impl aya::Pod for FlowKey6 {}
+    unsafe impl aya::Pod for CachedFlow6 {}
     unsafe impl aya::Pod for ServiceValue {}
     unsafe impl aya::Pod for BackendValue {}
     unsafe impl aya::Pod for FlowKey {}

@@ -1,3 +1,5 @@
-//! Present so the library's build script can depend on this crate and rebuild when it changes;
-//! the program itself is the `fulcrum` binary target.
+//! What the XDP programs share (header layouts, pointer access); the programs themselves are
+//! the binary targets `fulcrum` (balancer) and `fulcrum-decap` (decapsulator), which link it.
 #![no_std]
+
+pub mod header;

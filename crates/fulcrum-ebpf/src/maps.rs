@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use fulcrum_common::{
-    BackendRecord, BackendValue, CachedFlow, FlowEventCounters, FlowKey, FlowValue, GlobalCounters,
-    Layout, ServiceKey, ServiceRecord, ServiceValue, TrafficCounters, VIP_FILTER_SIZE, VipInfo,
+    BackendRecord, BackendValue, CachedFlow, CachedFlow6, FlowEventCounters, FlowKey, FlowKey6,
+    FlowValue, GlobalCounters, Layout, ServiceKey, ServiceKey6, ServiceRecord, ServiceValue,
+    TrafficCounters, VIP_FILTER_SIZE, VipInfo,
 };
 
 /// Written by user space when a service is added or removed; read per packet: a zero
@@ -21,9 +22,17 @@ pub static VIP_FILTER: Array<u32> = Array::with_max_entries(VIP_FILTER_SIZE, 0);
 #[map]
 pub static VIPS: HashMap<u32, VipInfo> = HashMap::with_max_entries(1024, 0);
 
+/// [`VIPS`] for IPv6 addresses.
+#[map]
+pub static VIPS6: HashMap<[u32; 4], VipInfo> = HashMap::with_max_entries(1024, 0);
+
 /// Written by user space; read per VIP packet.
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(1024, 0);
+
+/// [`SERVICES`] for IPv6 VIPs.
+#[map]
+pub static SERVICES6: HashMap<ServiceKey6, ServiceValue> = HashMap::with_max_entries(1024, 0);
 
 /// Written by user space through mmap (hence `BPF_F_MMAPABLE`); read on new flows. Two
 /// u32 slots per element: the kernel pads array values to 8 bytes anyway.
@@ -42,9 +51,18 @@ pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(1, 0);
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU);
 
+/// [`FLOWS`] for IPv6 flows.
+#[map]
+pub static FLOWS6: LruHashMap<FlowKey6, FlowValue> =
+    LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU);
+
 /// Written and read here only, each CPU its own: no other writer can tear an entry.
 #[map]
 pub static FLOW_CACHE: PerCpuArray<CachedFlow> = PerCpuArray::with_max_entries(1, 0);
+
+/// [`FLOW_CACHE`] for IPv6 flows; shares [`FLOW_EPOCH`].
+#[map]
+pub static FLOW_CACHE6: PerCpuArray<CachedFlow6> = PerCpuArray::with_max_entries(1, 0);
 
 /// Bumped here by every SYN, at its flow cache index; read on every flow cache hit. One
 /// entry per cache index, shared by all CPUs (see `CachedFlow::epoch`); 64 bits because

@@ -4,7 +4,7 @@
 //! another CPU's state). Shared by the fixture and fuzz tests; panics with context, as
 //! tests do.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
 use aya::maps::{Map, MapData};
 use fulcrum::{
@@ -28,6 +28,31 @@ pub const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 88, 99, 3);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 88, 50, 7);
 /// A backend behind `fy0`, the second interface.
 pub const FAR_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 88, 1, 21);
+
+/// The IPv6 web service's VIP (port 80/tcp in [`Fixture::with_web6`]).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x88, 0x99, 0, 0, 0, 1);
+/// The fixture client's IPv6 address.
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x88, 0x50, 0, 0, 0, 7);
+
+/// Backend `n` (1..=4) on `fx0` by IPv6, with the MAC of [`backend`] `n`.
+pub fn backend6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x88, 0, 0, 0, 0, 0x10 + u16::from(n))
+}
+
+/// VIP6:80/tcp.
+pub fn web6() -> ServiceId {
+    ServiceId::new(VIP6, 80, Protocol::Tcp)
+}
+
+/// The IPv6 client on `port`.
+pub fn client6(port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(CLIENT6, port, 0, 0)
+}
+
+/// `[vip]:port`.
+pub fn to6(vip: Ipv6Addr, port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(vip, port, 0, 0)
+}
 
 /// Backend `n` (1..=4), on `fx0`.
 pub fn backend(n: u8) -> Ipv4Addr {
@@ -95,21 +120,28 @@ impl Fixture {
             ns.ip(&["link", "set", a, "up"]).expect("up");
             ns.ip(&["link", "set", b, "up"]).expect("up");
         }
+        // IPv6 backends on fx0 only: what fx0 sends goes to fx1, which has no IPv6 and
+        // sends nothing back through the program.
+        ns.sysctl("net.ipv6.conf.fx0.disable_ipv6", "0")
+            .expect("IPv6 on fx0");
+        ns.ip(&["addr", "add", "2001:db8:88::1/64", "dev", "fx0", "nodad"])
+            .expect("IPv6 address");
         for n in 1..=4 {
             let mac = backend_mac(n).map(|b| format!("{b:02x}")).join(":");
-            let addr = backend(n).to_string();
-            ns.ip(&[
-                "neigh",
-                "replace",
-                &addr,
-                "lladdr",
-                &mac,
-                "dev",
-                "fx0",
-                "nud",
-                "permanent",
-            ])
-            .expect("neighbour");
+            for addr in [backend(n).to_string(), backend6(n).to_string()] {
+                ns.ip(&[
+                    "neigh",
+                    "replace",
+                    &addr,
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    "fx0",
+                    "nud",
+                    "permanent",
+                ])
+                .expect("neighbour");
+            }
         }
         ns.ip(&[
             "neigh",
@@ -158,6 +190,19 @@ impl Fixture {
             .map(|n| Destination::new(backend(*n)))
             .collect();
         f.lb.set_destinations(&web(), &dests)
+            .expect("set destinations");
+        f
+    }
+
+    /// A fixture with the IPv6 web service (VIP6:80/tcp) on IPv6 backends 1..=3.
+    pub fn with_web6() -> Self {
+        let mut f = Self::new();
+        f.lb.add_service(Service::new(web6())).expect("add service");
+        let dests: Vec<_> = [1, 2, 3]
+            .iter()
+            .map(|n| Destination::new(backend6(*n)))
+            .collect();
+        f.lb.set_destinations(&web6(), &dests)
             .expect("set destinations");
         f
     }

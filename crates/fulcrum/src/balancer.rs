@@ -3,7 +3,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
     ffi::CString,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use aya::{
@@ -12,8 +12,9 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use fulcrum_common::{
-    BackendRecord, BackendValue, FlowKey, FlowValue, GlobalCounters, SERVICE_F_STICKY, ServiceKey,
-    ServiceRecord, ServiceValue, TrafficCounters, VipInfo, maps, programs, vip_filter_bucket,
+    BackendRecord, BackendValue, FORWARD_L2, FlowKey, FlowKey6, FlowValue, GlobalCounters,
+    SERVICE_F_STICKY, ServiceKey, ServiceKey6, ServiceRecord, ServiceValue, TrafficCounters,
+    VIP_F_ECHO, VipInfo, maps, programs, vip_filter_bucket, vip_filter_bucket6,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -26,6 +27,7 @@ use crate::{
     stats::Traffic,
 };
 
+mod addr;
 mod builder;
 mod counters;
 mod destinations;
@@ -34,6 +36,7 @@ mod flow_import;
 mod flow_records;
 mod flow_table;
 mod pinning;
+mod vlan;
 
 pub use builder::BalancerBuilder;
 use builder::program_error;
@@ -75,13 +78,16 @@ impl AttachMode {
 
 struct Maps {
     vips: HashMap<MapData, u32, VipInfo>,
+    vips6: HashMap<MapData, [u32; 4], VipInfo>,
     vip_filter: Array<MapData, u32>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
+    services6: HashMap<MapData, ServiceKey6, ServiceValue>,
     backends: Array<MapData, BackendValue>,
     egress: DevMapHash<MapData>,
     global_stats: PerCpuArray<MapData, GlobalCounters>,
     backend_stats: PerCpuArray<MapData, TrafficCounters>,
     flows: Map,
+    flows6: Map,
     backend_records: Array<MapData, BackendRecord>,
     service_records: Array<MapData, ServiceRecord>,
 }
@@ -172,6 +178,8 @@ pub struct Balancer {
     limits: BalancerBuilder,
     netlink: Option<Netlink>,
     interfaces: BTreeMap<u32, Interface>,
+    /// VLAN sub-interfaces of attached trunks, by ifindex (see `vlan`).
+    vlan_links: BTreeMap<u32, crate::netlink::VlanLink>,
     services: BTreeMap<ServiceId, ServiceState>,
     free_services: VecDeque<u32>,
     /// Freed slots go to the back, so a slot is reused as late as possible.
@@ -211,7 +219,13 @@ impl Balancer {
     pub fn flow_count(&self) -> Result<usize, BalancerError> {
         let flows: HashMap<&MapData, FlowKey, FlowValue> =
             HashMap::try_from(&self.maps.flows).map_err(BalancerError::map(maps::FLOWS, "open"))?;
-        Ok(flows.keys().filter(Result::is_ok).count())
+        let flows6: HashMap<&MapData, FlowKey6, FlowValue> =
+            HashMap::try_from(&self.maps.flows6)
+                .map_err(BalancerError::map(maps::FLOWS6, "open"))?;
+        Ok(
+            flows.keys().filter(Result::is_ok).count()
+                + flows6.keys().filter(Result::is_ok).count(),
+        )
     }
 
     fn netlink(&mut self) -> Result<&mut Netlink, BalancerError> {
@@ -272,18 +286,14 @@ impl Balancer {
                 max: self.limits.max_services,
             })?;
         self.rings.clear(slot);
-        let key = service_key(&id);
         let value = ServiceValue {
             slot,
             flags: flags(service.scheduler),
         };
-        if let Err(e) = self.maps.services.insert(key, value, 0) {
+        if let Err(e) = self.write_service(&id, value) {
             self.free_services.push_front(slot);
-            return Err(BalancerError::map(maps::SERVICES, "insert")(e));
+            return Err(e);
         }
-        self.set_vip_refs(id.vip, 1)?;
-        self.write_retired(slot, Traffic::default())?;
-        info!(service = %id, "service added");
         self.services.insert(
             id,
             ServiceState {
@@ -295,6 +305,9 @@ impl Balancer {
                 retired: Traffic::default(),
             },
         );
+        self.set_vip_refs(id.vip, 1)?;
+        self.write_retired(slot, Traffic::default())?;
+        info!(service = %id, "service added");
         Ok(())
     }
 
@@ -309,14 +322,12 @@ impl Balancer {
             slot: state.slot,
             flags: flags(service.scheduler),
         };
-        self.maps
-            .services
-            .insert(service_key(&service.id), value, 0)
-            .map_err(BalancerError::map(maps::SERVICES, "update"))?;
         state.scheduler = service.scheduler;
         state.forwarding = service.forwarding;
         state.icmp_echo = service.icmp_echo;
-        Ok(())
+        self.write_service(&service.id, value)?;
+        // The VIP's echo flag follows its services'.
+        self.set_vip_refs(service.id.vip, 0)
     }
 
     /// Removes a service and its destinations; its VIP traffic passes to the kernel again.
@@ -325,10 +336,18 @@ impl Balancer {
             .services
             .remove(id)
             .ok_or(BalancerError::NoService(*id))?;
-        self.maps
-            .services
-            .remove(&service_key(id))
-            .map_err(BalancerError::map(maps::SERVICES, "remove"))?;
+        match id.vip {
+            IpAddr::V4(v4) => self
+                .maps
+                .services
+                .remove(&service_key(id, v4))
+                .map_err(BalancerError::map(maps::SERVICES, "remove"))?,
+            IpAddr::V6(v6) => self
+                .maps
+                .services6
+                .remove(&service_key6(id, v6))
+                .map_err(BalancerError::map(maps::SERVICES6, "remove"))?,
+        }
         self.set_vip_refs(id.vip, -1)?;
         self.rings.clear(state.slot);
         for dest in state.destinations.values() {
@@ -381,15 +400,17 @@ impl Balancer {
             .neighbours()?
             .into_iter()
             .filter(|n| n.usable())
-            .filter_map(|n| Some(((n.ifindex, IpAddr::V4(n.addr)), n.mac?)))
+            .filter_map(|n| Some(((n.ifindex, n.addr), n.mac?)))
             .collect();
         let mut changed = Vec::new();
         for (id, state) in &mut self.services {
             for (address, d) in &mut state.destinations {
-                let now = table.get(&(d.egress, *address)).map(|mac| NextHop {
-                    ifindex: d.egress,
-                    mac: *mac,
-                });
+                let now = table
+                    .get(&(d.egress, (*address).into()))
+                    .map(|mac| NextHop {
+                        ifindex: d.egress,
+                        mac: *mac,
+                    });
                 // A neighbour that vanishes keeps its last MAC: stale beats nothing.
                 if now.is_some() && now != d.neighbour {
                     info!(service = %id, backend = %address, mac = %fmt_mac(now.map(|n| n.mac).unwrap_or_default()), "neighbour resolved");
@@ -476,16 +497,24 @@ impl Balancer {
             .copied()
             .unwrap_or_default();
         let value = match neighbour {
-            Some(n) => BackendValue {
-                mac: n.mac,
-                src_mac: self
+            Some(n) => {
+                let mut v = BackendValue {
+                    mac: n.mac,
+                    ifindex: n.ifindex,
+                    generation,
+                    mode: FORWARD_L2,
+                    ..Default::default()
+                };
+                if let Some(vlan) = self.trunk(n.ifindex) {
+                    vlan::tag(&mut v, vlan);
+                }
+                v.src_mac = self
                     .interfaces
-                    .get(&n.ifindex)
+                    .get(&v.ifindex)
                     .map(|i| i.mac)
-                    .unwrap_or_default(),
-                ifindex: n.ifindex,
-                generation,
-            },
+                    .unwrap_or_default();
+                v
+            }
             None => BackendValue {
                 generation,
                 ..Default::default()
@@ -540,40 +569,90 @@ impl Balancer {
         self.write_records(id)
     }
 
-    /// Counts services per VIP; the VIP's filter bucket counts VIPs, so the data plane's
-    /// first test stays exact about "no VIP here".
+    /// Writes a service's entry in its family's map.
+    fn write_service(&mut self, id: &ServiceId, value: ServiceValue) -> Result<(), BalancerError> {
+        match id.vip {
+            IpAddr::V4(v4) => self
+                .maps
+                .services
+                .insert(service_key(id, v4), value, 0)
+                .map_err(BalancerError::map(maps::SERVICES, "write")),
+            IpAddr::V6(v6) => self
+                .maps
+                .services6
+                .insert(service_key6(id, v6), value, 0)
+                .map_err(BalancerError::map(maps::SERVICES6, "write")),
+        }
+    }
+
+    /// Counts services per VIP (in its family's map, with the echo flag of its services);
+    /// the VIP's filter bucket counts VIPs of both families, so the data plane's first
+    /// test stays exact about "no VIP here".
     fn set_vip_refs(&mut self, vip: IpAddr, delta: i32) -> Result<(), BalancerError> {
-        let key = u32::from_ne_bytes(ipv4_only(vip)?.octets());
-        let now = self.maps.vips.get(&key, 0).map(|v| v.services).unwrap_or(0);
+        let echo = self
+            .services
+            .iter()
+            .any(|(id, s)| id.vip == vip && s.icmp_echo);
+        let (now, bucket) = match vip {
+            IpAddr::V4(v4) => {
+                let key = addr::word(v4);
+                let now = self.maps.vips.get(&key, 0).map(|v| v.services);
+                (now.unwrap_or(0), vip_filter_bucket(key))
+            }
+            IpAddr::V6(v6) => {
+                let key = addr::words6(v6);
+                let now = self.maps.vips6.get(&key, 0).map(|v| v.services);
+                (now.unwrap_or(0), vip_filter_bucket6(&key))
+            }
+        };
         let next = now.saturating_add_signed(delta);
-        let bucket = vip_filter_bucket(key);
         let vips_in_bucket = self
             .maps
             .vip_filter
             .get(&bucket, 0)
             .map_err(BalancerError::map(maps::VIP_FILTER, "read"))?;
         if next == 0 {
-            self.maps
-                .vips
-                .remove(&key)
-                .map_err(BalancerError::map(maps::VIPS, "remove"))?;
-            self.maps
+            match vip {
+                IpAddr::V4(v4) => self
+                    .maps
+                    .vips
+                    .remove(&addr::word(v4))
+                    .map_err(BalancerError::map(maps::VIPS, "remove"))?,
+                IpAddr::V6(v6) => self
+                    .maps
+                    .vips6
+                    .remove(&addr::words6(v6))
+                    .map_err(BalancerError::map(maps::VIPS6, "remove"))?,
+            }
+            return self
+                .maps
                 .vip_filter
                 .set(bucket, vips_in_bucket.saturating_sub(1), 0)
-                .map_err(BalancerError::map(maps::VIP_FILTER, "write"))
-        } else {
-            self.maps
-                .vips
-                .insert(key, VipInfo { services: next }, 0)
-                .map_err(BalancerError::map(maps::VIPS, "insert"))?;
-            if now == 0 {
-                self.maps
-                    .vip_filter
-                    .set(bucket, vips_in_bucket + 1, 0)
-                    .map_err(BalancerError::map(maps::VIP_FILTER, "write"))?;
-            }
-            Ok(())
+                .map_err(BalancerError::map(maps::VIP_FILTER, "write"));
         }
+        let info = VipInfo {
+            services: next,
+            flags: if echo { VIP_F_ECHO } else { 0 },
+        };
+        match vip {
+            IpAddr::V4(v4) => self
+                .maps
+                .vips
+                .insert(addr::word(v4), info, 0)
+                .map_err(BalancerError::map(maps::VIPS, "insert"))?,
+            IpAddr::V6(v6) => self
+                .maps
+                .vips6
+                .insert(addr::words6(v6), info, 0)
+                .map_err(BalancerError::map(maps::VIPS6, "insert"))?,
+        }
+        if now == 0 {
+            self.maps
+                .vip_filter
+                .set(bucket, vips_in_bucket + 1, 0)
+                .map_err(BalancerError::map(maps::VIP_FILTER, "write"))?;
+        }
+        Ok(())
     }
 }
 
@@ -590,8 +669,7 @@ impl Drop for Balancer {
         let requests = std::mem::take(&mut self.resolution_requests);
         if let Some(netlink) = self.netlink.as_mut() {
             for (ifindex, address) in requests {
-                let IpAddr::V4(v4) = address else { continue };
-                if let Err(e) = netlink.forget(ifindex, v4) {
+                if let Err(e) = netlink.forget(ifindex, address) {
                     warn!(%address, error = %e, "could not remove the neighbour entry we asked for");
                 }
             }
@@ -628,13 +706,18 @@ fn busy(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn service_key(id: &ServiceId) -> ServiceKey {
+fn service_key(id: &ServiceId, vip: Ipv4Addr) -> ServiceKey {
     ServiceKey {
-        // An IPv6 service is refused before it gets here; its key matches nothing.
-        vip: match id.vip {
-            IpAddr::V4(v4) => u32::from_ne_bytes(v4.octets()),
-            IpAddr::V6(_) => 0,
-        },
+        vip: addr::word(vip),
+        port: id.port.to_be(),
+        proto: id.protocol.number(),
+        _pad: 0,
+    }
+}
+
+fn service_key6(id: &ServiceId, vip: Ipv6Addr) -> ServiceKey6 {
+    ServiceKey6 {
+        vip: addr::words6(vip),
         port: id.port.to_be(),
         proto: id.protocol.number(),
         _pad: 0,
@@ -664,17 +747,8 @@ pub(crate) fn fmt_mac(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-/// The IPv4 address the data plane's maps still need (IPv6 comes with the dual-stack maps).
-pub(crate) fn ipv4_only(addr: IpAddr) -> Result<Ipv4Addr, BalancerError> {
-    match addr {
-        IpAddr::V4(v4) => Ok(v4),
-        IpAddr::V6(v6) => Err(BalancerError::Unsupported(format!("IPv6 address {v6}"))),
-    }
-}
-
-/// Refuses what the data plane cannot do yet: IPv6 VIPs and tunnels.
+/// Refuses what the data plane cannot do yet: tunnels.
 fn supported(service: &Service) -> Result<(), BalancerError> {
-    ipv4_only(service.id.vip)?;
     if service.forwarding != Forwarding::L2Dsr {
         return Err(BalancerError::Unsupported(format!(
             "forwarding {:?}",

@@ -6,7 +6,7 @@ use crate::{Protocol, ServiceId};
 
 /// One connection pinned to a backend, in a form another balancer can take over: slot
 /// numbers are local to each balancer, so the service and the backend are named by
-/// address, and addresses are IPv6-wide so records outlive the IPv4-only data plane.
+/// address, of either family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowRecord {
     /// Transport protocol of the flow and its service.
@@ -22,12 +22,13 @@ pub struct FlowRecord {
 }
 
 impl FlowRecord {
-    /// The service the flow belongs to; `None` for an IPv6 VIP, which this data plane
-    /// does not carry yet.
+    /// The service the flow belongs to. An `Option` so callers need not change should a
+    /// record ever name something that is no service.
     pub fn service(&self) -> Option<ServiceId> {
-        match self.vip.ip() {
-            IpAddr::V4(vip) => Some(ServiceId::new(vip, self.service_port, self.protocol)),
-            IpAddr::V6(_) => None,
-        }
+        Some(ServiceId::new(
+            self.vip.ip(),
+            self.service_port,
+            self.protocol,
+        ))
     }
 }

@@ -28,7 +28,7 @@ use fulcrum::{
     ServiceId,
 };
 use fulcrum_lab::{
-    fixture::{Fixture, VIP, VIP_ALL_PORTS, VIP_EMPTY, backend, backend_mac},
+    fixture::{Fixture, VIP, VIP_ALL_PORTS, VIP_EMPTY, VIP6, backend, backend_mac, backend6},
     testrun::action,
 };
 use mutate::{ETH_HLEN, Rng, corpus, mutant};
@@ -38,30 +38,50 @@ const DEFAULT_FRAMES: u64 = 1_000_000;
 
 const SERVICES: &[Svc] = &[
     Svc {
-        vip: VIP,
+        vip: IpAddr::V4(VIP),
         port: 80,
         proto: TCP,
         backends: &[1, 2, 3],
     },
     Svc {
-        vip: VIP,
+        vip: IpAddr::V4(VIP),
         port: 53,
         proto: UDP,
         backends: &[1, 2],
     },
     Svc {
-        vip: VIP_ALL_PORTS,
+        vip: IpAddr::V4(VIP_ALL_PORTS),
         port: 0,
         proto: TCP,
         backends: &[4],
     },
     Svc {
-        vip: VIP_EMPTY,
+        vip: IpAddr::V4(VIP_EMPTY),
         port: 80,
         proto: TCP,
         backends: &[],
     },
+    Svc {
+        vip: IpAddr::V6(VIP6),
+        port: 80,
+        proto: TCP,
+        backends: &[1, 2, 3],
+    },
+    Svc {
+        vip: IpAddr::V6(VIP6),
+        port: 53,
+        proto: UDP,
+        backends: &[3, 4],
+    },
 ];
+
+/// Backend `n`'s address in the family of the service's VIP.
+fn backend_of(vip: IpAddr, n: u8) -> IpAddr {
+    match vip {
+        IpAddr::V4(_) => IpAddr::V4(backend(n)),
+        IpAddr::V6(_) => IpAddr::V6(backend6(n)),
+    }
+}
 
 const ACTIONS: [Counter; 4] = [Counter::Tx, Counter::Redirect, Counter::Pass, Counter::Drop];
 
@@ -105,7 +125,7 @@ impl Fuzz {
             let dests: Vec<_> = svc
                 .backends
                 .iter()
-                .map(|n| Destination::new(backend(*n)))
+                .map(|n| Destination::new(backend_of(svc.vip, *n)))
                 .collect();
             f.lb.set_destinations(&id, &dests)
                 .expect("set destinations");
@@ -214,9 +234,9 @@ impl Fuzz {
                 }
                 if let Some(record) = shared.first() {
                     let want = (
-                        SocketAddr::new(IpAddr::V4(tuple.src), tuple.sport),
-                        SocketAddr::new(IpAddr::V4(tuple.dst), tuple.dport),
-                        IpAddr::V4(backend(n)),
+                        SocketAddr::new(tuple.src, tuple.sport),
+                        SocketAddr::new(tuple.dst, tuple.dport),
+                        backend_of(tuple.dst, n),
                     );
                     if (record.client, record.vip, record.backend) != want {
                         fail(format!(
@@ -304,7 +324,7 @@ fn every_frame_follows_the_documented_rules() {
 /// Every reason this configuration can give: a long enough run reaches each of them.
 const REACHABLE: &[Counter] = &[
     Counter::PassMalformedL2,
-    Counter::PassNotIpv4,
+    Counter::PassNotIp,
     Counter::PassMalformedIp,
     Counter::PassNotVip,
     Counter::PassNoService,

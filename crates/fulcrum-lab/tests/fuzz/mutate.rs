@@ -1,12 +1,13 @@
 //! Frames for the fuzzer: a seeded PRNG, a corpus of valid frames, and mutations of them
 //! aimed at every rule (lengths, header lengths, fragment bits, options, VLAN tags,
-//! EtherTypes, TCP data offsets, UDP lengths), plus plain random bytes.
+//! EtherTypes, TCP data offsets, UDP lengths, IPv6 payload lengths, next headers and
+//! extension headers), plus plain random bytes.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
 
 use fulcrum_lab::{
-    fixture::{CLIENT, VIP, VIP_ALL_PORTS, VIP_EMPTY},
-    frame::{FrameBuilder, TCP_ACK, TCP_PSH},
+    fixture::{CLIENT, CLIENT6, VIP, VIP_ALL_PORTS, VIP_EMPTY, VIP6},
+    frame::{FrameBuilder, IPV6_DSTOPTS, IPV6_HOPOPTS, IPV6_ROUTING, TCP_ACK, TCP_PSH},
 };
 
 /// splitmix64: tiny, seedable, good enough to pick mutations.
@@ -73,6 +74,29 @@ pub fn corpus() -> Vec<Vec<u8>> {
                 );
             }
         }
+        // IPv6: the web and DNS services, another port, with and without extension headers.
+        for (port, sport) in [(80, 40000), (80, 40001), (81, 40000)] {
+            let src = SocketAddrV6::new(CLIENT6, sport, 0, 0);
+            let dst = SocketAddrV6::new(VIP6, port, 0, 0);
+            let tag = |b: FrameBuilder| match vlan {
+                Some(id) => b.vlan(id),
+                None => b,
+            };
+            out.push(tag(FrameBuilder::tcp(src, dst).syn()).build());
+            out.push(tag(FrameBuilder::tcp(src, dst)).build());
+            out.push(
+                tag(FrameBuilder::tcp(src, dst)
+                    .ipv6_ext(IPV6_HOPOPTS, 0)
+                    .ipv6_ext(IPV6_DSTOPTS, 1))
+                .build(),
+            );
+            out.push(
+                tag(FrameBuilder::udp(src, SocketAddrV6::new(VIP6, 53, 0, 0))
+                    .ipv6_ext(IPV6_ROUTING, 0)
+                    .payload(b"query"))
+                .build(),
+            );
+        }
         for (vip, port) in [(VIP, 53), (VIP, 54), (VIP_ALL_PORTS, 53)] {
             let src = SocketAddrV4::new(CLIENT, 50000);
             let dst = SocketAddrV4::new(vip, port);
@@ -121,8 +145,71 @@ pub fn mutant(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
     f
 }
 
+/// IPv6 mutations: payload length, next headers, extension headers added or cut.
+fn mutate6(rng: &mut Rng, f: &mut Vec<u8>, l3: usize) {
+    let l4 = l3 + 40;
+    match rng.below(5) {
+        0 => {
+            let truth = f.len().saturating_sub(l4) as i64;
+            let v = if rng.chance(2) {
+                (truth + rng.below(17) as i64 - 8).clamp(0, 0xffff) as u16
+            } else {
+                rng.next() as u16
+            };
+            set16(f, l3 + 4, v);
+        }
+        1 => {
+            if l3 + 6 < f.len() {
+                let any = rng.byte();
+                f[l3 + 6] = *rng.pick(&[0, 6, 17, 43, 44, 58, 59, 60, any]);
+            }
+        }
+        // Another extension header in front, the lengths kept consistent (or not).
+        2 => {
+            if f.len() >= l4 {
+                let len = if rng.chance(4) {
+                    rng.byte()
+                } else {
+                    rng.below(3) as u8
+                };
+                let any = rng.byte();
+                let kind = *rng.pick(&[0u8, 43, 60, 44, any]);
+                let mut h = vec![0u8; (usize::from(len) + 1) * 8];
+                h[0] = f[l3 + 6];
+                h[1] = len;
+                let add = h.len().min(1024);
+                h.truncate(add);
+                f.splice(l4..l4, h);
+                f[l3 + 6] = kind;
+                let payload = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]);
+                if !rng.chance(4) {
+                    set16(f, l3 + 4, payload.wrapping_add(add as u16));
+                }
+            }
+        }
+        // ICMPv6, ND or not.
+        3 => {
+            if l4 < f.len() {
+                f[l3 + 6] = 58;
+                let any = rng.byte();
+                f[l4] = *rng.pick(&[128, 129, 133, 134, 135, 136, 137, 2, any]);
+            }
+        }
+        _ => {
+            if f.len() > l3 {
+                let at = l3 + rng.below(f.len() - l3);
+                f[at] ^= 1 << rng.below(8);
+            }
+        }
+    }
+}
+
 fn mutate_once(rng: &mut Rng, f: &mut Vec<u8>) {
     let l3 = l3_of(f);
+    if f.len() >= l3 && f[l3 - 2..l3] == [0x86, 0xdd] && rng.chance(2) {
+        mutate6(rng, f, l3);
+        return;
+    }
     let l4 = l3 + 20;
     match rng.below(16) {
         // Bit flips anywhere, mostly in the headers.

@@ -2,16 +2,17 @@
 //! a frame gets, computed from its bytes alone: an independent reading of the rules,
 //! sharing no code with the program.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fulcrum::Counter;
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
+const ICMP: u8 = 1;
 
 /// A configured service, as the reference sees it.
 pub struct Svc {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// 0: every port.
     pub port: u16,
     pub proto: u8,
@@ -22,8 +23,8 @@ pub struct Svc {
 /// A flow's identity, in host order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tuple {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
@@ -49,14 +50,20 @@ fn be16(f: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([f[at], f[at + 1]])
 }
 
-fn addr(f: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3])
+fn addr(f: &[u8], at: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]))
+}
+
+fn addr6(f: &[u8], at: usize) -> IpAddr {
+    let mut o = [0u8; 16];
+    o.copy_from_slice(&f[at..at + 16]);
+    IpAddr::V6(Ipv6Addr::from(o))
 }
 
 /// The rules, in the order they apply.
 pub fn classify(f: &[u8], services: &[Svc]) -> Expected {
     use Counter::*;
-    use Expected::{Drop, Pass};
+    use Expected::Pass;
     if f.len() < 14 {
         return Pass(PassMalformedL2);
     }
@@ -69,9 +76,16 @@ pub fn classify(f: &[u8], services: &[Svc]) -> Expected {
         ether_type = be16(f, 16);
         l3 = 18;
     }
-    if ether_type != 0x0800 {
-        return Pass(PassNotIpv4);
+    match ether_type {
+        0x0800 => ipv4(f, l3, services),
+        0x86dd => ipv6(f, l3, services),
+        _ => Pass(PassNotIp),
     }
+}
+
+fn ipv4(f: &[u8], l3: usize, services: &[Svc]) -> Expected {
+    use Counter::*;
+    use Expected::{Drop, Pass};
     if f.len() < l3 + 20 {
         return Pass(PassMalformedIp);
     }
@@ -95,8 +109,87 @@ pub fn classify(f: &[u8], services: &[Svc]) -> Expected {
         return Drop(DropIpOptions);
     }
     let proto = f[l3 + 9];
-    let l4 = l3 + 20;
-    let l4_len = total - 20;
+    if proto == ICMP {
+        return Pass(PassIcmp);
+    }
+    transport(
+        f,
+        services,
+        addr(f, l3 + 12),
+        dst,
+        proto,
+        l3 + 20,
+        total - 20,
+    )
+}
+
+/// IPv6: Hop-by-Hop, Routing and Destination Options skipped, at most 4; a Fragment
+/// header drops; ICMPv6 (ND or not) passes.
+fn ipv6(f: &[u8], l3: usize, services: &[Svc]) -> Expected {
+    use Counter::*;
+    use Expected::{Drop, Pass};
+    const SKIPPED: [u8; 3] = [0, 43, 60];
+    if f.len() < l3 + 40 {
+        return Pass(PassMalformedIp);
+    }
+    let dst = addr6(f, l3 + 24);
+    if !services.iter().any(|s| s.vip == dst) {
+        return Pass(PassNotVip);
+    }
+    if f[l3] >> 4 != 6 {
+        return Drop(DropBadIpHeader);
+    }
+    let ip_len = 40 + usize::from(be16(f, l3 + 4));
+    if l3 + ip_len > f.len() {
+        return Drop(DropIpLength);
+    }
+    let mut next = f[l3 + 6];
+    let mut l4 = l3 + 40;
+    for _ in 0..4 {
+        if !SKIPPED.contains(&next) {
+            break;
+        }
+        if l4 + 8 > f.len() {
+            return Drop(DropIpv6ExtHeaders);
+        }
+        next = f[l4];
+        l4 += (usize::from(f[l4 + 1]) + 1) * 8;
+        if l4 > l3 + ip_len {
+            return Drop(DropIpv6ExtHeaders);
+        }
+    }
+    if SKIPPED.contains(&next) {
+        return Drop(DropIpv6ExtHeaders);
+    }
+    if next == 44 {
+        return Drop(DropFragment);
+    }
+    if next == 58 {
+        return Pass(PassIcmp);
+    }
+    transport(
+        f,
+        services,
+        addr6(f, l3 + 8),
+        dst,
+        next,
+        l4,
+        l3 + ip_len - l4,
+    )
+}
+
+/// TCP or UDP at `l4` with `l4_len` bytes of IP payload from there, of either family.
+fn transport(
+    f: &[u8],
+    services: &[Svc],
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    l4: usize,
+    l4_len: usize,
+) -> Expected {
+    use Counter::*;
+    use Expected::{Drop, Pass};
     let syn = match proto {
         TCP => {
             if l4_len < 20 {
@@ -127,7 +220,7 @@ pub fn classify(f: &[u8], services: &[Svc]) -> Expected {
         _ => return Pass(PassNoService),
     };
     let tuple = Tuple {
-        src: addr(f, l3 + 12),
+        src,
         dst,
         sport: be16(f, l4),
         dport: be16(f, l4 + 2),

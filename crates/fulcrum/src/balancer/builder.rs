@@ -171,12 +171,16 @@ impl BalancerBuilder {
             .override_global(SHARE_FLOWS_GLOBAL, &share_flows, true)
             .map_max_entries(maps::FLOW_EVENTS, event_ring)
             .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
+            .map_max_entries(maps::FLOW_CACHE6, self.flow_cache)
             .map_max_entries(maps::FLOW_EPOCH, self.flow_cache)
             .map_max_entries(maps::VIPS, self.max_services)
+            .map_max_entries(maps::VIPS6, self.max_services)
             .map_max_entries(maps::SERVICES, self.max_services)
+            .map_max_entries(maps::SERVICES6, self.max_services)
             .map_max_entries(maps::MAGLEV, cells as u32)
             .map_max_entries(maps::BACKENDS, self.max_backends)
             .map_max_entries(maps::FLOWS, self.max_flows)
+            .map_max_entries(maps::FLOWS6, self.max_flows)
             .map_max_entries(maps::BACKEND_STATS, self.max_backends)
             .map_max_entries(maps::BACKEND_RECORDS, self.max_backends)
             .map_max_entries(maps::SERVICE_RECORDS, self.max_services)
@@ -191,13 +195,16 @@ impl BalancerBuilder {
         let rings = Rings::new(ring_map, self.max_services, self.ring_size)?;
         let maps = Maps {
             vips: typed(&mut ebpf, maps::VIPS)?,
+            vips6: typed(&mut ebpf, maps::VIPS6)?,
             vip_filter: typed(&mut ebpf, maps::VIP_FILTER)?,
             services: typed(&mut ebpf, maps::SERVICES)?,
+            services6: typed(&mut ebpf, maps::SERVICES6)?,
             backends: typed(&mut ebpf, maps::BACKENDS)?,
             egress: typed(&mut ebpf, maps::EGRESS)?,
             global_stats: typed(&mut ebpf, maps::GLOBAL_STATS)?,
             backend_stats: typed(&mut ebpf, maps::BACKEND_STATS)?,
             flows: take(&mut ebpf, maps::FLOWS)?,
+            flows6: take(&mut ebpf, maps::FLOWS6)?,
             backend_records: typed(&mut ebpf, maps::BACKEND_RECORDS)?,
             service_records: typed(&mut ebpf, maps::SERVICE_RECORDS)?,
         };
@@ -209,6 +216,7 @@ impl BalancerBuilder {
             limits: self.clone(),
             netlink: None,
             interfaces: BTreeMap::new(),
+            vlan_links: BTreeMap::new(),
             services: BTreeMap::new(),
             free_services: (0..self.max_services).collect(),
             free_backends: (1..self.max_backends).collect(),

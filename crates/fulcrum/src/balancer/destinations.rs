@@ -55,7 +55,7 @@ impl Balancer {
         if self.free_backends.is_empty() {
             return Err(self.too_many_backends(id, dest.address));
         }
-        let (egress, neighbour) = self.resolve(dest.address)?;
+        let (egress, neighbour) = self.resolve(id, dest.address)?;
         self.record_destination(id, dest, egress, neighbour)?;
         self.rebuild(id)
     }
@@ -219,7 +219,7 @@ impl Balancer {
             let address = d.destination.address;
             let outcome = match free {
                 0 => Err(self.too_many_backends(id, address)),
-                _ => self.resolve(address),
+                _ => self.resolve(id, address),
             };
             match outcome {
                 Ok(hop) => {
@@ -290,9 +290,8 @@ impl Balancer {
 
     /// The interface a backend is reached through, or why it cannot be served by L2 DSR.
     fn egress(&mut self, address: IpAddr) -> Result<u32, BalancerError> {
-        let v4 = super::ipv4_only(address)?;
-        let route = self.netlink()?.route_get(v4).map_err(|e| match e {
-            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a.into()),
+        let route = self.netlink()?.route_get(address).map_err(|e| match e {
+            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a),
             other => other.into(),
         })?;
         if route.kind == RouteKind::Local {
@@ -304,31 +303,44 @@ impl Balancer {
                 gateway: gateway.into(),
             });
         }
-        if !self.interfaces.contains_key(&route.oif) {
+        // A VLAN sub-interface of an attached trunk is served through the trunk.
+        if !self.interfaces.contains_key(&route.ifindex) && self.trunk(route.ifindex).is_none() {
             let iface = self
                 .netlink()?
-                .link(route.oif)
+                .link(route.ifindex)
                 .map(|l| l.name)
-                .unwrap_or_else(|_| format!("ifindex {}", route.oif));
+                .unwrap_or_else(|_| format!("ifindex {}", route.ifindex));
             return Err(BalancerError::EgressNotAttached { address, iface });
         }
-        Ok(route.oif)
+        Ok(route.ifindex)
     }
 
     /// Egress interface and, if the kernel knows it, the MAC of a backend; asks the kernel
     /// to resolve the MAC when it does not.
-    fn resolve(&mut self, address: IpAddr) -> Result<(u32, Option<NextHop>), BalancerError> {
+    fn resolve(
+        &mut self,
+        id: &ServiceId,
+        address: IpAddr,
+    ) -> Result<(u32, Option<NextHop>), BalancerError> {
+        // L2 DSR hands the client's packet on as it came: the backend must be of its family.
+        if address.is_ipv6() != id.vip.is_ipv6()
+            && self.state(id)?.forwarding == crate::Forwarding::L2Dsr
+        {
+            return Err(BalancerError::Unsupported(format!(
+                "L2 DSR from {} to backend {address}: the backend must be of the VIP's family",
+                id.vip
+            )));
+        }
         let oif = self.egress(address)?;
-        let v4 = super::ipv4_only(address)?;
         let netlink = self.netlink()?;
         let known = netlink
-            .neighbour(oif, v4)?
+            .neighbour(oif, address)?
             .filter(|n| n.usable())
             .and_then(|n| n.mac);
         if let Some(mac) = known {
             return Ok((oif, Some(NextHop { ifindex: oif, mac })));
         }
-        netlink.request_resolution(oif, v4)?;
+        netlink.request_resolution(oif, address)?;
         self.resolution_requests.insert((oif, address));
         Ok((oif, None))
     }

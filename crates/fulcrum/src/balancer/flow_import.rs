@@ -2,10 +2,15 @@
 //! arrives here after its balancer died keeps its backend.
 
 use aya::maps::{Array, HashMap, MapData};
-use fulcrum_common::{FlowKey, FlowValue, flow_cache_index, maps};
+use fulcrum_common::{FlowKey, FlowKey6, FlowValue, maps};
 use tracing::warn;
 
-use super::{Balancer, builder::wrong_type, flow_records::flow_key, flow_table};
+use super::{
+    Balancer,
+    builder::wrong_type,
+    flow_records::{Key, flow_key},
+    flow_table::{self, TableKey},
+};
 use crate::{BalancerError, FlowRecord};
 
 /// What [`Balancer::import_flows`] did with each record.
@@ -15,8 +20,8 @@ pub struct ImportReport {
     pub imported: usize,
     /// The flow table already held exactly this.
     pub unchanged: usize,
-    /// No such service here (or not an IPv4 flow, or a port the service does not
-    /// serve): the flow, if it comes, is handled as this balancer's configuration says.
+    /// No such service here (or addresses of two families, or a port the service does
+    /// not serve): the flow, if it comes, is handled as this balancer's configuration says.
     pub unknown_service: usize,
     /// The backend is not in that service here, or not usable (its MAC is not resolved):
     /// the flow's next packet is balanced afresh and counted as a miss.
@@ -32,25 +37,33 @@ impl Balancer {
     pub fn import_flows(&mut self, records: &[FlowRecord]) -> ImportReport {
         let mut report = ImportReport::default();
         let mut writes: Vec<(FlowKey, FlowValue)> = Vec::with_capacity(records.len());
+        let mut writes6: Vec<(FlowKey6, FlowValue)> = Vec::new();
         for r in records {
             match self.resolve_record(r) {
-                Ok(write) => writes.push(write),
+                Ok((Key::V4(k), v)) => writes.push((k, v)),
+                Ok((Key::V6(k), v)) => writes6.push((k, v)),
                 Err(Refused::Service) => report.unknown_service += 1,
                 Err(Refused::Backend) => report.unknown_backend += 1,
             }
         }
-        if writes.is_empty() {
-            return report;
-        }
-        if let Err(e) = self.write_flows(&writes, &mut report) {
-            warn!(error = %e, "importing flows failed");
-            report.failed = writes.len() - report.imported - report.unchanged;
-        }
+        self.import_family(&writes, &mut report);
+        self.import_family(&writes6, &mut report);
         report
     }
 
+    fn import_family<K: TableKey>(&mut self, writes: &[(K, FlowValue)], report: &mut ImportReport) {
+        if writes.is_empty() {
+            return;
+        }
+        let before = report.imported + report.unchanged + report.failed;
+        if let Err(e) = self.write_flows(writes, report) {
+            warn!(error = %e, "importing flows failed");
+            report.failed = before + writes.len() - report.imported - report.unchanged;
+        }
+    }
+
     /// The flow table entry a record asks for.
-    fn resolve_record(&self, r: &FlowRecord) -> Result<(FlowKey, FlowValue), Refused> {
+    fn resolve_record(&self, r: &FlowRecord) -> Result<(Key, FlowValue), Refused> {
         let id = r.service().ok_or(Refused::Service)?;
         let key = flow_key(r).ok_or(Refused::Service)?;
         if id.port != 0 && id.port != r.vip.port() {
@@ -76,14 +89,14 @@ impl Balancer {
         ))
     }
 
-    fn write_flows(
+    fn write_flows<K: TableKey>(
         &mut self,
-        writes: &[(FlowKey, FlowValue)],
+        writes: &[(K, FlowValue)],
         report: &mut ImportReport,
     ) -> Result<(), BalancerError> {
         let mask = self.limits.flow_cache - 1;
-        let flows: HashMap<&MapData, FlowKey, FlowValue> =
-            HashMap::try_from(&self.maps.flows).map_err(BalancerError::map(maps::FLOWS, "open"))?;
+        let flows: HashMap<&MapData, K, FlowValue> =
+            HashMap::try_from(K::table(&self.maps)).map_err(BalancerError::map(K::MAP, "open"))?;
         let mut changed = Vec::with_capacity(writes.len());
         let mut moved = Vec::new();
         for (key, value) in writes {
@@ -91,13 +104,13 @@ impl Balancer {
                 Some(held) if held == *value => report.unchanged += 1,
                 held => {
                     if held.is_some() {
-                        moved.push(flow_cache_index(key) & mask);
+                        moved.push(key.cache_index() & mask);
                     }
                     changed.push((*key, *value));
                 }
             }
         }
-        let written = flow_table::write(&mut self.maps.flows, &changed)?;
+        let written = flow_table::write(K::table_mut(&mut self.maps), &changed)?;
         report.imported += written;
         report.failed += changed.len() - written;
         if written < changed.len() {

@@ -3,12 +3,19 @@
 
 use std::{
     collections::HashMap as StdHashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
 };
 
-use fulcrum_common::{FlowEvent, FlowKey, FlowValue, IPPROTO_TCP, IPPROTO_UDP};
+use fulcrum_common::{
+    FLOW_FAMILY_IPV4, FLOW_FAMILY_IPV6, FlowEvent, FlowKey, FlowKey6, FlowValue, IPPROTO_TCP,
+    IPPROTO_UDP,
+};
 
-use super::{Balancer, flow_table};
+use super::{
+    Balancer,
+    addr::{from_words, words},
+    flow_table,
+};
 use crate::{BalancerError, FlowRecord, Protocol, ServiceId};
 
 /// Who holds a backend slot now.
@@ -18,6 +25,12 @@ struct Owner {
     address: IpAddr,
     generation: u32,
     resolved: bool,
+}
+
+/// A flow table key of either family.
+pub(super) enum Key {
+    V4(FlowKey),
+    V6(FlowKey6),
 }
 
 impl Balancer {
@@ -31,7 +44,11 @@ impl Balancer {
         let owners = self.owners();
         events
             .iter()
-            .filter_map(|e| record(&e.key, &e.value, owners.get(&e.value.backend)?))
+            .filter(|e| e.family == FLOW_FAMILY_IPV4 || e.family == FLOW_FAMILY_IPV6)
+            .filter_map(|e| {
+                let v6 = e.family == FLOW_FAMILY_IPV6;
+                record(&e.key, v6, &e.value, owners.get(&e.value.backend)?)
+            })
             .collect()
     }
 
@@ -40,15 +57,17 @@ impl Balancer {
     /// again. SYNs waiting for their handshake's next packet are not in the table yet.
     /// Reads the table in batches of thousands of entries per syscall.
     pub fn scan_flows(&self) -> Result<Vec<FlowRecord>, BalancerError> {
-        let entries = flow_table::entries(&self.maps.flows)?;
+        let entries = flow_table::entries::<FlowKey>(&self.maps.flows)?;
+        let entries6 = flow_table::entries::<FlowKey6>(&self.maps.flows6)?;
         let owners = self.owners();
-        Ok(entries
+        let resolved = |value: &FlowValue| owners.get(&value.backend).filter(|o| o.resolved);
+        let v4 = entries.iter().filter_map(|(key, value)| {
+            record(&FlowKey6::from_v4(key), false, value, resolved(value)?)
+        });
+        let v6 = entries6
             .iter()
-            .filter_map(|(key, value)| {
-                let owner = owners.get(&value.backend).filter(|o| o.resolved)?;
-                record(key, value, owner)
-            })
-            .collect())
+            .filter_map(|(key, value)| record(key, true, value, resolved(value)?));
+        Ok(v4.chain(v6).collect())
     }
 
     /// Every claimed backend slot's service, address and generation.
@@ -77,18 +96,18 @@ impl Balancer {
 }
 
 /// The record of a flow pinned to `owner`'s slot, if the pin is of its current holder
-/// and the flow belongs to its service.
-fn record(key: &FlowKey, value: &FlowValue, owner: &Owner) -> Option<FlowRecord> {
+/// and the flow belongs to its service. `key` holds an IPv4 flow in word 0 unless `v6`.
+fn record(key: &FlowKey6, v6: bool, value: &FlowValue, owner: &Owner) -> Option<FlowRecord> {
     let protocol = match key.proto {
         IPPROTO_TCP => Protocol::Tcp,
         IPPROTO_UDP => Protocol::Udp,
         _ => return None,
     };
-    let vip = Ipv4Addr::from(key.dst.to_ne_bytes());
+    let vip = from_words(key.dst, v6);
     let port = u16::from_be(key.dport);
     let service = owner.service;
     if value.generation != owner.generation
-        || service.vip != IpAddr::V4(vip)
+        || service.vip != vip
         || service.protocol != protocol
         || (service.port != 0 && service.port != port)
     {
@@ -96,28 +115,42 @@ fn record(key: &FlowKey, value: &FlowValue, owner: &Owner) -> Option<FlowRecord>
     }
     Some(FlowRecord {
         protocol,
-        client: SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::from(key.src.to_ne_bytes()),
-            u16::from_be(key.sport),
-        )),
-        vip: SocketAddr::V4(SocketAddrV4::new(vip, port)),
+        client: SocketAddr::new(from_words(key.src, v6), u16::from_be(key.sport)),
+        vip: SocketAddr::new(vip, port),
         service_port: service.port,
         backend: owner.address,
     })
 }
 
-/// The flow table's key for a record's 5-tuple; `None` unless both ends are IPv4.
-pub(super) fn flow_key(r: &FlowRecord) -> Option<FlowKey> {
-    let (SocketAddr::V4(client), SocketAddr::V4(vip)) = (r.client, r.vip) else {
-        return None;
-    };
-    Some(FlowKey {
-        src: u32::from_ne_bytes(client.ip().octets()),
-        dst: u32::from_ne_bytes(vip.ip().octets()),
-        sport: client.port().to_be(),
-        dport: vip.port().to_be(),
-        proto: r.protocol.number(),
-        _pad: 0,
-        _pad2: 0,
-    })
+/// The flow table's key for a record's 5-tuple; `None` when its ends are of two families.
+pub(super) fn flow_key(r: &FlowRecord) -> Option<Key> {
+    let (sport, dport, proto) = (
+        r.client.port().to_be(),
+        r.vip.port().to_be(),
+        r.protocol.number(),
+    );
+    match (r.client.ip(), r.vip.ip()) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => Some(Key::V4(
+            FlowKey6 {
+                src: words(r.client.ip()),
+                dst: words(r.vip.ip()),
+                sport,
+                dport,
+                proto,
+                _pad: 0,
+                _pad2: 0,
+            }
+            .to_v4(),
+        )),
+        (IpAddr::V6(_), IpAddr::V6(_)) => Some(Key::V6(FlowKey6 {
+            src: words(r.client.ip()),
+            dst: words(r.vip.ip()),
+            sport,
+            dport,
+            proto,
+            _pad: 0,
+            _pad2: 0,
+        })),
+        _ => None,
+    }
 }

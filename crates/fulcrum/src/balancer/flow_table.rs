@@ -6,7 +6,9 @@
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::maps::{HashMap, Map, MapData};
-use fulcrum_common::{FlowKey, FlowValue, maps};
+use fulcrum_common::{FlowKey, FlowKey6, FlowValue, flow_cache_index, flow_cache_index6, maps};
+
+use super::Maps;
 
 use crate::BalancerError;
 
@@ -33,10 +35,10 @@ struct BatchAttr {
 
 /// Every entry of the flow table. An entry added or evicted meanwhile may be missed or
 /// read; none is read twice.
-pub(super) fn entries(flows: &Map) -> Result<Vec<(FlowKey, FlowValue)>, BalancerError> {
+pub(super) fn entries<K: TableKey>(flows: &Map) -> Result<Vec<(K, FlowValue)>, BalancerError> {
     let data = match flows {
         Map::LruHashMap(data) | Map::HashMap(data) => data,
-        _ => return Err(super::builder::wrong_type(maps::FLOWS)),
+        _ => return Err(super::builder::wrong_type(K::MAP)),
     };
     match batched(data) {
         Ok(out) => Ok(out),
@@ -49,7 +51,7 @@ pub(super) fn entries(flows: &Map) -> Result<Vec<(FlowKey, FlowValue)>, Balancer
     }
 }
 
-fn batched(data: &MapData) -> std::io::Result<Vec<(FlowKey, FlowValue)>> {
+fn batched<K: TableKey>(data: &MapData) -> std::io::Result<Vec<(K, FlowValue)>> {
     let fd = data.fd().as_fd().as_raw_fd();
     let mut out = Vec::new();
     let mut chunk = CHUNK;
@@ -58,7 +60,7 @@ fn batched(data: &MapData) -> std::io::Result<Vec<(FlowKey, FlowValue)>> {
     let mut next: u32 = 0;
     let mut first = true;
     loop {
-        let mut keys = vec![FlowKey::default(); chunk];
+        let mut keys = vec![K::default(); chunk];
         let mut values = vec![FlowValue::default(); chunk];
         let mut attr = BatchAttr {
             in_batch: if first { 0 } else { (&raw const token) as u64 },
@@ -99,17 +101,17 @@ fn batched(data: &MapData) -> std::io::Result<Vec<(FlowKey, FlowValue)>> {
 
 /// Writes `entries` to the flow table; returns how many were written (all, unless the
 /// kernel refused one: the rest are not tried).
-pub(super) fn write(
+pub(super) fn write<K: TableKey>(
     flows: &mut Map,
-    entries: &[(FlowKey, FlowValue)],
+    entries: &[(K, FlowValue)],
 ) -> Result<usize, BalancerError> {
     let fd = match &*flows {
         Map::LruHashMap(data) | Map::HashMap(data) => data.fd().as_fd().as_raw_fd(),
-        _ => return Err(super::builder::wrong_type(maps::FLOWS)),
+        _ => return Err(super::builder::wrong_type(K::MAP)),
     };
     let mut written = 0;
     for chunk in entries.chunks(CHUNK) {
-        let keys: Vec<FlowKey> = chunk.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<K> = chunk.iter().map(|(k, _)| *k).collect();
         let values: Vec<FlowValue> = chunk.iter().map(|(_, v)| *v).collect();
         let mut attr = BatchAttr {
             keys: keys.as_ptr() as u64,
@@ -142,11 +144,11 @@ pub(super) fn write(
 }
 
 /// [`write`] on a kernel without batch operations.
-fn one_at_a_time(
+fn one_at_a_time<K: TableKey>(
     flows: &mut Map,
-    entries: &[(FlowKey, FlowValue)],
+    entries: &[(K, FlowValue)],
 ) -> Result<usize, BalancerError> {
-    let mut table: HashMap<&mut MapData, FlowKey, FlowValue> =
+    let mut table: HashMap<&mut MapData, K, FlowValue> =
         HashMap::try_from(flows).map_err(BalancerError::map(maps::FLOWS, "open"))?;
     Ok(entries
         .iter()
@@ -154,9 +156,46 @@ fn one_at_a_time(
         .count())
 }
 
-fn one_by_one(flows: &Map) -> Result<Vec<(FlowKey, FlowValue)>, BalancerError> {
-    let table: HashMap<&MapData, FlowKey, FlowValue> =
+fn one_by_one<K: TableKey>(flows: &Map) -> Result<Vec<(K, FlowValue)>, BalancerError> {
+    let table: HashMap<&MapData, K, FlowValue> =
         HashMap::try_from(flows).map_err(BalancerError::map(maps::FLOWS, "open"))?;
     // An entry evicted while the walk is on it is skipped, not an error.
     Ok(table.iter().filter_map(Result::ok).collect())
+}
+
+/// A flow table's key: each family has its table (`FLOWS`, `FLOWS6`).
+pub(super) trait TableKey: aya::Pod + Default + Copy {
+    /// The table's map name.
+    const MAP: &'static str;
+    /// The family's table.
+    fn table(maps: &Maps) -> &Map;
+    fn table_mut(maps: &mut Maps) -> &mut Map;
+    /// Its flow cache index (and FLOW_EPOCH's), before masking.
+    fn cache_index(&self) -> u32;
+}
+
+impl TableKey for FlowKey {
+    const MAP: &'static str = maps::FLOWS;
+    fn table(maps: &Maps) -> &Map {
+        &maps.flows
+    }
+    fn table_mut(maps: &mut Maps) -> &mut Map {
+        &mut maps.flows
+    }
+    fn cache_index(&self) -> u32 {
+        flow_cache_index(self)
+    }
+}
+
+impl TableKey for FlowKey6 {
+    const MAP: &'static str = maps::FLOWS6;
+    fn table(maps: &Maps) -> &Map {
+        &maps.flows6
+    }
+    fn table_mut(maps: &mut Maps) -> &mut Map {
+        &mut maps.flows6
+    }
+    fn cache_index(&self) -> u32 {
+        flow_cache_index6(self)
+    }
 }

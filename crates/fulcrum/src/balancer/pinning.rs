@@ -15,12 +15,16 @@ use aya::{
     },
 };
 use fulcrum_common::{
-    BACKEND_F_DRAINED, BACKEND_F_REQUESTED, BackendRecord, Layout, SERVICE_F_STICKY, ServiceKey,
-    ServiceRecord, ServiceValue, TrafficCounters, maps, programs,
+    BACKEND_F_DRAINED, BACKEND_F_IPV6, BACKEND_F_REQUESTED, BackendRecord, Layout,
+    SERVICE_F_STICKY, ServiceRecord, ServiceValue, TrafficCounters, maps, programs,
 };
 use tracing::{info, warn};
 
-use super::{Balancer, DestState, NextHop, ServiceState, xdp_mut};
+use super::{
+    Balancer, DestState, NextHop, ServiceState,
+    addr::{address_of, from_words, words},
+    xdp_mut,
+};
 use crate::{BalancerError, Protocol, Scheduler, ServiceId, Traffic, pin};
 
 /// A balancer whose state lives on bpffs.
@@ -151,11 +155,32 @@ impl Balancer {
     /// rewrites each table from them, which changes nothing when they agree.
     pub(super) fn adopt(&mut self) -> Result<(), BalancerError> {
         let mut by_slot: BTreeMap<u32, ServiceId> = BTreeMap::new();
-        let entries: Vec<(ServiceKey, ServiceValue)> =
-            self.maps.services.iter().filter_map(Result::ok).collect();
-        for (key, value) in entries {
-            let Some(id) = service_id(&key) else {
-                warn!(?key, "ignoring a pinned service of an unknown protocol");
+        let mut entries: Vec<(Option<ServiceId>, ServiceValue)> = self
+            .maps
+            .services
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, value)| {
+                let vip = IpAddr::V4(Ipv4Addr::from(key.vip.to_ne_bytes()));
+                (service_id(vip, key.port, key.proto), value)
+            })
+            .collect();
+        entries.extend(
+            self.maps
+                .services6
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(key, value)| {
+                    let vip = from_words(key.vip, true);
+                    (service_id(vip, key.port, key.proto), value)
+                }),
+        );
+        for (id, value) in entries {
+            let Some(id) = id else {
+                warn!(
+                    slot = value.slot,
+                    "ignoring a pinned service of an unknown protocol"
+                );
                 continue;
             };
             by_slot.insert(value.slot, id);
@@ -205,7 +230,7 @@ impl Balancer {
             else {
                 continue;
             };
-            let address = IpAddr::V4(Ipv4Addr::from(record.address.to_ne_bytes()));
+            let address = address_of(&record);
             let neighbour = (value.ifindex != 0).then_some(NextHop {
                 ifindex: value.ifindex,
                 mac: value.mac,
@@ -257,11 +282,11 @@ impl Balancer {
                 if self.resolution_requests.contains(&(d.egress, *address)) {
                     flags |= BACKEND_F_REQUESTED;
                 }
+                if address.is_ipv6() {
+                    flags |= BACKEND_F_IPV6;
+                }
                 let record = BackendRecord {
-                    address: match address {
-                        IpAddr::V4(v4) => u32::from_ne_bytes(v4.octets()),
-                        IpAddr::V6(_) => 0,
-                    },
+                    address: words(*address),
                     service: state.slot + 1,
                     weight: d.weight,
                     egress: d.egress,
@@ -311,17 +336,14 @@ impl Balancer {
     }
 }
 
-fn service_id(key: &ServiceKey) -> Option<ServiceId> {
-    let protocol = match key.proto {
+/// A pinned service key's service; `port` in network order.
+fn service_id(vip: IpAddr, port: u16, proto: u8) -> Option<ServiceId> {
+    let protocol = match proto {
         fulcrum_common::IPPROTO_TCP => Protocol::Tcp,
         fulcrum_common::IPPROTO_UDP => Protocol::Udp,
         _ => return None,
     };
-    Some(ServiceId::new(
-        Ipv4Addr::from(key.vip.to_ne_bytes()),
-        u16::from_be(key.port),
-        protocol,
-    ))
+    Some(ServiceId::new(vip, u16::from_be(port), protocol))
 }
 
 fn traffic(c: TrafficCounters) -> Traffic {
