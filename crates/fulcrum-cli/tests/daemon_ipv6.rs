@@ -140,3 +140,32 @@ fn an_ipv6_service_is_served_checked_shown_and_drained() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_ipv6_vip_on_this_host_is_refused_at_start() {
+    let lab = DsrLab::new("d6l", 1).expect("lab");
+    with_ipv6(&lab);
+    let dir = temp_dir("ipv6-local");
+    let config = dir.join("fulcrum.yaml");
+    // six(2) is the balancer's own address.
+    let services = service("own", &six(2).to_string(), &[six(11).to_string()]);
+    std::fs::write(&config, config_file(&dir, &services)).expect("config");
+    let out = lab
+        .balancer
+        .ns
+        .command(FULCRUM)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("fulcrum run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "services[0].vip: {} is an address of this host",
+            six(2)
+        )),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
