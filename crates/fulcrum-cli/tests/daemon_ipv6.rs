@@ -2,20 +2,21 @@
 //! real HTTP over IPv6 reaches both backends with the client's own address, health checks
 //! probe the backends over IPv6, `fulcrum status` and `/metrics` name the IPv6 VIP and
 //! backends (promtool accepts it), and `fulcrum drain` by the service's bracketed id takes
-//! an IPv6 backend out of new flows.
+//! an IPv6 backend out of new flows; a restarted daemon adopts the pinned IPv6 service
+//! and its open connection keeps working.
 
 mod common;
 
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use common::{
-    FULCRUM, TOKEN, VIP6, api, assert_promtool_accepts, config_file, six, start_daemon, temp_dir,
-    wait_for_up, with_ipv6,
+    FULCRUM, PinDir, TOKEN, VIP6, api, assert_promtool_accepts, config_file, six, start_daemon,
+    start_pinned, temp_dir, try_api, wait_for_up, wait_until, with_ipv6,
 };
 use fulcrum_lab::{
     dsr::{DsrLab, VIP, backend_addr},
     host::backend_servers,
-    traffic::{http_get, http_server},
+    traffic::{HttpConnection, http_get, http_server},
 };
 
 fn service(name: &str, vip: &str, backends: &[String]) -> String {
@@ -167,5 +168,69 @@ fn an_ipv6_vip_on_this_host_is_refused_at_start() {
         )),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_handover_keeps_an_ipv6_connection_and_the_next_daemon_adopts_it() {
+    let lab = DsrLab::new("d6h", 2).expect("lab");
+    with_ipv6(&lab);
+    let _servers = backend_servers(&lab.backends, "[::]:80".parse().unwrap(), http_server)
+        .expect("HTTP servers");
+    let dir = temp_dir("ipv6-restart");
+    let config = dir.join("fulcrum.yaml");
+    let instance = format!("restart6-{}", std::process::id());
+    let pins = fulcrum::pin::instance_dir(&instance);
+    let _cleanup = PinDir(pins.clone());
+    // rise 10 at 200 ms: a fresh daemon needs 2 s to trust a backend.
+    let services = service(
+        "web6",
+        &VIP6.to_string(),
+        &[six(11).to_string(), six(12).to_string()],
+    )
+    .replace("rise: 1", "rise: 10");
+    let text = format!("instance: {instance}\n{}", config_file(&dir, &services));
+    std::fs::write(&config, text).expect("config");
+    let mut daemon = start_pinned(&lab, &config);
+    wait_for_up(&lab, 2, Duration::from_secs(30));
+    let drain = format!("/api/v1/services/web6/backends/{}/drain", six(12));
+    assert_eq!(api(&lab.balancer.ns, "POST", &drain, Some(TOKEN)).0, 200);
+    let mut open =
+        HttpConnection::open(&lab.client.ns, SocketAddr::from((VIP6, 80))).expect("connect");
+    assert_eq!(open.get().expect("request").server, "backend-1");
+
+    assert_eq!(daemon.stop_with(libc::SIGUSR2).expect("exits"), Some(75));
+    assert_eq!(
+        open.get().expect("forwarding without a daemon").server,
+        "backend-1"
+    );
+    daemon = start_pinned(&lab, &config);
+    let mut first = String::new();
+    wait_until("the API", Duration::from_secs(20), || {
+        first = try_api(&lab.balancer.ns, "GET", "/api/v1/services", None)
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        !first.is_empty()
+    });
+    assert_eq!(
+        first.matches("\"health\":\"up\"").count(),
+        2,
+        "adopted IPv6 backends count healthy before their checks rise: {first}"
+    );
+    assert!(
+        first.contains(&format!(
+            "\"address\":\"{}\",\"weight\":1,\"drained\":true",
+            six(12)
+        )),
+        "the drain carried over: {first}"
+    );
+    assert_eq!(
+        open.get()
+            .expect("the connection survives the restart")
+            .server,
+        "backend-1"
+    );
+    assert_eq!(daemon.stop_with(libc::SIGTERM).expect("exits"), Some(0));
+    assert!(!pins.exists(), "SIGTERM removes the pinned state");
     let _ = std::fs::remove_dir_all(dir);
 }
