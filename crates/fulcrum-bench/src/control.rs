@@ -532,10 +532,10 @@ fn bulk_apply() -> anyhow::Result<Vec<Figure>> {
     let start = Instant::now();
     for (_, dests) in &plans {
         for d in dests {
-            let route = netlink.route_get(d.address.into())?;
+            let route = netlink.route_get(d.address)?;
             black_box(
                 netlink
-                    .neighbour(route.ifindex, d.address.into())
+                    .neighbour(route.ifindex, d.address)
                     .context("looking up the neighbour")?,
             );
         }

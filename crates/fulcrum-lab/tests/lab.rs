@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
 use fulcrum::{
@@ -13,6 +13,7 @@ use fulcrum::{
 use fulcrum_common::{FlowKey, IPPROTO_TCP, flow_hash};
 use fulcrum_lab::{
     dsr::{BALANCER, CLIENT, DsrLab, LB_IFACE, VIP, backend_addr},
+    host::backend_servers,
     traffic::{HttpConnection, http_get, http_server, udp_ask},
 };
 
@@ -26,6 +27,16 @@ fn web() -> ServiceId {
 /// The balancer, loaded and attached inside the lab's balancer namespace, serving `id`
 /// on the lab's backends.
 fn start_balancer(lab: &DsrLab, id: ServiceId) -> Balancer {
+    let dests: Vec<_> = lab
+        .backends
+        .iter()
+        .map(|b| Destination::new(b.addr))
+        .collect();
+    start_balancer_on(lab, id, &dests)
+}
+
+/// [`start_balancer`] with the given destinations.
+fn start_balancer_on(lab: &DsrLab, id: ServiceId, dests: &[Destination]) -> Balancer {
     let mut lb = lab
         .balancer
         .ns
@@ -40,14 +51,103 @@ fn start_balancer(lab: &DsrLab, id: ServiceId) -> Balancer {
         .expect("enter the balancer's namespace")
         .expect("start the balancer");
     lb.add_service(Service::new(id)).expect("add service");
-    let dests: Vec<_> = lab
-        .backends
-        .iter()
-        .map(|b| Destination::new(b.addr))
-        .collect();
-    lb.set_destinations(&id, &dests).expect("set destinations");
+    lb.set_destinations(&id, dests).expect("set destinations");
     wait_resolved(&mut lb);
     lb
+}
+
+/// The IPv6 VIP of [`dual_stack`] labs.
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0x99, 0, 0, 0, 1);
+
+/// Host `n`'s IPv6 address in [`dual_stack`] labs (client 1, balancer 2, backends 11..).
+fn addr6(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n)
+}
+
+/// Gives every host of the lab an IPv6 address on the segment (no DAD, so it is usable
+/// at once), the client a route to the VIP's /64 through the balancer, and each backend
+/// the IPv6 VIP on `lo` (neighbour solicitations for it on `eth0` go unanswered there:
+/// Linux answers only for the receiving interface's addresses).
+fn dual_stack(lab: &DsrLab) {
+    let add = |host: &fulcrum_lab::dsr::Host, n: u16| {
+        host.ns
+            .ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", addr6(n)),
+                "dev",
+                "eth0",
+                "nodad",
+            ])
+            .expect("IPv6 address");
+    };
+    add(&lab.client, 1);
+    add(&lab.balancer, 2);
+    lab.client
+        .ns
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:77:99::/64",
+            "via",
+            &addr6(2).to_string(),
+        ])
+        .expect("route to the VIP");
+    for (i, b) in lab.backends.iter().enumerate() {
+        add(b, 11 + i as u16);
+        b.ns.ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])
+            .expect("VIP on lo");
+    }
+}
+
+#[test]
+fn http_over_ipv6_is_balanced_with_direct_server_return() {
+    let lab = DsrLab::new("h6", 3).expect("build the lab");
+    dual_stack(&lab);
+    let _servers = backend_servers(
+        &lab.backends,
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, HTTP)),
+        http_server,
+    )
+    .expect("HTTP servers");
+    let web6 = ServiceId::new(VIP6, HTTP, Protocol::Tcp);
+    let dests: Vec<_> = (0..lab.backends.len())
+        .map(|i| Destination::new(addr6(11 + i as u16)))
+        .collect();
+    let lb = start_balancer_on(&lab, web6, &dests);
+
+    let before = lb.stats().expect("stats");
+    let mut share = BTreeMap::new();
+    for i in 0..30 {
+        let answer = http_get(&lab.client.ns, SocketAddr::from((VIP6, HTTP)))
+            .unwrap_or_else(|e| panic!("request {i} to [{VIP6}]:80 failed: {e:#}"));
+        assert_eq!(
+            answer.peer,
+            addr6(1).to_string(),
+            "the backend sees the client's own address"
+        );
+        *share.entry(answer.server).or_insert(0) += 1;
+    }
+    assert_eq!(
+        share.len(),
+        3,
+        "every backend gets a share of 30 connections: {share:?}"
+    );
+    let delta = lb.stats().expect("stats").since(&before);
+    assert!(
+        delta.get(Counter::Tx) >= 30 * 3,
+        "every request's packets were forwarded: {delta:?}"
+    );
+    assert_eq!(delta.get(Counter::Drop), 0, "nothing dropped: {delta:?}");
+    let flows = lb.scan_flows().expect("scan");
+    assert!(
+        flows
+            .iter()
+            .all(|f| f.vip == SocketAddr::from((VIP6, HTTP))),
+        "the flow table holds IPv6 flows by address: {flows:?}"
+    );
 }
 
 fn wait_resolved(lb: &mut Balancer) {

@@ -307,3 +307,90 @@ fn a_second_balancer_on_a_busy_interface_is_told_so() {
 fn remove(dir: &Path) {
     std::fs::remove_dir_all(dir).expect("remove the pin directory");
 }
+
+#[test]
+fn a_restart_adopts_ipv6_services_their_echo_setting_and_flows() {
+    let lab = Lab::new();
+    let backend6 =
+        |n: u8| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x89, 0, 0, 0, 0, 0x10 + u16::from(n));
+    lab.ns
+        .ip(&["addr", "add", "2001:db8:89::1/64", "dev", "px0", "nodad"])
+        .expect("IPv6 address");
+    for n in 1..=3 {
+        let mac = backend_mac(n).map(|b| format!("{b:02x}")).join(":");
+        lab.ns
+            .ip(&[
+                "neigh",
+                "replace",
+                &backend6(n).to_string(),
+                "lladdr",
+                &mac,
+                "dev",
+                "px0",
+                "nud",
+                "permanent",
+            ])
+            .expect("neighbour");
+    }
+    let vip6 = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x89, 0x99, 0, 0, 0, 1);
+    let web6 = ServiceId::new(vip6, 80, Protocol::Tcp);
+    let forwarded_to6 = |lb: &Balancer, port: u16, syn: bool| -> u8 {
+        let mut frame = FrameBuilder::tcp(
+            std::net::SocketAddrV6::new("2001:db8:89:50::7".parse().expect("addr"), port, 0, 0),
+            std::net::SocketAddrV6::new(vip6, 80, 0, 0),
+        );
+        if syn {
+            frame = frame.syn();
+        }
+        let ran = run_frame(
+            lb.program().expect("program"),
+            &frame.build(),
+            ifindex("px0"),
+        )
+        .expect("test run");
+        assert_eq!(ran.action, action::TX, "IPv6 VIP traffic is forwarded");
+        (1..=3)
+            .find(|n| ran.frame[0..6] == backend_mac(*n))
+            .expect("a backend's MAC")
+    };
+
+    let mut lb = lab.balancer().expect("first balancer");
+    let mut service = Service::new(web6);
+    service.icmp_echo = false;
+    lb.add_service(service).expect("service");
+    let dests: Vec<_> = (1..=3).map(|n| Destination::new(backend6(n))).collect();
+    lb.set_destinations(&web6, &dests).expect("destinations");
+    let mut pinned = Vec::new();
+    for port in 40000..40012 {
+        let n = forwarded_to6(&lb, port, true);
+        assert_eq!(forwarded_to6(&lb, port, false), n, "handshake ACK");
+        pinned.push((port, n));
+    }
+    lb.leave_pinned();
+
+    let lb = lab.balancer().expect("second balancer adopts");
+    assert!(lb.adopted());
+    let services = lb.services().expect("services");
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].service.id, web6, "the IPv6 service is adopted");
+    assert!(!services[0].service.icmp_echo, "echo stays off");
+    let adopted: Vec<std::net::IpAddr> = services[0]
+        .destinations
+        .iter()
+        .map(|d| d.destination.address)
+        .collect();
+    let want: Vec<std::net::IpAddr> = (1..=3).map(|n| backend6(n).into()).collect();
+    assert_eq!(adopted, want, "IPv6 destinations are adopted");
+    assert_eq!(
+        lb.flow_count().expect("flows"),
+        pinned.len(),
+        "IPv6 flows are kept"
+    );
+    for (port, n) in &pinned {
+        assert_eq!(
+            forwarded_to6(&lb, *port, false),
+            *n,
+            "flow {port} keeps its backend"
+        );
+    }
+}

@@ -405,12 +405,10 @@ impl Balancer {
         let mut changed = Vec::new();
         for (id, state) in &mut self.services {
             for (address, d) in &mut state.destinations {
-                let now = table
-                    .get(&(d.egress, (*address).into()))
-                    .map(|mac| NextHop {
-                        ifindex: d.egress,
-                        mac: *mac,
-                    });
+                let now = table.get(&(d.egress, *address)).map(|mac| NextHop {
+                    ifindex: d.egress,
+                    mac: *mac,
+                });
                 // A neighbour that vanishes keeps its last MAC: stale beats nothing.
                 if now.is_some() && now != d.neighbour {
                     info!(service = %id, backend = %address, mac = %fmt_mac(now.map(|n| n.mac).unwrap_or_default()), "neighbour resolved");

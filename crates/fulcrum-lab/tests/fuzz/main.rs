@@ -2,7 +2,8 @@
 //! mutated from valid VIP traffic. Per frame, against an independent reading of the
 //! documented rules (`fuzz/reference.rs`):
 //! - the action and the reason are the ones the rules give for those bytes;
-//! - a forwarded frame is the input byte for byte but for the two MACs (L2 DSR), and goes
+//! - a forwarded frame is the input byte for byte but for the two MACs (L2 DSR) and, for
+//!   the backend on a VLAN, the 802.1Q tag (rewritten or pushed), and goes
 //!   to a configured, usable backend of its service, the same one for every packet of a
 //!   5-tuple;
 //! - nothing the rules drop or pass is forwarded, and nothing is changed unless forwarded;
@@ -23,10 +24,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::maps::{Array, MapData};
 use fulcrum::{
     Counter, Destination, FlowEvent, FlowEvents, FlowRecord, GlobalStats, Protocol, Service,
     ServiceId,
 };
+use fulcrum_common::{BACKEND_V_VLAN, BackendValue, maps};
 use fulcrum_lab::{
     fixture::{Fixture, VIP, VIP_ALL_PORTS, VIP_EMPTY, VIP6, backend, backend_mac, backend6},
     testrun::action,
@@ -74,6 +77,46 @@ const SERVICES: &[Svc] = &[
         backends: &[3, 4],
     },
 ];
+
+/// The backend whose value carries `BACKEND_V_VLAN` with [`TRUNK_VLAN`], as the library
+/// writes it for a backend behind a VLAN sub-interface: its frames leave tagged.
+const TAGGED_BACKEND: u8 = 4;
+/// See [`TAGGED_BACKEND`].
+const TRUNK_VLAN: u16 = 300;
+
+/// Puts [`TAGGED_BACKEND`]'s slots on [`TRUNK_VLAN`] (this kernel has no VLAN links for
+/// the library to learn it from).
+fn tag_backend(f: &Fixture) {
+    let mut slots: Array<MapData, BackendValue> =
+        Array::try_from(f.map(maps::BACKENDS)).expect("BACKENDS");
+    for slot in 1..64 {
+        let Ok(mut b) = slots.get(&slot, 0) else {
+            continue;
+        };
+        if b.ifindex != 0 && b.mac == backend_mac(TAGGED_BACKEND) {
+            b.flags |= BACKEND_V_VLAN;
+            b.vlan = TRUNK_VLAN.to_be();
+            slots.set(slot, b, 0).expect("write the backend");
+        }
+    }
+}
+
+/// What leaves for backend `n`: the frame with the MACs rewritten, and for
+/// [`TAGGED_BACKEND`] with its tag (rewritten, or pushed onto an untagged frame).
+fn forwarded_as(frame: &[u8], n: u8, src_mac: [u8; 6]) -> Vec<u8> {
+    let mut want = frame.to_vec();
+    if n == TAGGED_BACKEND {
+        if frame[12..14] == [0x81, 0x00] {
+            want[14..16].copy_from_slice(&TRUNK_VLAN.to_be_bytes());
+        } else {
+            let tag = [[0x81, 0x00], TRUNK_VLAN.to_be_bytes()].concat();
+            want.splice(12..12, tag);
+        }
+    }
+    want[0..6].copy_from_slice(&backend_mac(n));
+    want[6..12].copy_from_slice(&src_mac);
+    want
+}
 
 /// Backend `n`'s address in the family of the service's VIP.
 fn backend_of(vip: IpAddr, n: u8) -> IpAddr {
@@ -130,6 +173,7 @@ impl Fuzz {
             f.lb.set_destinations(&id, &dests)
                 .expect("set destinations");
         }
+        tag_backend(&f);
         let stats = f.stats();
         Self {
             f,
@@ -226,11 +270,15 @@ impl Fuzz {
                         "destination MAC {dst:02x?} is none of the service's backends {backends:?}"
                     ));
                 };
-                let mut want = frame.to_vec();
-                want[0..6].copy_from_slice(&backend_mac(n));
-                want[6..12].copy_from_slice(&self.f.fx0_mac);
-                if ran.frame != want {
-                    fail("the forwarded frame differs from the input beyond the MACs".into());
+                if n == TAGGED_BACKEND {
+                    *self.covered.entry("vlan_retagged").or_default() += 1;
+                }
+                if ran.frame != forwarded_as(frame, n, self.f.fx0_mac) {
+                    fail(
+                        "the forwarded frame differs from the input beyond the MACs and the \
+                         backend's VLAN tag"
+                            .into(),
+                    );
                 }
                 if let Some(record) = shared.first() {
                     let want = (
@@ -312,6 +360,10 @@ fn every_frame_follows_the_documented_rules() {
         fuzz.covered.get("shared").is_some_and(|n| *n > 0),
         "no forwarded flow was shared"
     );
+    assert!(
+        fuzz.covered.contains_key("vlan_retagged"),
+        "no frame went to the backend on a VLAN"
+    );
     if index >= DEFAULT_FRAMES {
         let missed: Vec<_> = REACHABLE
             .iter()
@@ -332,6 +384,8 @@ const REACHABLE: &[Counter] = &[
     Counter::DropIpLength,
     Counter::DropIpOptions,
     Counter::DropFragment,
+    Counter::DropIpv6ExtHeaders,
+    Counter::PassIcmp,
     Counter::DropTruncatedL4,
     Counter::DropBadL4Header,
     Counter::DropNoBackend,

@@ -298,10 +298,7 @@ impl Balancer {
             return Err(BalancerError::LocalBackend(address));
         }
         if let Some(gateway) = route.gateway {
-            return Err(BalancerError::NotDirectlyConnected {
-                address,
-                gateway: gateway.into(),
-            });
+            return Err(BalancerError::NotDirectlyConnected { address, gateway });
         }
         // A VLAN sub-interface of an attached trunk is served through the trunk.
         if !self.interfaces.contains_key(&route.ifindex) && self.trunk(route.ifindex).is_none() {

@@ -16,7 +16,7 @@ use aya::{
 };
 use fulcrum_common::{
     BACKEND_F_DRAINED, BACKEND_F_IPV6, BACKEND_F_REQUESTED, BackendRecord, Layout,
-    SERVICE_F_STICKY, ServiceRecord, ServiceValue, TrafficCounters, maps, programs,
+    SERVICE_F_STICKY, ServiceRecord, ServiceValue, TrafficCounters, VIP_F_ECHO, maps, programs,
 };
 use tracing::{info, warn};
 
@@ -185,6 +185,12 @@ impl Balancer {
             };
             by_slot.insert(value.slot, id);
             let slot = value.slot;
+            // Echo is kept per VIP: a service gets its VIP's.
+            let vip_flags = match id.vip {
+                IpAddr::V4(v4) => self.maps.vips.get(&words(IpAddr::V4(v4))[0], 0),
+                IpAddr::V6(v6) => self.maps.vips6.get(&words(IpAddr::V6(v6)), 0),
+            }
+            .map_or(VIP_F_ECHO, |info| info.flags);
             let retired = self
                 .maps
                 .service_records
@@ -201,7 +207,7 @@ impl Balancer {
                         Scheduler::FiveTuple
                     },
                     forwarding: crate::Forwarding::L2Dsr,
-                    icmp_echo: true,
+                    icmp_echo: vip_flags & VIP_F_ECHO != 0,
                     destinations: BTreeMap::new(),
                     retired,
                 },
