@@ -90,9 +90,9 @@ fn names_an_unknown_interface() {
 fn quotes_a_malformed_address() {
     let (ns, _peer) = lab();
     let out = fulcrum_in(&ns, &["balance", "v0", "10.66.9.300:80", "10.66.0.2"]);
-    assert_one_line_error(&out, "'10.66.9.300' is not an IPv4 address");
+    assert_one_line_error(&out, "'10.66.9.300' is not an IP address");
     let out = fulcrum_in(&ns, &["balance", "v0", "10.66.9.1:80", "10.66.0.x"]);
-    assert_one_line_error(&out, "backend '10.66.0.x' is not an IPv4 address");
+    assert_one_line_error(&out, "backend '10.66.0.x' is not an IP address");
     let out = fulcrum_in(&ns, &["balance", "v0", "10.66.9.1:80/icmp", "10.66.0.2"]);
     assert_one_line_error(&out, "protocol 'icmp' is neither tcp nor udp");
 }
@@ -166,4 +166,61 @@ fn detaches_on_sigterm_and_sigint() {
             "managed neighbour left: {neigh}"
         );
     }
+}
+
+#[test]
+fn balances_an_ipv6_service_and_refuses_a_backend_of_the_other_family() {
+    let (ns, peer) = lab();
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:66::1/64",
+        "dev",
+        "v0",
+        "nodad",
+    ])
+    .expect("IPv6 address");
+    peer.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:66::2/64",
+        "dev",
+        "v1",
+        "nodad",
+    ])
+    .expect("peer IPv6 address");
+    let mut child = ns
+        .command(FULCRUM)
+        .args([
+            "balance",
+            "v0",
+            "[2001:db8:66:9::1]:80",
+            "2001:db8:66::2",
+            "--interval",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start fulcrum");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read the first line");
+    assert!(
+        first.starts_with("balancing [2001:db8:66:9::1]:80/tcp on v0"),
+        "first line: {first}"
+    );
+    let mut stats = String::new();
+    stdout.read_line(&mut stats).expect("read a stats line");
+    assert!(
+        stats.starts_with("2001:db8:66::2: "),
+        "stats line names the IPv6 backend: {stats}"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().expect("wait").success());
+
+    let out = fulcrum_in(&ns, &["balance", "v0", "10.66.9.1:80", "2001:db8:66::2"]);
+    assert_one_line_error(&out, "2001:db8:66::2");
 }

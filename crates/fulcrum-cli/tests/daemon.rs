@@ -6,15 +6,15 @@
 mod common;
 
 use std::{
-    io::Write as _,
     net::{SocketAddr, TcpStream},
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use common::{
-    API, FULCRUM, TOKEN, api, config_file, spread, start_daemon, temp_dir, wait_until, web_service,
+    API, FULCRUM, TOKEN, api, assert_promtool_accepts, config_file, spread, start_daemon, temp_dir,
+    wait_until, web_service,
 };
 use fulcrum_lab::{
     dsr::{DsrLab, VIP, backend_addr},
@@ -122,26 +122,7 @@ fn health_checks_reload_api_and_metrics_in_the_lab() {
         metrics.contains("fulcrum_backend_up{service=\"web\",backend=\"10.77.0.12\"} 1"),
         "{metrics}"
     );
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(metrics.as_bytes())
-        .expect("write");
-    let checked = promtool.wait_with_output().expect("promtool");
-    assert!(
-        checked.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    assert_promtool_accepts(&metrics);
 
     // Reload adding backend-4: an open connection stays on its backend and keeps working,
     // new connections reach the new backend.
@@ -252,7 +233,7 @@ fn a_broken_configuration_at_start_is_one_clear_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     let line = format!(
-        "fulcrum: {}:7:10: services[0].vip: '10.77.99.300' is not an IPv4 address",
+        "fulcrum: {}:7:10: services[0].vip: '10.77.99.300' is not an IP address; write an IPv4 address like 10.66.0.11 or an IPv6 address like 2001:db8::11",
         path.display()
     );
     assert!(

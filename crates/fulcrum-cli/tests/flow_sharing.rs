@@ -11,18 +11,15 @@ mod common;
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::Path,
-    process::Stdio,
     time::Duration,
 };
 
-use common::{FULCRUM, config_file, temp_dir, try_api, wait_until};
+use common::{config_file, count, flows, start_in as start, temp_dir, wait_flow_ready, wait_until};
 use fulcrum_lab::{
-    daemon::Daemon,
     dsr::{BALANCER, DsrLab, VIP, backend_addr},
     netns::NetNs,
     traffic::HttpConnection,
 };
-use serde_json::Value;
 
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 
@@ -61,37 +58,8 @@ fn write_config(
     path
 }
 
-fn start(ns: &NetNs, config: &Path) -> Daemon {
-    let mut command = ns.command(FULCRUM);
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null());
-    Daemon::spawn(command).expect("start fulcrum run")
-}
-
-fn flows(ns: &NetNs) -> Option<Value> {
-    let (status, body) = try_api(ns, "GET", "/api/v1/flow-sharing", None)?;
-    (status == 200).then(|| serde_json::from_str(&body).expect("JSON"))
-}
-
-fn count(v: &Value, path: &[&str]) -> u64 {
-    path.iter()
-        .fold(v, |v, k| &v[*k])
-        .as_u64()
-        .unwrap_or_default()
-}
-
 fn wait_ready(ns: &NetNs) {
-    wait_until(
-        "the daemon synced, with its backends up",
-        Duration::from_secs(30),
-        || {
-            flows(ns).is_some_and(|f| f["announce_gate_open"] == true)
-                && try_api(ns, "GET", "/api/v1/services", None)
-                    .is_some_and(|(_, b)| b.matches("\"health\":\"up\"").count() == 2)
-        },
-    );
+    wait_flow_ready(ns, 2);
 }
 
 fn route_via(lab: &DsrLab, balancer: Ipv4Addr) {

@@ -96,7 +96,7 @@ pub(crate) type StopRequest = (Shutdown, oneshot::Sender<()>);
 /// The desired routes: one host route per VIP with a qualifying service, with the
 /// attributes of the first qualifying service in file order.
 pub(crate) fn routes(config: &Config, services: &[ServiceStatus]) -> Vec<Route> {
-    let mut by_vip: BTreeMap<Ipv4Addr, Route> = BTreeMap::new();
+    let mut by_vip: BTreeMap<IpAddr, Route> = BTreeMap::new();
     for service in &config.services {
         let a = &service.announce;
         if a.mode == Announce::Never {
@@ -113,12 +113,13 @@ pub(crate) fn routes(config: &Config, services: &[ServiceStatus]) -> Vec<Route> 
         if usable < a.min_healthy as usize {
             continue;
         }
-        by_vip.entry(service.vip).or_insert_with(|| Route {
+        let vip = service.vip;
+        by_vip.entry(vip).or_insert_with(|| Route {
             med: a.med,
             local_pref: a.local_pref,
             communities: a.communities.clone(),
             large_communities: a.large_communities.clone(),
-            ..Route::host(IpAddr::V4(service.vip))
+            ..Route::host(vip)
         });
     }
     by_vip.into_values().collect()
@@ -321,6 +322,8 @@ mod tests {
             vip: vip.into(),
             port: 80,
             protocol: "tcp".to_owned(),
+            forwarding: "l2-dsr".to_owned(),
+            icmp_echo: true,
             traffic: TrafficStatus::default(),
             backends,
         }

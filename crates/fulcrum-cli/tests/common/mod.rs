@@ -3,7 +3,8 @@
 #![allow(dead_code)] // Each test file uses its own part.
 
 use std::{
-    net::{SocketAddr, TcpStream},
+    io::Write as _,
+    net::{Ipv6Addr, SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Stdio,
@@ -12,10 +13,11 @@ use std::{
 
 use fulcrum_lab::{
     daemon::Daemon,
-    dsr::{DsrLab, VIP},
+    dsr::{DsrLab, Host, VIP},
     netns::NetNs,
     traffic::{http_call, http_get},
 };
+use serde_json::Value;
 
 pub const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
 pub const TOKEN: &str = "lab-token-0123";
@@ -32,6 +34,11 @@ pub fn start_daemon(lab: &DsrLab, config: &Path) -> Daemon {
 /// outlive it (the restart path).
 pub fn start_pinned(lab: &DsrLab, config: &Path) -> Daemon {
     run_daemon(lab.balancer.ns.command_with_host_mounts(FULCRUM), config)
+}
+
+/// `fulcrum run --config PATH` in any lab namespace (a second balancer's).
+pub fn start_in(ns: &NetNs, config: &Path) -> Daemon {
+    run_daemon(ns.command(FULCRUM), config)
 }
 
 fn run_daemon(mut command: std::process::Command, config: &Path) -> Daemon {
@@ -64,6 +71,34 @@ pub fn try_api(ns: &NetNs, method: &str, path: &str, token: Option<&str>) -> Opt
         .expect("enter netns")
         .ok()?;
     http_call(stream, method, path, token).ok()
+}
+
+/// `GET /api/v1/flow-sharing`, while the API answers it.
+pub fn flows(ns: &NetNs) -> Option<Value> {
+    let (status, body) = try_api(ns, "GET", "/api/v1/flow-sharing", None)?;
+    (status == 200).then(|| serde_json::from_str(&body).expect("JSON"))
+}
+
+/// The number at `path` in `v`, 0 where there is none.
+pub fn count(v: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_default()
+}
+
+/// Waits until the daemon in `ns` has synced its flows (announce gate open) and has `up`
+/// healthy backends.
+pub fn wait_flow_ready(ns: &NetNs, up: usize) {
+    wait_until(
+        "the daemon synced, with its backends up",
+        Duration::from_secs(30),
+        || {
+            flows(ns).is_some_and(|f| f["announce_gate_open"] == true)
+                && try_api(ns, "GET", "/api/v1/services", None)
+                    .is_some_and(|(_, b)| b.matches("\"health\":\"up\"").count() == up)
+        },
+    );
 }
 
 /// The services JSON, once the API answers.
@@ -129,4 +164,81 @@ pub fn web_service(vip: &str, extra: &str, backends: &[String]) -> String {
     format!(
         "  - name: web\n    vip: {vip}\n    port: 80\n    protocol: tcp\n{extra}    health:\n      - type: http\n        path: /\n        expect_status: 200\n        interval: 200ms\n        timeout: 150ms\n        rise: 2\n        fall: 2\n    backends:\n{list}"
     )
+}
+
+/// `promtool check metrics` accepts `metrics` without remarks.
+pub fn assert_promtool_accepts(metrics: &str) {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus, installed by make setup)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+/// The IPv6 VIP of [`with_ipv6`]'s lab.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0x99, 0, 0, 0, 1);
+
+/// Host `n`'s IPv6 address on the DSR lab's segment: 1 the client, 2 the balancer, 3 a
+/// second balancer, 10 + N backend N.
+pub fn six(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, n)
+}
+
+/// Gives `host` the address [`six`]`(n)` at once (no duplicate address detection).
+pub fn add_ipv6(host: &Host, n: u16) {
+    host.ns
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", six(n)),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("IPv6 address");
+}
+
+/// The DSR lab dual-stack: IPv6 addresses beside the IPv4 ones, [`VIP6`] on every backend's
+/// `lo`, and the client's route to it through the balancer.
+pub fn with_ipv6(lab: &DsrLab) {
+    add_ipv6(&lab.client, 1);
+    add_ipv6(&lab.balancer, 2);
+    for (i, backend) in lab.backends.iter().enumerate() {
+        add_ipv6(backend, 11 + i as u16);
+        backend
+            .ns
+            .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])
+            .expect("VIP on lo");
+    }
+    route6_via(&lab.client.ns, 2);
+}
+
+/// The client reaches [`VIP6`] through the host at [`six`]`(n)`.
+pub fn route6_via(client: &NetNs, n: u16) {
+    client
+        .ip(&[
+            "-6",
+            "route",
+            "replace",
+            &format!("{VIP6}/128"),
+            "via",
+            &six(n).to_string(),
+        ])
+        .expect("route");
 }
