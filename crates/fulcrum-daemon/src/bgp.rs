@@ -1,5 +1,5 @@
 //! Route health injection: a task that turns each published [`Snapshot`] into the routes
-//! the [`Speaker`] announces (a /32 per VIP while one of its services has `min_healthy`
+//! the [`Speaker`] announces (a /32 or /128 per VIP while one of its services has `min_healthy`
 //! usable backends), applies `bgp:` changes from reloads, and publishes the peers' status
 //! for the API on its own watch, never through the owner.
 
@@ -51,6 +51,18 @@ pub struct BgpPeerStatus {
     pub last_error: Option<String>,
     /// Prefixes this peer has from us.
     pub announced: Vec<String>,
+    /// Families negotiated: `ipv4-unicast`, `ipv6-unicast`; empty unless Established.
+    pub families: Vec<String>,
+    /// Desired prefixes this peer does not get, and why (it did not offer the family, or
+    /// the session has no next hop of that family).
+    pub not_announced: Vec<NotAnnounced>,
+}
+
+/// One prefix in [`BgpPeerStatus::not_announced`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NotAnnounced {
+    pub prefix: String,
+    pub reason: String,
 }
 
 /// The BGP task's published view; peers' uptime is computed when read.
@@ -83,6 +95,13 @@ impl BgpView {
                         .map(|t| now.saturating_duration_since(t).as_secs()),
                     last_error: p.last_error.clone(),
                     announced: p.announced.iter().map(ToString::to_string).collect(),
+                    families: p.families.iter().map(|f| (*f).to_owned()).collect(),
+                    not_announced: (p.not_announced.iter())
+                        .map(|(prefix, reason)| NotAnnounced {
+                            prefix: prefix.to_string(),
+                            reason: reason.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -93,10 +112,10 @@ impl BgpView {
 /// `shutdown_delay` has passed) or the sessions are handed over.
 pub(crate) type StopRequest = (Shutdown, oneshot::Sender<()>);
 
-/// The desired routes: one host route per VIP with a qualifying service, with the
+/// The desired routes: one host route (/32 or /128) per VIP with a qualifying service, with the
 /// attributes of the first qualifying service in file order.
 pub(crate) fn routes(config: &Config, services: &[ServiceStatus]) -> Vec<Route> {
-    let mut by_vip: BTreeMap<Ipv4Addr, Route> = BTreeMap::new();
+    let mut by_vip: BTreeMap<IpAddr, Route> = BTreeMap::new();
     for service in &config.services {
         let a = &service.announce;
         if a.mode == Announce::Never {
@@ -113,12 +132,13 @@ pub(crate) fn routes(config: &Config, services: &[ServiceStatus]) -> Vec<Route> 
         if usable < a.min_healthy as usize {
             continue;
         }
-        by_vip.entry(service.vip).or_insert_with(|| Route {
+        let vip = IpAddr::from(service.vip);
+        by_vip.entry(vip).or_insert_with(|| Route {
             med: a.med,
             local_pref: a.local_pref,
             communities: a.communities.clone(),
             large_communities: a.large_communities.clone(),
-            ..Route::host(IpAddr::V4(service.vip))
+            ..Route::host(vip)
         });
     }
     by_vip.into_values().collect()
@@ -158,6 +178,7 @@ pub(crate) fn speaker_config(bgp: &Bgp, restarted: bool) -> Result<SpeakerConfig
             passive: p.passive,
             md5_key,
             next_hop: p.next_hop,
+            next_hop_ipv6: bgp.next_hop_ipv6,
         });
     }
     Ok(SpeakerConfig {
