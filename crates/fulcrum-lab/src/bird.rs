@@ -130,11 +130,14 @@ mod tests {
     fn next_hops_of_a_multipath_and_a_single_route() {
         let multi = "Table master4:\n10.78.99.1/32        unicast [lb1 00:50:01.123] * (100) [AS65001i]\n\tvia 10.78.0.12 on eth0 weight 1\n\tvia 10.78.0.11 on eth0 weight 1\n";
         assert_eq!(
-            parse_next_hops(multi),
+            parse_next_hops::<Ipv4Addr>(multi),
             vec![Ipv4Addr::new(10, 78, 0, 11), Ipv4Addr::new(10, 78, 0, 12)]
         );
         let single = "Table master4:\n10.78.99.1/32        unicast [lb2 00:50:01] * (100) [AS65001i]\n\tvia 10.78.0.12 on eth0\n";
-        assert_eq!(parse_next_hops(single), vec![Ipv4Addr::new(10, 78, 0, 12)]);
+        assert_eq!(
+            parse_next_hops::<Ipv4Addr>(single),
+            vec![Ipv4Addr::new(10, 78, 0, 12)]
+        );
         assert!(parse_next_hops::<Ipv4Addr>("Table master4:\n").is_empty());
         let v6 = "Table master6:\nfd00:79:99::1/128    unicast [over4 07:50:01] * (100) [AS65001i]\n\tvia fd00:79::2 on eth0\n";
         assert_eq!(
