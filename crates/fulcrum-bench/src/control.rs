@@ -532,10 +532,13 @@ fn bulk_apply() -> anyhow::Result<Vec<Figure>> {
     let start = Instant::now();
     for (_, dests) in &plans {
         for d in dests {
-            let route = netlink.route_get(d.address)?;
+            let std::net::IpAddr::V4(address) = d.address else {
+                continue;
+            };
+            let route = netlink.route_get(address)?;
             black_box(
                 netlink
-                    .neighbour(route.oif, d.address)
+                    .neighbour(route.oif, address)
                     .context("looking up the neighbour")?,
             );
         }

@@ -103,11 +103,12 @@ impl DataPlane {
 
 /// The `i`th bench service.
 pub fn service(i: u16) -> ServiceId {
-    ServiceId::new(
-        Ipv4Addr::from(u32::from(VIP) + u32::from(i)),
-        80,
-        Protocol::Tcp,
-    )
+    ServiceId::new(service_vip(i), 80, Protocol::Tcp)
+}
+
+/// The `i`th bench service's VIP.
+pub fn service_vip(i: u16) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(VIP) + u32::from(i))
 }
 
 fn ifindex(name: &str) -> anyhow::Result<u32> {

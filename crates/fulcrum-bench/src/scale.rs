@@ -7,7 +7,7 @@ use fulcrum::Balancer;
 use fulcrum_lab::{frame::FrameBuilder, testrun::run_frame};
 
 use crate::{
-    dataplane::{DataPlane, mean_ns, median_spread, service},
+    dataplane::{DataPlane, mean_ns, median_spread, service_vip},
     object,
     report::Figure,
 };
@@ -27,8 +27,8 @@ fn client(n: u32) -> SocketAddrV4 {
 }
 
 fn frame(n: u32, syn: bool) -> Vec<u8> {
-    let dst = service((n % u32::from(SERVICES)) as u16);
-    let b = FrameBuilder::tcp(client(n), SocketAddrV4::new(dst.vip, 80));
+    let vip = service_vip((n % u32::from(SERVICES)) as u16);
+    let b = FrameBuilder::tcp(client(n), SocketAddrV4::new(vip, 80));
     if syn { b.syn() } else { b }.build()
 }
 

@@ -56,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             Scheduler::FiveTuple
         },
+        ..Service::new(id)
     };
     lb.add_service(service)?;
     let dests: Vec<Destination> = backends.iter().copied().map(Destination::new).collect();

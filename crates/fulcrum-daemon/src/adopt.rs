@@ -29,7 +29,7 @@ pub(crate) fn serving(adopted: &[ServiceInfo], config: &Config) -> HashSet<Backe
             if service.backends.iter().any(|b| b.address == address) {
                 out.insert(BackendId {
                     service: service.name.clone(),
-                    address: address.into(),
+                    address,
                 });
             }
         }
@@ -56,7 +56,10 @@ impl Owner {
                 self.lb.update_service(wanted)?;
             }
             for d in adopted.destinations.iter().filter(|d| d.drained) {
-                let address = d.destination.address;
+                // Configured backends are IPv4 until the config takes IPv6.
+                let std::net::IpAddr::V4(address) = d.destination.address else {
+                    continue;
+                };
                 let configured_drain = service
                     .backends
                     .iter()

@@ -409,7 +409,7 @@ impl Owner {
             .lb
             .set_desired(&id, &wanted)?
             .into_iter()
-            .map(|u| (u.address, chain(&u.error)))
+            .filter_map(|u| Some((v4(u.address)?, chain(&u.error))))
             .collect();
         let before = self.unresolved.remove(name).unwrap_or_default();
         for (address, why) in &left_out {
@@ -481,7 +481,10 @@ impl Owner {
             };
             let mut samples = vec![((name.clone(), None), s.traffic)];
             for d in &s.destinations {
-                samples.push(((name.clone(), Some(d.destination.address)), d.traffic));
+                let Some(address) = v4(d.destination.address) else {
+                    continue;
+                };
+                samples.push(((name.clone(), Some(address)), d.traffic));
             }
             for (key, traffic) in samples {
                 let entry = self.rates.entry(key).or_insert((traffic, now, 0.0, 0.0));
@@ -521,5 +524,13 @@ impl Owner {
         let mut snapshot = Snapshot::clone(&self.view.borrow());
         snapshot.status.reloading = true;
         self.view.send_replace(Arc::new(snapshot));
+    }
+}
+
+/// The data plane's address as the configuration names it (IPv4 until it takes IPv6).
+pub(crate) fn v4(address: std::net::IpAddr) -> Option<Ipv4Addr> {
+    match address {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(_) => None,
     }
 }

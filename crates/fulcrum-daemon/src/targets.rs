@@ -75,5 +75,6 @@ pub(crate) fn service(service: &fulcrum_config::Service) -> fulcrum::Service {
             fulcrum_config::Scheduler::FiveTuple => Scheduler::FiveTuple,
             fulcrum_config::Scheduler::SourceIp => Scheduler::SourceIp,
         },
+        ..fulcrum::Service::new(service_id(service))
     }
 }

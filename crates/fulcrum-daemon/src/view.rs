@@ -38,7 +38,7 @@ impl Owner {
                 let in_plane: HashMap<Ipv4Addr, &DestinationInfo> = info
                     .map(|i| {
                         (i.destinations.iter())
-                            .map(|d| (d.destination.address, d))
+                            .filter_map(|d| Some((crate::owner::v4(d.destination.address)?, d)))
                             .collect()
                     })
                     .unwrap_or_default();

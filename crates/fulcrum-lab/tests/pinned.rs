@@ -169,14 +169,18 @@ fn a_restart_adopts_services_destinations_and_flows_and_a_stop_removes_them() {
     assert!(lb.adopted());
     let services = lb.services().expect("services");
     assert_eq!(services.len(), 1);
-    let adopted: Vec<(Ipv4Addr, bool)> = services[0]
+    let adopted: Vec<(std::net::IpAddr, bool)> = services[0]
         .destinations
         .iter()
         .map(|d| (d.destination.address, d.drained))
         .collect();
     assert_eq!(
         adopted,
-        vec![(backend(1), false), (backend(2), false), (backend(3), true)],
+        vec![
+            (backend(1).into(), false),
+            (backend(2).into(), false),
+            (backend(3).into(), true)
+        ],
         "destinations and their drain state are adopted"
     );
     assert_eq!(lb.flow_count().expect("flows"), flows, "every flow is kept");

@@ -18,7 +18,7 @@ use fulcrum_common::{
 use tracing::{debug, info, info_span, warn};
 
 use crate::{
-    BalancerError, Destination, Scheduler, Service, ServiceId,
+    BalancerError, Destination, Forwarding, Scheduler, Service, ServiceId,
     maglev::{self, Member},
     netlink::Netlink,
     pin,
@@ -110,7 +110,9 @@ struct DestState {
 struct ServiceState {
     slot: u32,
     scheduler: Scheduler,
-    destinations: BTreeMap<Ipv4Addr, DestState>,
+    forwarding: Forwarding,
+    icmp_echo: bool,
+    destinations: BTreeMap<IpAddr, DestState>,
     /// Traffic of destinations since removed: the data plane counts per backend only.
     retired: Traffic,
 }
@@ -149,6 +151,7 @@ pub struct ServiceInfo {
 /// to follow changes. Dropping the balancer detaches it from every interface.
 ///
 /// ```no_run
+/// use std::net::Ipv4Addr;
 /// use fulcrum::{AttachMode, Balancer, Destination, Service};
 ///
 /// let mut lb = Balancer::builder().build()?;
@@ -156,10 +159,10 @@ pub struct ServiceInfo {
 /// let web = "10.0.0.100:80".parse().unwrap();
 /// lb.add_service(Service::new(web))?;
 /// lb.set_destinations(&web, &[
-///     Destination::new("10.0.0.11".parse().unwrap()),
-///     Destination::new("10.0.0.12".parse().unwrap()).with_weight(2),
+///     Destination::new(Ipv4Addr::new(10, 0, 0, 11)),
+///     Destination::new(Ipv4Addr::new(10, 0, 0, 12)).with_weight(2),
 /// ])?;
-/// lb.drain(&web, "10.0.0.11".parse().unwrap())?;
+/// lb.drain(&web, Ipv4Addr::new(10, 0, 0, 11))?;
 /// # Ok::<(), fulcrum::BalancerError>(())
 /// ```
 pub struct Balancer {
@@ -175,7 +178,7 @@ pub struct Balancer {
     free_backends: VecDeque<u32>,
     generations: Vec<u32>,
     /// Neighbour entries this balancer asked the kernel to create, forgotten on drop.
-    resolution_requests: BTreeSet<(u32, Ipv4Addr)>,
+    resolution_requests: BTreeSet<(u32, IpAddr)>,
     /// Set when the state lives on bpffs beyond this process.
     pinned: Option<pinning::Pinned>,
 }
@@ -260,6 +263,7 @@ impl Balancer {
         if self.services.contains_key(&id) {
             return Err(BalancerError::ServiceExists(id));
         }
+        supported(&service)?;
         let slot = self
             .free_services
             .pop_front()
@@ -285,6 +289,8 @@ impl Balancer {
             ServiceState {
                 slot,
                 scheduler: service.scheduler,
+                forwarding: service.forwarding,
+                icmp_echo: service.icmp_echo,
                 destinations: BTreeMap::new(),
                 retired: Traffic::default(),
             },
@@ -298,6 +304,7 @@ impl Balancer {
             .services
             .get_mut(&service.id)
             .ok_or(BalancerError::NoService(service.id))?;
+        supported(&service)?;
         let value = ServiceValue {
             slot: state.slot,
             flags: flags(service.scheduler),
@@ -307,6 +314,8 @@ impl Balancer {
             .insert(service_key(&service.id), value, 0)
             .map_err(BalancerError::map(maps::SERVICES, "update"))?;
         state.scheduler = service.scheduler;
+        state.forwarding = service.forwarding;
+        state.icmp_echo = service.icmp_echo;
         Ok(())
     }
 
@@ -353,6 +362,8 @@ impl Balancer {
                 service: Service {
                     id: *id,
                     scheduler: state.scheduler,
+                    forwarding: state.forwarding,
+                    icmp_echo: state.icmp_echo,
                 },
                 destinations,
                 traffic,
@@ -365,12 +376,12 @@ impl Balancer {
     /// destinations start taking flows, changed MACs are followed. Returns how many
     /// destinations changed.
     pub fn refresh_neighbours(&mut self) -> Result<usize, BalancerError> {
-        let table: BTreeMap<(u32, Ipv4Addr), [u8; 6]> = self
+        let table: BTreeMap<(u32, IpAddr), [u8; 6]> = self
             .netlink()?
             .neighbours()?
             .into_iter()
             .filter(|n| n.usable())
-            .filter_map(|n| Some(((n.ifindex, n.addr), n.mac?)))
+            .filter_map(|n| Some(((n.ifindex, IpAddr::V4(n.addr)), n.mac?)))
             .collect();
         let mut changed = Vec::new();
         for (id, state) in &mut self.services {
@@ -518,7 +529,7 @@ impl Balancer {
             .filter(|(_, d)| !d.drained && d.neighbour.is_some())
             .map(|(address, d)| Member {
                 id: d.backend,
-                address: IpAddr::V4(*address),
+                address: *address,
                 weight: d.weight,
             })
             .collect();
@@ -531,8 +542,8 @@ impl Balancer {
 
     /// Counts services per VIP; the VIP's filter bucket counts VIPs, so the data plane's
     /// first test stays exact about "no VIP here".
-    fn set_vip_refs(&mut self, vip: Ipv4Addr, delta: i32) -> Result<(), BalancerError> {
-        let key = u32::from_ne_bytes(vip.octets());
+    fn set_vip_refs(&mut self, vip: IpAddr, delta: i32) -> Result<(), BalancerError> {
+        let key = u32::from_ne_bytes(ipv4_only(vip)?.octets());
         let now = self.maps.vips.get(&key, 0).map(|v| v.services).unwrap_or(0);
         let next = now.saturating_add_signed(delta);
         let bucket = vip_filter_bucket(key);
@@ -579,7 +590,8 @@ impl Drop for Balancer {
         let requests = std::mem::take(&mut self.resolution_requests);
         if let Some(netlink) = self.netlink.as_mut() {
             for (ifindex, address) in requests {
-                if let Err(e) = netlink.forget(ifindex, address) {
+                let IpAddr::V4(v4) = address else { continue };
+                if let Err(e) = netlink.forget(ifindex, v4) {
                     warn!(%address, error = %e, "could not remove the neighbour entry we asked for");
                 }
             }
@@ -618,7 +630,11 @@ fn busy(e: &(dyn std::error::Error + 'static)) -> bool {
 
 fn service_key(id: &ServiceId) -> ServiceKey {
     ServiceKey {
-        vip: u32::from_ne_bytes(id.vip.octets()),
+        // An IPv6 service is refused before it gets here; its key matches nothing.
+        vip: match id.vip {
+            IpAddr::V4(v4) => u32::from_ne_bytes(v4.octets()),
+            IpAddr::V6(_) => 0,
+        },
         port: id.port.to_be(),
         proto: id.protocol.number(),
         _pad: 0,
@@ -646,4 +662,24 @@ pub(crate) fn fmt_mac(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// The IPv4 address the data plane's maps still need (IPv6 comes with the dual-stack maps).
+pub(crate) fn ipv4_only(addr: IpAddr) -> Result<Ipv4Addr, BalancerError> {
+    match addr {
+        IpAddr::V4(v4) => Ok(v4),
+        IpAddr::V6(v6) => Err(BalancerError::Unsupported(format!("IPv6 address {v6}"))),
+    }
+}
+
+/// Refuses what the data plane cannot do yet: IPv6 VIPs and tunnels.
+fn supported(service: &Service) -> Result<(), BalancerError> {
+    ipv4_only(service.id.vip)?;
+    if service.forwarding != Forwarding::L2Dsr {
+        return Err(BalancerError::Unsupported(format!(
+            "forwarding {:?}",
+            service.forwarding
+        )));
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Everything the library can refuse, each naming the thing that was wrong.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::{ServiceId, maglev::MaglevError, netlink::NetlinkError};
 
@@ -75,34 +75,34 @@ pub enum BalancerError {
     #[error("cannot add backend {address} to {id}: all {max} backend slots are in use")]
     TooManyBackends {
         id: ServiceId,
-        address: Ipv4Addr,
+        address: IpAddr,
         max: u32,
     },
     /// The destination already belongs to the service.
     #[error("backend {address} is already in service {id}")]
-    DestinationExists { id: ServiceId, address: Ipv4Addr },
+    DestinationExists { id: ServiceId, address: IpAddr },
     /// The destination does not belong to the service.
     #[error("backend {address} is not in service {id}")]
-    NoDestination { id: ServiceId, address: Ipv4Addr },
+    NoDestination { id: ServiceId, address: IpAddr },
     /// The kernel has no route to the backend.
     #[error("backend {0}: no route to it")]
-    NoRoute(Ipv4Addr),
+    NoRoute(IpAddr),
     /// L2 DSR needs the backend on a directly connected subnet.
     #[error(
         "backend {address} is reached through gateway {gateway}; L2 DSR needs backends on a directly connected subnet"
     )]
-    NotDirectlyConnected {
-        address: Ipv4Addr,
-        gateway: Ipv4Addr,
-    },
+    NotDirectlyConnected { address: IpAddr, gateway: IpAddr },
     /// The backend address is one of this host's own.
     #[error("backend {0} is an address of this host")]
-    LocalBackend(Ipv4Addr),
+    LocalBackend(IpAddr),
     /// The backend's subnet is on an interface the balancer does not run on.
     #[error(
         "backend {address} is reached through '{iface}', which the balancer is not attached to"
     )]
-    EgressNotAttached { address: Ipv4Addr, iface: String },
+    EgressNotAttached { address: IpAddr, iface: String },
+    /// Something this data plane cannot do yet (an IPv6 address, a tunnel mode).
+    #[error("{0} is not supported by this data plane yet")]
+    Unsupported(String),
     /// Talking to the kernel's routing tables failed.
     #[error("neighbour resolution")]
     Netlink(#[from] NetlinkError),

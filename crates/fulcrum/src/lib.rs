@@ -28,5 +28,8 @@ pub use fulcrum_common::Counter;
 /// [`Balancer::flow_records`].
 pub use fulcrum_common::FlowEvent;
 pub use pass::PassProgram;
-pub use service::{Destination, ParseServiceError, Protocol, Scheduler, Service, ServiceId};
+pub use service::{
+    DEFAULT_GUE_PORT, Destination, Forwarding, ParseServiceError, Protocol, Scheduler, Service,
+    ServiceId, Tunnel, TunnelSource,
+};
 pub use stats::{GlobalStats, Traffic};

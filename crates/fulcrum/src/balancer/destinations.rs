@@ -1,7 +1,7 @@
 //! A service's destinations: one at a time, or declared as a whole set (weights and drain
 //! together, one Maglev rebuild), and the checks that say whether a backend can be served.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use tracing::{debug, info};
 
@@ -33,7 +33,7 @@ impl DesiredDestination {
 #[derive(Debug)]
 pub struct Unresolved {
     /// The backend left out.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Why it cannot be served (no route, behind a gateway, egress not attached, no slot).
     pub error: BalancerError,
 }
@@ -74,8 +74,9 @@ impl Balancer {
     pub fn remove_destination(
         &mut self,
         id: &ServiceId,
-        address: Ipv4Addr,
+        address: impl Into<IpAddr>,
     ) -> Result<(), BalancerError> {
+        let address = address.into();
         let state = self
             .services
             .get_mut(id)
@@ -133,8 +134,8 @@ impl Balancer {
 
     /// Whether `address` could be a destination now (route, directly connected, egress
     /// attached), without changing anything: for checking a reload before applying it.
-    pub fn check_destination(&mut self, address: Ipv4Addr) -> Result<(), BalancerError> {
-        self.egress(address).map(|_| ())
+    pub fn check_destination(&mut self, address: impl Into<IpAddr>) -> Result<(), BalancerError> {
+        self.egress(address.into()).map(|_| ())
     }
 
     /// How many destinations, summed over services, the data plane can hold: for checking
@@ -150,14 +151,24 @@ impl Balancer {
     }
 
     /// Stops new flows to a destination; its established flows continue.
-    pub fn drain(&mut self, id: &ServiceId, address: Ipv4Addr) -> Result<(), BalancerError> {
+    pub fn drain(
+        &mut self,
+        id: &ServiceId,
+        address: impl Into<IpAddr>,
+    ) -> Result<(), BalancerError> {
+        let address = address.into();
         self.dest_mut(id, address)?.drained = true;
         info!(service = %id, backend = %address, "draining");
         self.rebuild(id)
     }
 
     /// Whether a destination is drained, without reading any counters.
-    pub fn is_drained(&self, id: &ServiceId, address: Ipv4Addr) -> Result<bool, BalancerError> {
+    pub fn is_drained(
+        &self,
+        id: &ServiceId,
+        address: impl Into<IpAddr>,
+    ) -> Result<bool, BalancerError> {
+        let address = address.into();
         self.state(id)?
             .destinations
             .get(&address)
@@ -166,7 +177,12 @@ impl Balancer {
     }
 
     /// Lets a drained destination take new flows again.
-    pub fn undrain(&mut self, id: &ServiceId, address: Ipv4Addr) -> Result<(), BalancerError> {
+    pub fn undrain(
+        &mut self,
+        id: &ServiceId,
+        address: impl Into<IpAddr>,
+    ) -> Result<(), BalancerError> {
+        let address = address.into();
         self.dest_mut(id, address)?.drained = false;
         info!(service = %id, backend = %address, "undrained");
         self.rebuild(id)
@@ -190,7 +206,7 @@ impl Balancer {
             }
         }
         let state = self.state(id)?;
-        let current: Vec<Ipv4Addr> = state.destinations.keys().copied().collect();
+        let current: Vec<IpAddr> = state.destinations.keys().copied().collect();
         let added: Vec<DesiredDestination> = wanted
             .iter()
             .filter(|d| !state.destinations.contains_key(&d.destination.address))
@@ -254,7 +270,7 @@ impl Balancer {
     pub(super) fn dest_mut(
         &mut self,
         id: &ServiceId,
-        address: Ipv4Addr,
+        address: IpAddr,
     ) -> Result<&mut DestState, BalancerError> {
         self.services
             .get_mut(id)
@@ -264,7 +280,7 @@ impl Balancer {
             .ok_or(BalancerError::NoDestination { id: *id, address })
     }
 
-    pub(super) fn too_many_backends(&self, id: &ServiceId, address: Ipv4Addr) -> BalancerError {
+    pub(super) fn too_many_backends(&self, id: &ServiceId, address: IpAddr) -> BalancerError {
         BalancerError::TooManyBackends {
             id: *id,
             address,
@@ -273,16 +289,20 @@ impl Balancer {
     }
 
     /// The interface a backend is reached through, or why it cannot be served by L2 DSR.
-    fn egress(&mut self, address: Ipv4Addr) -> Result<u32, BalancerError> {
-        let route = self.netlink()?.route_get(address).map_err(|e| match e {
-            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a),
+    fn egress(&mut self, address: IpAddr) -> Result<u32, BalancerError> {
+        let v4 = super::ipv4_only(address)?;
+        let route = self.netlink()?.route_get(v4).map_err(|e| match e {
+            crate::netlink::NetlinkError::NoRoute(a) => BalancerError::NoRoute(a.into()),
             other => other.into(),
         })?;
         if route.kind == RouteKind::Local {
             return Err(BalancerError::LocalBackend(address));
         }
         if let Some(gateway) = route.gateway {
-            return Err(BalancerError::NotDirectlyConnected { address, gateway });
+            return Err(BalancerError::NotDirectlyConnected {
+                address,
+                gateway: gateway.into(),
+            });
         }
         if !self.interfaces.contains_key(&route.oif) {
             let iface = self
@@ -297,17 +317,18 @@ impl Balancer {
 
     /// Egress interface and, if the kernel knows it, the MAC of a backend; asks the kernel
     /// to resolve the MAC when it does not.
-    fn resolve(&mut self, address: Ipv4Addr) -> Result<(u32, Option<NextHop>), BalancerError> {
+    fn resolve(&mut self, address: IpAddr) -> Result<(u32, Option<NextHop>), BalancerError> {
         let oif = self.egress(address)?;
+        let v4 = super::ipv4_only(address)?;
         let netlink = self.netlink()?;
         let known = netlink
-            .neighbour(oif, address)?
+            .neighbour(oif, v4)?
             .filter(|n| n.usable())
             .and_then(|n| n.mac);
         if let Some(mac) = known {
             return Ok((oif, Some(NextHop { ifindex: oif, mac })));
         }
-        netlink.request_resolution(oif, address)?;
+        netlink.request_resolution(oif, v4)?;
         self.resolution_requests.insert((oif, address));
         Ok((oif, None))
     }

@@ -1,8 +1,6 @@
 //! Flows other balancers pinned, taken into this one's flow table, so a flow that
 //! arrives here after its balancer died keeps its backend.
 
-use std::net::IpAddr;
-
 use aya::maps::{Array, HashMap, MapData};
 use fulcrum_common::{FlowKey, FlowValue, flow_cache_index, maps};
 use tracing::warn;
@@ -59,12 +57,9 @@ impl Balancer {
             return Err(Refused::Service);
         }
         let state = self.services.get(&id).ok_or(Refused::Service)?;
-        let IpAddr::V4(address) = r.backend else {
-            return Err(Refused::Backend);
-        };
         let dest = state
             .destinations
-            .get(&address)
+            .get(&r.backend)
             .filter(|d| d.neighbour.is_some())
             .ok_or(Refused::Backend)?;
         let generation = self

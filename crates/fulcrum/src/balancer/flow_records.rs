@@ -15,7 +15,7 @@ use crate::{BalancerError, FlowRecord, Protocol, ServiceId};
 #[derive(Clone, Copy)]
 struct Owner {
     service: ServiceId,
-    address: Ipv4Addr,
+    address: IpAddr,
     generation: u32,
     resolved: bool,
 }
@@ -88,7 +88,7 @@ fn record(key: &FlowKey, value: &FlowValue, owner: &Owner) -> Option<FlowRecord>
     let port = u16::from_be(key.dport);
     let service = owner.service;
     if value.generation != owner.generation
-        || service.vip != vip
+        || service.vip != IpAddr::V4(vip)
         || service.protocol != protocol
         || (service.port != 0 && service.port != port)
     {
@@ -102,7 +102,7 @@ fn record(key: &FlowKey, value: &FlowValue, owner: &Owner) -> Option<FlowRecord>
         )),
         vip: SocketAddr::V4(SocketAddrV4::new(vip, port)),
         service_port: service.port,
-        backend: IpAddr::V4(owner.address),
+        backend: owner.address,
     })
 }
 

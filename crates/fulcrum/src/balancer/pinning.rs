@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
 };
 
@@ -175,6 +175,8 @@ impl Balancer {
                     } else {
                         Scheduler::FiveTuple
                     },
+                    forwarding: crate::Forwarding::L2Dsr,
+                    icmp_echo: true,
                     destinations: BTreeMap::new(),
                     retired,
                 },
@@ -203,7 +205,7 @@ impl Balancer {
             else {
                 continue;
             };
-            let address = Ipv4Addr::from(record.address.to_ne_bytes());
+            let address = IpAddr::V4(Ipv4Addr::from(record.address.to_ne_bytes()));
             let neighbour = (value.ifindex != 0).then_some(NextHop {
                 ifindex: value.ifindex,
                 mac: value.mac,
@@ -256,7 +258,10 @@ impl Balancer {
                     flags |= BACKEND_F_REQUESTED;
                 }
                 let record = BackendRecord {
-                    address: u32::from_ne_bytes(address.octets()),
+                    address: match address {
+                        IpAddr::V4(v4) => u32::from_ne_bytes(v4.octets()),
+                        IpAddr::V6(_) => 0,
+                    },
                     service: state.slot + 1,
                     weight: d.weight,
                     egress: d.egress,
