@@ -1,7 +1,7 @@
 //! `fulcrum balance`: the quick start. One service, attached until Ctrl-C or SIGTERM.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -13,7 +13,8 @@ use tokio::signal::unix::{SignalKind, signal};
 pub struct Args {
     /// Interface clients' packets arrive on (and backends are reached through).
     iface: String,
-    /// The service: VIP[:PORT][/tcp|/udp]; no port means every port, no protocol means tcp.
+    /// The service: VIP[:PORT][/tcp|/udp] ([IPv6]:PORT); no port means every port, no
+    /// protocol means tcp.
     service: String,
     /// Backend addresses, on a subnet directly connected to IFACE.
     #[arg(required = true)]
@@ -36,8 +37,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .backends
         .iter()
         .map(|b| {
-            b.parse::<Ipv4Addr>()
-                .map_err(|_| anyhow!("backend '{b}' is not an IPv4 address"))
+            b.parse::<IpAddr>()
+                .map_err(|_| anyhow!("backend '{b}' is not an IP address"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mode = match args.xdp_mode.as_str() {

@@ -65,7 +65,8 @@ pub struct StatusArgs {
 /// `fulcrum drain` and `fulcrum undrain`.
 #[derive(clap::Args)]
 pub struct BackendArgs {
-    /// The service's name, as in the configuration.
+    /// The service's name, as in the configuration, or its id (10.66.99.1:80/tcp,
+    /// [2001:db8::1]:443/tcp).
     service: String,
     /// The backend's address, as in the configuration.
     backend: String,
@@ -671,6 +672,9 @@ struct Service {
     /// 0 means every port.
     port: u16,
     protocol: String,
+    /// `l2-dsr`, `ipip` or `gue`; absent from daemons before tunnels.
+    #[serde(default)]
+    forwarding: Option<String>,
     #[serde(default)]
     traffic: Traffic,
     #[serde(default)]
@@ -715,7 +719,16 @@ const RIGHT: [bool; 8] = [false, true, false, false, true, true, false, false];
 /// Backends are indented under their service.
 const INDENT: &str = "  ";
 
-/// The status table: a line per service (name, `VIP:PORT/PROTO` and its rates) and under
+/// `VIP:PORT/PROTO`, an IPv6 VIP in brackets when a port follows; `VIP/PROTO` for every port.
+fn service_label(vip: &str, port: u16, protocol: &str) -> String {
+    match port {
+        0 => format!("{vip}/{protocol}"),
+        port if vip.contains(':') => format!("[{vip}]:{port}/{protocol}"),
+        port => format!("{vip}:{port}/{protocol}"),
+    }
+}
+
+/// The status table: a line per service (name, `VIP:PORT/PROTO`, its forwarding mode and its rates) and under
 /// it a line per backend; last errors wrapped so that lines fit `width` columns when given.
 /// Then the reload error, if any.
 fn render(snapshot: &Snapshot, width: Option<usize>) -> String {
@@ -732,9 +745,10 @@ fn render(snapshot: &Snapshot, width: Option<usize>) -> String {
             one_line(&service.vip),
             one_line(&service.protocol),
         );
-        let label = match service.port {
-            0 => format!("{name}  {vip}/{protocol}"),
-            port => format!("{name}  {vip}:{port}/{protocol}"),
+        let id = service_label(&vip, service.port, &protocol);
+        let label = match &service.forwarding {
+            Some(mode) => format!("{name}  {id}  {}", one_line(mode)),
+            None => format!("{name}  {id}"),
         };
         let [pps, bits] = rates(&service.traffic);
         rows.push((
@@ -1094,6 +1108,33 @@ last reload refused, the running configuration stays: fulcrum.yaml:3:5: services
         );
         assert_eq!(wrap("a b c d e f", 3, 2), ["a b", "c …"]);
         assert_eq!(wrap("aaa bbb ccc", 3, 2), ["aaa", "bb…"]);
+    }
+
+    #[test]
+    fn ipv6_vips_are_bracketed_and_the_mode_follows() {
+        let snapshot: Snapshot = serde_json::from_value(serde_json::json!({
+            "services": [{
+                "name": "web6", "vip": "2001:db8:100::1", "port": 80, "protocol": "tcp",
+                "forwarding": "gue",
+                "backends": [
+                    { "address": "2001:db8:200::10", "weight": 1, "drained": false,
+                      "health": "up" }
+                ]
+            }, {
+                "name": "all6", "vip": "2001:db8:100::2", "port": 0, "protocol": "udp",
+                "forwarding": "l2-dsr", "backends": []
+            }]
+        }))
+        .unwrap();
+        let text = render(&snapshot, Some(TABLE_WIDTH));
+        let want = "\
+SERVICE/BACKEND     WEIGHT  HEALTH  DRAINED  PPS  BIT RATE  LAST ERROR
+web6  [2001:db8:100::1]:80/tcp  gue            0     0 b/s
+  2001:db8:200::10       1  up      no         0     0 b/s
+all6  2001:db8:100::2/udp  l2-dsr              0     0 b/s
+  (no backends)
+";
+        assert_eq!(text, want, "{text}");
     }
 
     #[test]

@@ -90,9 +90,9 @@ fn names_an_unknown_interface() {
 fn quotes_a_malformed_address() {
     let (ns, _peer) = lab();
     let out = fulcrum_in(&ns, &["balance", "v0", "10.66.9.300:80", "10.66.0.2"]);
-    assert_one_line_error(&out, "'10.66.9.300' is not an IPv4 address");
+    assert_one_line_error(&out, "'10.66.9.300' is not an IP address");
     let out = fulcrum_in(&ns, &["balance", "v0", "10.66.9.1:80", "10.66.0.x"]);
-    assert_one_line_error(&out, "backend '10.66.0.x' is not an IPv4 address");
+    assert_one_line_error(&out, "backend '10.66.0.x' is not an IP address");
     let out = fulcrum_in(&ns, &["balance", "v0", "10.66.9.1:80/icmp", "10.66.0.2"]);
     assert_one_line_error(&out, "protocol 'icmp' is neither tcp nor udp");
 }

@@ -366,7 +366,10 @@ fn bird_over_an_ipv6_session_gets_the_ipv4_vip_with_its_next_hop_and_loses_it_on
         .exec("ss", &["-Hltn", "sport", "=", ":179"])
         .expect("ss");
     // ss writes a dual-stack [::] listener as `*`.
-    assert!(listening.contains("*:179"), "[::]:179 with IPv4 too: {listening}");
+    assert!(
+        listening.contains("*:179"),
+        "[::]:179 with IPv4 too: {listening}"
+    );
 
     assert_eq!(daemon.stop_with(libc::SIGTERM).expect("exits"), Some(0));
     assert_eq!(

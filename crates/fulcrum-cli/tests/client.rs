@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     process::{Command, Output},
     sync::{Arc, Mutex},
     time::Duration,
@@ -485,7 +485,7 @@ mod real_api {
     impl Control for StandIn {
         fn snapshot(&self) -> Snapshot {
             let backend = |last: u8, health, drained| BackendStatus {
-                address: Ipv4Addr::new(10, 66, 0, last),
+                address: Ipv4Addr::new(10, 66, 0, last).into(),
                 weight: 1,
                 drained,
                 health,
@@ -499,9 +499,11 @@ mod real_api {
                 status: Status {
                     services: vec![ServiceStatus {
                         name: "web".into(),
-                        vip: Ipv4Addr::new(10, 66, 99, 1),
+                        vip: Ipv4Addr::new(10, 66, 99, 1).into(),
                         port: 80,
                         protocol: "tcp".into(),
+                        forwarding: "l2-dsr".into(),
+                        icmp_echo: true,
                         traffic: TrafficStatus::default(),
                         backends: vec![
                             backend(11, Health::Up, false),
@@ -521,7 +523,7 @@ mod real_api {
         fn set_drain(
             &self,
             service: &str,
-            backend: Ipv4Addr,
+            backend: IpAddr,
             drained: bool,
         ) -> Result<(), ControlError> {
             if service != "web" {
@@ -583,7 +585,7 @@ mod real_api {
         let out = fulcrum(&["drain", "api", "10.66.0.12"], &env);
         assert_one_line_error(&out, &["no service 'api'"]);
         let out = fulcrum(&["drain", "web", "10.66.0.300"], &env);
-        assert_one_line_error(&out, &["'10.66.0.300' is not an IPv4 address"]);
+        assert_one_line_error(&out, &["'10.66.0.300' is not an IP address"]);
         let out = fulcrum(&["reload"], &env);
         assert_one_line_error(&out, &["reload refused", "fulcrum.yaml:1:1: bad"]);
     }

@@ -252,7 +252,7 @@ fn a_broken_configuration_at_start_is_one_clear_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     let line = format!(
-        "fulcrum: {}:7:10: services[0].vip: '10.77.99.300' is not an IPv4 address",
+        "fulcrum: {}:7:10: services[0].vip: '10.77.99.300' is not an IP address; write an IPv4 address like 10.66.0.11 or an IPv6 address like 2001:db8::11",
         path.display()
     );
     assert!(

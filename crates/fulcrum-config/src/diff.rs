@@ -1,7 +1,7 @@
 //! What a reload changes, so that only the difference is applied and everything that did
 //! not change keeps its flows.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::IpAddr};
 
 use crate::model::{Backend, Config, Service};
 
@@ -54,10 +54,15 @@ pub struct ServiceDiff {
     /// `health` or `health_rule` changed (including the checks' order): the checks must
     /// be restarted.
     pub health_changed: bool,
+    /// `forwarding`, `gue_port` or `tunnel_source` changed: the service is updated in
+    /// place (its flows keep their backends, which are resolved again for the new mode).
+    pub forwarding_changed: bool,
+    /// `icmp_echo` changed: the VIP's echo answering is switched.
+    pub icmp_echo_changed: bool,
     /// Backends that start receiving new flows (new order).
-    pub backends_added: Vec<Ipv4Addr>,
+    pub backends_added: Vec<IpAddr>,
     /// Backends that stop receiving new flows (old order).
-    pub backends_removed: Vec<Ipv4Addr>,
+    pub backends_removed: Vec<IpAddr>,
     /// Backends kept whose weight changed (new order).
     pub reweighted: Vec<Reweight>,
     /// Backends kept whose drain flag changed (new order).
@@ -80,7 +85,7 @@ impl ServiceDiff {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reweight {
     /// The backend.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Its weight before.
     pub old: u32,
     /// Its weight now.
@@ -91,7 +96,7 @@ pub struct Reweight {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DrainChange {
     /// The backend.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Whether it is drained now.
     pub drain: bool,
 }
@@ -132,13 +137,15 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
 }
 
 fn service_diff(old: &Service, new: &Service) -> ServiceDiff {
-    let olds: HashMap<Ipv4Addr, &Backend> = old.backends.iter().map(|b| (b.address, b)).collect();
-    let news: HashMap<Ipv4Addr, &Backend> = new.backends.iter().map(|b| (b.address, b)).collect();
+    let olds: HashMap<IpAddr, &Backend> = old.backends.iter().map(|b| (b.address, b)).collect();
+    let news: HashMap<IpAddr, &Backend> = new.backends.iter().map(|b| (b.address, b)).collect();
     let mut d = ServiceDiff {
         name: new.name.clone(),
         scheduler_changed: old.scheduler != new.scheduler,
         health_changed: (&old.health, old.health_rule) != (&new.health, new.health_rule),
         announce_changed: old.announce != new.announce,
+        forwarding_changed: old.forwarding != new.forwarding,
+        icmp_echo_changed: old.icmp_echo != new.icmp_echo,
         ..ServiceDiff::default()
     };
     d.backends_removed = (old.backends.iter())
@@ -199,7 +206,7 @@ services:
         diff(&parse(BASE), &parse(&BASE.replacen(from, to, 1)))
     }
 
-    fn ip(text: &str) -> Ipv4Addr {
+    fn ip(text: &str) -> IpAddr {
         text.parse().expect("test address")
     }
 

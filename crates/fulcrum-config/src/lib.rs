@@ -44,7 +44,8 @@ pub use error::{ConfigError, Position, Problem};
 pub use flow_sharing::{FlowMulticast, FlowSharing};
 pub use model::{
     Announce, Announcement, Api, Backend, Bgp, BgpPeer, CheckKind, Config, DnsCheck, DnsType,
-    HealthCheck, HealthRule, HttpCheck, Protocol, Rcode, Scheduler, Service, XdpMode,
+    Forwarding, HealthCheck, HealthRule, HttpCheck, Protocol, Rcode, Scheduler, Service, Tunnel,
+    TunnelSource, XdpMode,
 };
 pub use place::Places;
 

@@ -4,13 +4,15 @@
 //! daemon never has to guess or re-check. The YAML spelling of each field is given in
 //! backticks; the default, if any, in parentheses.
 
-use std::{fmt, net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::IpAddr, net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
 mod bgp;
+mod forwarding;
 
 pub use bgp::{Announce, Announcement, Bgp, BgpPeer};
+pub use forwarding::{Forwarding, Tunnel, TunnelSource};
 
 /// The whole file. Its order of services and backends is kept, for messages and display;
 /// it carries no meaning.
@@ -83,8 +85,8 @@ pub struct Service {
     /// `name`: how operators, the API, metrics and logs refer to the service. Unique, made
     /// of `a-z`, `0-9`, `_` and `-`, so it is safe in a URL path and a metric label.
     pub name: String,
-    /// `vip`: the IPv4 address clients connect to.
-    pub vip: Ipv4Addr,
+    /// `vip`: the IPv4 or IPv6 address clients connect to.
+    pub vip: IpAddr,
     /// `port` (`0`): the destination port clients connect to; 0 means every port of the VIP.
     pub port: u16,
     /// `protocol` (`tcp`): the transport protocol. (`vip`, `port`, `protocol`) is unique
@@ -99,6 +101,12 @@ pub struct Service {
     pub health_rule: HealthRule,
     /// `backends`: where flows go; each address appears once.
     pub backends: Vec<Backend>,
+    /// `forwarding` (`l2-dsr`), `gue_port`, `tunnel_source`: how packets reach the
+    /// backends.
+    pub forwarding: Forwarding,
+    /// `icmp_echo` (`true`): the balancer answers pings to the VIP itself. It is the VIP's
+    /// setting: every service of one VIP must agree.
+    pub icmp_echo: bool,
     /// `allow_local_vip` (`false`): the VIP may be an address of this host. Refused by
     /// default, since a service on the host's own address (port 0 or 22) cuts off SSH to
     /// it; set it for a VIP that a VRRP daemon moves onto this host.
@@ -169,9 +177,10 @@ impl HealthRule {
 /// One real server behind a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
-    /// `address`: the backend's IPv4 address, on a subnet directly connected to the
-    /// balancer (layer-2 DSR). It holds the VIP on its loopback.
-    pub address: Ipv4Addr,
+    /// `address`: the backend's IPv4 or IPv6 address. With `l2-dsr` it is on a subnet
+    /// directly connected to the balancer and of the VIP's family; tunnelled, anywhere
+    /// routed (an IPv6 VIP needs IPv6 backends). It holds the VIP on its loopback.
+    pub address: IpAddr,
     /// `weight` (`1`): its share of new flows relative to the other backends; at least 1
     /// (to take a backend out, drain it).
     pub weight: u32,

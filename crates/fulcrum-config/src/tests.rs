@@ -1,10 +1,11 @@
 //! Parsing and validation, seen from the operator's side: files in, models or messages out.
 
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{net::IpAddr, path::Path, time::Duration};
 
 use super::*;
 
 mod bgp;
+mod forwarding;
 
 /// The example of issue 4, which must be accepted as written.
 const EXAMPLE: &str = "\
@@ -60,7 +61,7 @@ fn edit(from: &str, to: &str) -> String {
     EXAMPLE.replacen(from, to, 1)
 }
 
-fn ip(text: &str) -> Ipv4Addr {
+fn ip(text: &str) -> IpAddr {
     text.parse().expect("test address")
 }
 
@@ -109,6 +110,8 @@ fn the_issue_example_parses_to_the_expected_model() {
             ],
             allow_local_vip: false,
             drain_period: Duration::ZERO,
+            forwarding: Forwarding::L2Dsr,
+            icmp_echo: true,
             announce: Announcement::default(),
         }],
         places: Default::default(),
@@ -199,15 +202,15 @@ fn the_commented_example_file_parses_and_sets_every_field() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fulcrum.yaml");
     let config = load(&file).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = config.services.iter().map(|s| &*s.name).collect();
-    assert_eq!(names, ["web", "dns", "all-ports"]);
+    assert_eq!(names, ["web", "dns", "all-ports", "web6"]);
     let sharing = config.flow_sharing.as_ref().expect("flow_sharing");
     assert_eq!(sharing.peers.len(), 1);
     assert_eq!(
         sharing.multicast.as_ref().map(|m| &*m.interface),
         Some("eth0")
     );
-    let [web, dns, all] = &config.services[..] else {
-        unreachable!("three services")
+    let [web, dns, all, web6] = &config.services[..] else {
+        unreachable!("four services")
     };
     assert_eq!(web.health_rule, HealthRule::AtLeast(2));
     assert_eq!(web.health_rule.required(web.health.len()), 2);
@@ -223,6 +226,13 @@ fn the_commented_example_file_parses_and_sets_every_field() {
         (Protocol::Udp, Scheduler::SourceIp)
     );
     assert_eq!((all.port, all.health[0].port), (0, 22));
+    assert_eq!((web.forwarding, web.icmp_echo), (Forwarding::L2Dsr, true));
+    assert!(web6.vip.is_ipv6() && web6.backends.iter().all(|b| b.address.is_ipv6()));
+    assert!(
+        matches!(web6.forwarding, Forwarding::Gue { port: 6080, tunnel } if tunnel.ipv4 != TunnelSource::Route && tunnel.ipv6 != TunnelSource::Route),
+        "{:?}",
+        web6.forwarding
+    );
 }
 
 #[test]
@@ -300,7 +310,7 @@ fn unknown_field_in_a_service() {
     assert_eq!(
         problem(&edit("    protocol: tcp\n", "    proto: tcp\n")),
         "f.yaml:9:5: services[0].proto: unknown field `proto`, expected one of name, vip, port, \
-         protocol, scheduler, health, health_rule, backends, allow_local_vip, drain_period, announce, min_healthy, med, local_pref, communities, large_communities"
+         protocol, scheduler, health, health_rule, backends, allow_local_vip, drain_period, forwarding, gue_port, tunnel_source, icmp_echo, announce, min_healthy, med, local_pref, communities, large_communities"
     );
 }
 
@@ -486,8 +496,8 @@ fn health_rule_out_of_range() {
 fn bad_ip_is_quoted() {
     assert_eq!(
         problem(&edit("10.66.0.12", "10.66.0.300")),
-        "f.yaml:20:18: services[0].backends[1].address: '10.66.0.300' is not an IPv4 address; \
-         write four numbers from 0 to 255, like 10.66.0.11"
+        "f.yaml:20:18: services[0].backends[1].address: '10.66.0.300' is not an IP address; \
+         write an IPv4 address like 10.66.0.11 or an IPv6 address like 2001:db8::11"
     );
     assert_eq!(
         problem(&edit("vip: 10.66.99.1", "vip: 0.0.0.0")),

@@ -3,8 +3,8 @@
 //! problem is collected with its position, so one run shows the operator all of them.
 
 use std::{
-    collections::HashMap, collections::hash_map::Entry, fmt::Display, hash::Hash, net::Ipv4Addr,
-    net::SocketAddr, path::PathBuf, time::Duration,
+    collections::HashMap, collections::hash_map::Entry, fmt::Display, hash::Hash, net::IpAddr,
+    net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration,
 };
 
 use serde::Deserialize;
@@ -19,6 +19,7 @@ use crate::model::{
 use crate::place::{Places, ServicePlaces};
 
 mod bgp;
+mod forwarding;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +58,10 @@ struct RawService {
     #[serde(default)]
     allow_local_vip: bool,
     drain_period: Option<Spanned<String>>,
+    forwarding: Option<Spanned<String>>,
+    gue_port: Option<Spanned<u16>>,
+    tunnel_source: Option<Spanned<forwarding::RawTunnelSource>>,
+    icmp_echo: Option<Spanned<bool>>,
     announce: Option<crate::model::Announce>,
     min_healthy: Option<Spanned<u32>>,
     med: Option<u32>,
@@ -180,7 +185,8 @@ impl Checker<'_> {
             .and_then(|i| self.interfaces(i));
         let api = self.api(c.api.as_ref());
         let mut names: HashMap<&str, (usize, u64)> = HashMap::new();
-        let mut ids: HashMap<(Ipv4Addr, u16, Protocol), (&str, u64)> = HashMap::new();
+        let mut ids: HashMap<(IpAddr, u16, Protocol), (&str, u64)> = HashMap::new();
+        let mut echo: HashMap<IpAddr, (bool, usize, u64)> = HashMap::new();
         let mut services = Vec::new();
         for (i, raw) in c.services.iter().flatten().enumerate() {
             let service = self.service(&format!("services[{i}]"), raw);
@@ -214,6 +220,9 @@ impl Checker<'_> {
                         ),
                     );
                 }
+            }
+            if let (Some(service), Some(vip)) = (&service, &raw.value.vip) {
+                self.same_echo(&mut echo, i, service, vip, raw.value.icmp_echo.as_ref());
             }
             services.push(service);
         }
@@ -326,7 +335,15 @@ impl Checker<'_> {
             .and_then(|name| self.name(name, path));
         let vip = self
             .required(&s.vip, at, format_args!("{path}.vip"), "vip: 10.66.99.1")
-            .and_then(|vip| self.ipv4(vip, format_args!("{path}.vip"), "a VIP"));
+            .and_then(|vip| self.address(vip, format_args!("{path}.vip"), "a VIP"));
+        let forwarding = self.forwarding(
+            path,
+            forwarding::RawForwarding {
+                forwarding: s.forwarding.as_ref(),
+                gue_port: s.gue_port.as_ref(),
+                tunnel_source: s.tunnel_source.as_ref(),
+            },
+        );
         let checks = s.health.as_deref().unwrap_or_default();
         let health: Vec<_> = (checks.iter().enumerate())
             .map(|(j, check)| self.check(&format!("{path}.health[{j}]"), check, s.port))
@@ -342,7 +359,7 @@ impl Checker<'_> {
                 format_args!("{path}.backends"),
                 "backends: [{address: 10.66.0.11}]",
             )
-            .and_then(|backends| self.backends(backends, path, vip));
+            .and_then(|backends| self.backends(backends, path, vip, forwarding.as_ref()));
         let drain_period = self.drain_period(path, &s.drain_period);
         let announce = bgp::RawAnnounce {
             announce: s.announce,
@@ -364,8 +381,37 @@ impl Checker<'_> {
             backends: backends?,
             allow_local_vip: s.allow_local_vip,
             drain_period: drain_period?,
+            forwarding: forwarding?,
+            icmp_echo: s.icmp_echo.as_ref().is_none_or(|e| e.value),
             announce: announce?,
         })
+    }
+
+    /// `icmp_echo` is the VIP's, not the service's: every service of a VIP must agree.
+    fn same_echo(
+        &mut self,
+        seen: &mut HashMap<IpAddr, (bool, usize, u64)>,
+        i: usize,
+        service: &Service,
+        vip: &Spanned<String>,
+        raw: Option<&Spanned<bool>>,
+    ) {
+        let at = raw.map_or(&vip.referenced, |e| &e.referenced);
+        let here = (service.icmp_echo, i, at.line());
+        match earlier(seen, service.vip, here) {
+            Some((other, j, line)) if other != service.icmp_echo => {
+                self.report::<()>(
+                    at,
+                    format_args!("services[{i}].icmp_echo"),
+                    format!(
+                        "{} here but {other} for services[{j}] (line {line}) on the same VIP; \
+                         echo is answered per VIP, so give every service of {} the same value",
+                        service.icmp_echo, service.vip
+                    ),
+                );
+            }
+            _ => {}
+        }
     }
 
     /// `instance`: a name that is safe as a directory name.
@@ -484,9 +530,10 @@ impl Checker<'_> {
         &mut self,
         raw: &[Spanned<RawBackend>],
         path: &str,
-        vip: Option<Ipv4Addr>,
+        vip: Option<IpAddr>,
+        forwarding: Option<&crate::model::Forwarding>,
     ) -> Option<Vec<Backend>> {
-        let mut seen: HashMap<Ipv4Addr, (usize, u64)> = HashMap::new();
+        let mut seen: HashMap<IpAddr, (usize, u64)> = HashMap::new();
         let mut backends = Vec::new();
         for (j, raw) in raw.iter().enumerate() {
             let b = &raw.value;
@@ -497,7 +544,7 @@ impl Checker<'_> {
                 &address_path,
                 "address: 10.66.0.11",
             );
-            let address = text.and_then(|t| self.ipv4(t, &address_path, "a backend"));
+            let address = text.and_then(|t| self.address(t, &address_path, "a backend"));
             if let (Some(text), Some(address)) = (text, address)
                 && let Some((k, line)) = earlier(&mut seen, address, (j, text.referenced.line()))
             {
@@ -519,6 +566,12 @@ impl Checker<'_> {
                 ),
                 Some(w) => Some(w.value),
             };
+            if let (Some(address), Some(text), Some(vip), Some(forwarding)) =
+                (address, text, vip, forwarding)
+                && address != vip
+            {
+                self.family(&text.referenced, &address_path, vip, address, forwarding);
+            }
             if let (Some(address), Some(text), Some(vip)) = (address, text, vip)
                 && address == vip
             {
@@ -817,10 +870,10 @@ fn is_word(text: &str) -> bool {
     !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-fn service_id((vip, port, protocol): (Ipv4Addr, u16, Protocol)) -> String {
-    if port == 0 {
-        format!("{vip} (every port)/{protocol}")
-    } else {
-        format!("{vip}:{port}/{protocol}")
+fn service_id((vip, port, protocol): (IpAddr, u16, Protocol)) -> String {
+    match (vip, port) {
+        (vip, 0) => format!("{vip} (every port)/{protocol}"),
+        (IpAddr::V4(vip), port) => format!("{vip}:{port}/{protocol}"),
+        (IpAddr::V6(vip), port) => format!("[{vip}]:{port}/{protocol}"),
     }
 }

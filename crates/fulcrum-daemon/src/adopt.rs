@@ -56,10 +56,7 @@ impl Owner {
                 self.lb.update_service(wanted)?;
             }
             for d in adopted.destinations.iter().filter(|d| d.drained) {
-                // Configured backends are IPv4 until the config takes IPv6.
-                let std::net::IpAddr::V4(address) = d.destination.address else {
-                    continue;
-                };
+                let address = d.destination.address;
                 let configured_drain = service
                     .backends
                     .iter()

@@ -3,7 +3,7 @@
 //! Reads are open; mutating calls need `Authorization: Bearer <token>` and get 401 (with
 //! `WWW-Authenticate: Bearer realm="fulcrum"`) and change nothing without it.
 
-use std::{net::Ipv4Addr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -22,7 +22,7 @@ pub struct Event {
     /// RFC 3339, UTC.
     pub time: String,
     pub service: String,
-    pub backend: Option<Ipv4Addr>,
+    pub backend: Option<IpAddr>,
     pub message: String,
 }
 
@@ -58,13 +58,9 @@ pub enum ControlError {
 pub trait Control: Send + Sync + 'static {
     /// The current state, events included.
     fn snapshot(&self) -> Snapshot;
-    /// Drains (`true`) or undrains a backend of a service.
-    fn set_drain(
-        &self,
-        service: &str,
-        backend: Ipv4Addr,
-        drained: bool,
-    ) -> Result<(), ControlError>;
+    /// Drains (`true`) or undrains a backend of a service, named by its configured name or
+    /// by its id (`10.0.0.1:80/tcp`, `[2001:db8::1]:80/tcp`).
+    fn set_drain(&self, service: &str, backend: IpAddr, drained: bool) -> Result<(), ControlError>;
     /// Reads the configuration file again and applies the difference.
     fn reload(&self) -> Result<(), ControlError>;
     /// Flow sharing's status, read from its own watches; `None` where there is none (a
@@ -197,10 +193,15 @@ fn set_drain<C: Control>(
     if let Some(denied) = refuse_without_token(shared, headers) {
         return denied;
     }
-    let Ok(backend) = address.parse::<Ipv4Addr>() else {
+    // An IPv6 backend may come bracketed, as it is shown beside a port.
+    let bare = address
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(address);
+    let Ok(backend) = bare.parse::<IpAddr>() else {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("'{address}' is not an IPv4 address"),
+            format!("'{address}' is not an IP address"),
         );
     };
     match shared.control.set_drain(name, backend, drained) {

@@ -132,7 +132,7 @@ pub(crate) fn routes(config: &Config, services: &[ServiceStatus]) -> Vec<Route> 
         if usable < a.min_healthy as usize {
             continue;
         }
-        let vip = IpAddr::from(service.vip);
+        let vip = service.vip;
         by_vip.entry(vip).or_insert_with(|| Route {
             med: a.med,
             local_pref: a.local_pref,
@@ -342,6 +342,8 @@ mod tests {
             vip: vip.into(),
             port: 80,
             protocol: "tcp".to_owned(),
+            forwarding: "l2-dsr".to_owned(),
+            icmp_echo: true,
             traffic: TrafficStatus::default(),
             backends,
         }

@@ -2,7 +2,7 @@
 //! snapshot. Reads never wait for the owner; mutating calls wait for their own answer.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{Arc, mpsc},
 };
 
@@ -75,12 +75,7 @@ impl Control for DaemonHandle {
         Snapshot::clone(&self.view())
     }
 
-    fn set_drain(
-        &self,
-        service: &str,
-        backend: Ipv4Addr,
-        drained: bool,
-    ) -> Result<(), ControlError> {
+    fn set_drain(&self, service: &str, backend: IpAddr, drained: bool) -> Result<(), ControlError> {
         self.call(|reply| Command::Drain {
             service: service.to_string(),
             backend,

@@ -2,12 +2,16 @@
 //! everything else on that address into the balancer) is refused unless the service says
 //! `allow_local_vip: true`.
 
-use std::{collections::HashSet, io, net::Ipv4Addr};
+use std::{
+    collections::HashSet,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use fulcrum_config::{Config, Problem};
 
-/// The IPv4 addresses of every interface in this network namespace.
-pub(crate) fn addresses() -> io::Result<HashSet<Ipv4Addr>> {
+/// The IPv4 and IPv6 addresses of every interface in this network namespace.
+pub(crate) fn addresses() -> io::Result<HashSet<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -18,13 +22,17 @@ pub(crate) fn addresses() -> io::Result<HashSet<Ipv4Addr>> {
     while !at.is_null() {
         // SAFETY: `at` is a node of the list getifaddrs returned, not yet freed.
         let entry = unsafe { &*at };
-        if !entry.ifa_addr.is_null()
-            // SAFETY: a non-null ifa_addr points at a sockaddr.
-            && i32::from(unsafe { (*entry.ifa_addr).sa_family }) == libc::AF_INET
-        {
+        // SAFETY: a non-null ifa_addr points at a sockaddr.
+        let family =
+            (!entry.ifa_addr.is_null()).then(|| i32::from(unsafe { (*entry.ifa_addr).sa_family }));
+        if family == Some(libc::AF_INET) {
             // SAFETY: an AF_INET sockaddr is a sockaddr_in.
             let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-            out.insert(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            out.insert(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into());
+        } else if family == Some(libc::AF_INET6) {
+            // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
+            let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+            out.insert(Ipv6Addr::from(sin6.sin6_addr.s6_addr).into());
         }
         at = entry.ifa_next;
     }

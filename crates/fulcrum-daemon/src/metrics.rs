@@ -57,6 +57,25 @@ pub fn render(status: &Status) -> String {
         status.health_local_failures as f64,
     );
 
+    let name = "fulcrum_service_info";
+    out.family(
+        name,
+        "gauge",
+        "Always 1: a service's VIP, port, protocol, forwarding mode and ICMP echo, as labels.",
+    );
+    for s in &status.services {
+        let (vip, port) = (s.vip.to_string(), s.port.to_string());
+        let labels = [
+            ("service", s.name.as_str()),
+            ("vip", &vip),
+            ("port", &port),
+            ("protocol", &s.protocol),
+            ("forwarding", &s.forwarding),
+            ("icmp_echo", if s.icmp_echo { "true" } else { "false" }),
+        ];
+        out.sample(name, &labels, 1.0);
+    }
+
     type Pick = fn(&crate::status::TrafficStatus) -> f64;
     let traffic: [(&str, &str, Pick); 3] = [
         ("packets_total", "Packets forwarded", |t| t.packets as f64),
@@ -235,15 +254,33 @@ mod tests {
             data_plane_error: (last == 12).then(|| "backend 10.66.0.12: no route to it".into()),
             leaving: false,
         };
+        let six = BackendStatus {
+            address: "2001:db8:200::10".parse().expect("address"),
+            ..backend(11, Health::Up)
+        };
         Status {
-            services: vec![ServiceStatus {
-                name: "web \"main\"".into(),
-                vip: [10, 66, 99, 1].into(),
-                port: 80,
-                protocol: "tcp".into(),
-                traffic,
-                backends: vec![backend(11, Health::Up), backend(12, Health::Down)],
-            }],
+            services: vec![
+                ServiceStatus {
+                    name: "web \"main\"".into(),
+                    vip: [10, 66, 99, 1].into(),
+                    port: 80,
+                    protocol: "tcp".into(),
+                    forwarding: "l2-dsr".into(),
+                    icmp_echo: true,
+                    traffic,
+                    backends: vec![backend(11, Health::Up), backend(12, Health::Down)],
+                },
+                ServiceStatus {
+                    name: "web6".into(),
+                    vip: "2001:db8:100::1".parse().expect("vip"),
+                    port: 443,
+                    protocol: "tcp".into(),
+                    forwarding: "gue".into(),
+                    icmp_echo: false,
+                    traffic,
+                    backends: vec![six],
+                },
+            ],
             counters: vec![
                 ("tx".into(), 7),
                 ("pass".into(), 3),
@@ -267,6 +304,9 @@ mod tests {
             "fulcrum_health_local_failures_total 3",
             "fulcrum_service_bytes_total{service=\"web \\\"main\\\"\"} 1500",
             "fulcrum_backend_health_info{service=\"web \\\"main\\\"\",backend=\"10.66.0.12\",health=\"down\",last_error=\"connect refused\"} 1",
+            "fulcrum_service_info{service=\"web6\",vip=\"2001:db8:100::1\",port=\"443\",protocol=\"tcp\",forwarding=\"gue\",icmp_echo=\"false\"} 1",
+            "fulcrum_backend_up{service=\"web6\",backend=\"2001:db8:200::10\"} 1",
+            "fulcrum_backend_packets_total{service=\"web6\",backend=\"2001:db8:200::10\"} 10",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, mpsc},
     time::{Instant, SystemTime},
@@ -33,7 +33,7 @@ use crate::{
 const EVENTS_KEPT: usize = 50;
 
 /// A service's backend, by names the configuration uses.
-pub(crate) type BackendKey = (String, Ipv4Addr);
+pub(crate) type BackendKey = (String, IpAddr);
 
 /// Where a command's answer goes: a channel of one.
 pub(crate) type Reply = mpsc::SyncSender<Result<(), ControlError>>;
@@ -45,7 +45,7 @@ pub(crate) enum Command {
     /// Drain (`true`) or undrain a backend through the API.
     Drain {
         service: String,
-        backend: Ipv4Addr,
+        backend: IpAddr,
         drained: bool,
         reply: Reply,
     },
@@ -75,7 +75,7 @@ pub(crate) struct Leaving {
 type Rate = (fulcrum::Traffic, Instant, f64, f64);
 
 /// A service (`None`) or one of its backends.
-pub(crate) type RateKey = (String, Option<Ipv4Addr>);
+pub(crate) type RateKey = (String, Option<IpAddr>);
 
 /// The data plane and everything the daemon knows about it.
 pub(crate) struct Owner {
@@ -92,9 +92,9 @@ pub(crate) struct Owner {
     /// Backends drained through the API (the configuration's drains are in `config`).
     pub(crate) drained_by_api: HashSet<BackendKey>,
     /// Backends wanted in the data plane that it cannot serve, with the reason, by service.
-    pub(crate) unresolved: HashMap<String, BTreeMap<Ipv4Addr, String>>,
+    pub(crate) unresolved: HashMap<String, BTreeMap<IpAddr, String>>,
     /// Backends removed from the configuration, draining, by service.
-    pub(crate) leaving: HashMap<String, BTreeMap<Ipv4Addr, Leaving>>,
+    pub(crate) leaving: HashMap<String, BTreeMap<IpAddr, Leaving>>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) rates: HashMap<RateKey, Rate>,
     pub(crate) reload_error: Option<String>,
@@ -274,6 +274,17 @@ impl Owner {
             .collect();
     }
 
+    /// A service's name from its name or its id (`[2001:db8::1]:80/tcp`); unknown ones are
+    /// returned as given, for the error to quote.
+    fn resolve_name(&self, service: &str) -> String {
+        if self.by_name.contains_key(service) {
+            return service.to_string();
+        }
+        (service.parse::<ServiceId>().ok())
+            .and_then(|id| self.by_id.get(&id).cloned())
+            .unwrap_or_else(|| service.to_string())
+    }
+
     pub(crate) fn service(&self, name: &str) -> Option<&fulcrum_config::Service> {
         self.by_name
             .get(name)
@@ -281,9 +292,7 @@ impl Owner {
     }
 
     fn on_health(&mut self, event: HealthEvent) {
-        let IpAddr::V4(address) = event.backend.address else {
-            return;
-        };
+        let address = event.backend.address;
         let service = event.backend.service.clone();
         self.healthy
             .insert((service.clone(), address), event.healthy);
@@ -306,9 +315,11 @@ impl Owner {
     fn set_drain(
         &mut self,
         service: &str,
-        backend: Ipv4Addr,
+        backend: IpAddr,
         drained: bool,
     ) -> Result<(), ControlError> {
+        let service = self.resolve_name(service);
+        let service = service.as_str();
         let known = self
             .service(service)
             .ok_or_else(|| ControlError::NotFound(format!("no service '{service}'")))?
@@ -380,7 +391,7 @@ impl Owner {
         let span = info_span!("service", service = name);
         let _enter = span.enter();
         let id = service_id(service);
-        let key = |a: Ipv4Addr| (name.to_string(), a);
+        let key = |a: IpAddr| (name.to_string(), a);
         let mut wanted: Vec<DesiredDestination> = service
             .backends
             .iter()
@@ -396,7 +407,7 @@ impl Owner {
                 Some(DesiredDestination::new(d, drained))
             })
             .collect();
-        let configured: HashSet<Ipv4Addr> = service.backends.iter().map(|b| b.address).collect();
+        let configured: HashSet<IpAddr> = service.backends.iter().map(|b| b.address).collect();
         for (address, l) in self.leaving.get(name).into_iter().flatten() {
             if !configured.contains(address) {
                 wanted.push(DesiredDestination::new(
@@ -405,11 +416,11 @@ impl Owner {
                 ));
             }
         }
-        let left_out: BTreeMap<Ipv4Addr, String> = self
+        let left_out: BTreeMap<IpAddr, String> = self
             .lb
             .set_desired(&id, &wanted)?
             .into_iter()
-            .filter_map(|u| Some((v4(u.address)?, chain(&u.error))))
+            .map(|u| (u.address, chain(&u.error)))
             .collect();
         let before = self.unresolved.remove(name).unwrap_or_default();
         for (address, why) in &left_out {
@@ -433,7 +444,7 @@ impl Owner {
     }
 
     /// `why`, placed at the backend's line in the configuration file.
-    fn place_of(&self, service: &str, address: Ipv4Addr, why: &str) -> String {
+    fn place_of(&self, service: &str, address: IpAddr, why: &str) -> String {
         let Some(i) = self.by_name.get(service).copied() else {
             return why.to_string();
         };
@@ -453,14 +464,11 @@ impl Owner {
             .checker
             .snapshot()
             .into_iter()
-            .filter_map(|b| match b.backend.address {
-                IpAddr::V4(a) => Some(((b.backend.service, a), b.healthy)),
-                IpAddr::V6(_) => None,
-            })
+            .map(|b| ((b.backend.service, b.backend.address), b.healthy))
             .collect();
     }
 
-    pub(crate) fn event(&mut self, service: &str, backend: Option<Ipv4Addr>, message: String) {
+    pub(crate) fn event(&mut self, service: &str, backend: Option<IpAddr>, message: String) {
         self.events.push_front(Event {
             time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             service: service.to_string(),
@@ -481,10 +489,7 @@ impl Owner {
             };
             let mut samples = vec![((name.clone(), None), s.traffic)];
             for d in &s.destinations {
-                let Some(address) = v4(d.destination.address) else {
-                    continue;
-                };
-                samples.push(((name.clone(), Some(address)), d.traffic));
+                samples.push(((name.clone(), Some(d.destination.address)), d.traffic));
             }
             for (key, traffic) in samples {
                 let entry = self.rates.entry(key).or_insert((traffic, now, 0.0, 0.0));
@@ -524,13 +529,5 @@ impl Owner {
         let mut snapshot = Snapshot::clone(&self.view.borrow());
         snapshot.status.reloading = true;
         self.view.send_replace(Arc::new(snapshot));
-    }
-}
-
-/// The data plane's address as the configuration names it (IPv4 until it takes IPv6).
-pub(crate) fn v4(address: std::net::IpAddr) -> Option<Ipv4Addr> {
-    match address {
-        std::net::IpAddr::V4(a) => Some(a),
-        std::net::IpAddr::V6(_) => None,
     }
 }

@@ -3,7 +3,7 @@
 //! running configuration and its whole view stay, and the problem (FILE:LINE:COL: field)
 //! stays reported until a reload succeeds; the same broken file reports it again.
 
-use std::{collections::HashSet, net::Ipv4Addr, time::Instant};
+use std::{collections::HashSet, net::IpAddr, time::Instant};
 
 use fulcrum_config::{Config, ConfigDiff};
 use tracing::{error, info};
@@ -100,13 +100,20 @@ impl Owner {
         let mut used = leaving;
         let added: HashSet<&str> = diff.added.iter().map(String::as_str).collect();
         for (i, service) in new.services.iter().enumerate() {
-            // Backends already in the data plane were checked when they came.
-            let known: HashSet<Ipv4Addr> = match self.service(&service.name) {
-                Some(old) if !added.contains(service.name.as_str()) => {
+            // Backends already in the data plane were checked when they came, unless the
+            // mode they are reached by changes.
+            let known: HashSet<IpAddr> = match self.service(&service.name) {
+                Some(old)
+                    if !added.contains(service.name.as_str())
+                        && old.forwarding == service.forwarding =>
+                {
                     old.backends.iter().map(|b| b.address).collect()
                 }
                 _ => HashSet::new(),
             };
+            // A tunnelled backend is reached by its route, wherever it is: one without a
+            // route is left out with its reason when applied, like a dead one.
+            let on_link = service.forwarding == fulcrum_config::Forwarding::L2Dsr;
             for (j, b) in service.backends.iter().enumerate() {
                 used += 1;
                 if used == slots + 1 {
@@ -122,7 +129,8 @@ impl Owner {
                         .to_string(),
                     );
                 }
-                if !known.contains(&b.address)
+                if on_link
+                    && !known.contains(&b.address)
                     && let Err(e) = self.lb.check_destination(b.address)
                 {
                     problems.push(new.backend_problem(i, j, chain(&e)).to_string());
@@ -193,7 +201,7 @@ impl Owner {
             self.sync(name)?;
         }
         for change in &diff.changed {
-            if change.scheduler_changed
+            if (change.scheduler_changed || change.forwarding_changed || change.icmp_echo_changed)
                 && let Some(service) = self.service(&change.name).cloned()
             {
                 self.lb.update_service(targets::service(&service))?;
@@ -222,12 +230,19 @@ fn describe(diff: &ConfigDiff) -> String {
         parts.push("flow sharing restarted".into());
     }
     for c in &diff.changed {
-        parts.push(format!(
+        let mut part = format!(
             "{}: +{} -{} backends",
             c.name,
             c.backends_added.len(),
             c.backends_removed.len()
-        ));
+        );
+        if c.forwarding_changed {
+            part.push_str(", forwarding changed");
+        }
+        if c.icmp_echo_changed {
+            part.push_str(", icmp_echo changed");
+        }
+        parts.push(part);
     }
     parts.join("; ")
 }

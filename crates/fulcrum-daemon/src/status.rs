@@ -1,7 +1,7 @@
 //! What the daemon shows people, machines and scripts: one model, rendered as the API's
 //! JSON, the Prometheus exposition, the console and the CLI table.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use fulcrum::{Counter, GlobalStats, Traffic};
 use serde::Serialize;
@@ -25,10 +25,14 @@ pub struct Status {
 pub struct ServiceStatus {
     /// The configured name, unique.
     pub name: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// 0 means every port.
     pub port: u16,
     pub protocol: String,
+    /// `l2-dsr`, `ipip` or `gue`.
+    pub forwarding: String,
+    /// The balancer answers pings to the VIP.
+    pub icmp_echo: bool,
     pub traffic: TrafficStatus,
     pub backends: Vec<BackendStatus>,
 }
@@ -36,7 +40,7 @@ pub struct ServiceStatus {
 /// One backend of a service.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BackendStatus {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub weight: u32,
     /// Keeps its flows, takes no new ones.
     pub drained: bool,

@@ -1,9 +1,7 @@
 //! The configuration in the terms of the library and the health checker: service ids,
 //! schedulers, check specs and targets.
 
-use std::net::IpAddr;
-
-use fulcrum::{Protocol, Scheduler, ServiceId};
+use fulcrum::{Forwarding, Protocol, Scheduler, ServiceId, Tunnel, TunnelSource};
 use fulcrum_config::{CheckKind, Config, HealthRule};
 use fulcrum_health::{BackendId, CheckSpec, HttpCheck, Probe, Rule, Target};
 
@@ -16,7 +14,7 @@ pub(crate) fn targets(config: &Config) -> Vec<Target> {
             service.backends.iter().map(move |b| Target {
                 backend: BackendId {
                     service: service.name.clone(),
-                    address: IpAddr::V4(b.address),
+                    address: b.address,
                 },
                 checks: service.health.iter().map(check_spec).collect(),
                 rule: match service.health_rule {
@@ -67,7 +65,7 @@ pub(crate) fn service_id(service: &fulcrum_config::Service) -> ServiceId {
     ServiceId::new(service.vip, service.port, protocol)
 }
 
-/// The data plane's service, identity and scheduler.
+/// The data plane's service: identity, scheduler, forwarding and echo.
 pub(crate) fn service(service: &fulcrum_config::Service) -> fulcrum::Service {
     fulcrum::Service {
         id: service_id(service),
@@ -75,6 +73,32 @@ pub(crate) fn service(service: &fulcrum_config::Service) -> fulcrum::Service {
             fulcrum_config::Scheduler::FiveTuple => Scheduler::FiveTuple,
             fulcrum_config::Scheduler::SourceIp => Scheduler::SourceIp,
         },
-        ..fulcrum::Service::new(service_id(service))
+        forwarding: forwarding(&service.forwarding),
+        icmp_echo: service.icmp_echo,
+    }
+}
+
+fn forwarding(f: &fulcrum_config::Forwarding) -> Forwarding {
+    let tunnel = |t: &fulcrum_config::Tunnel| Tunnel {
+        ipv4_source: source(t.ipv4),
+        ipv6_source: source(t.ipv6),
+    };
+    match f {
+        fulcrum_config::Forwarding::L2Dsr => Forwarding::L2Dsr,
+        fulcrum_config::Forwarding::Ipip(t) => Forwarding::Ipip(tunnel(t)),
+        fulcrum_config::Forwarding::Gue { tunnel: t, port } => Forwarding::Gue {
+            tunnel: tunnel(t),
+            port: *port,
+        },
+    }
+}
+
+fn source(s: fulcrum_config::TunnelSource) -> TunnelSource {
+    match s {
+        fulcrum_config::TunnelSource::Route => TunnelSource::Route,
+        fulcrum_config::TunnelSource::Fixed(address) => TunnelSource::Fixed(address),
+        fulcrum_config::TunnelSource::Prefix { network, len } => {
+            TunnelSource::Prefix { network, len }
+        }
     }
 }

@@ -1,10 +1,7 @@
 //! The owner's state as the [`Status`] readers see: configuration, health, drain, data
 //! plane reach and counters joined by key, in one pass over the backends.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::{collections::HashMap, net::IpAddr};
 
 use fulcrum::{DestinationInfo, ServiceId, ServiceInfo};
 use fulcrum_health::BackendSnapshot;
@@ -35,10 +32,10 @@ impl Owner {
             .iter()
             .map(|service| {
                 let info = plane.get(&service_id(service));
-                let in_plane: HashMap<Ipv4Addr, &DestinationInfo> = info
+                let in_plane: HashMap<IpAddr, &DestinationInfo> = info
                     .map(|i| {
                         (i.destinations.iter())
-                            .filter_map(|d| Some((crate::owner::v4(d.destination.address)?, d)))
+                            .map(|d| (d.destination.address, d))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -49,7 +46,7 @@ impl Owner {
                     .iter()
                     .map(|b| {
                         let key = (name.to_string(), b.address);
-                        let snap = checks.get(&(name, IpAddr::V4(b.address))).copied();
+                        let snap = checks.get(&(name, b.address)).copied();
                         let health = match (self.healthy.get(&key), snap) {
                             _ if self.is_healthy(&key) => Health::Up,
                             (Some(false), Some(s))
@@ -112,6 +109,8 @@ impl Owner {
                     vip: service.vip,
                     port: service.port,
                     protocol: service.protocol.to_string(),
+                    forwarding: service.forwarding.to_string(),
+                    icmp_echo: service.icmp_echo,
                     traffic: self.traffic(
                         (service.name.clone(), None),
                         info.map(|i| i.traffic).unwrap_or_default(),

@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -24,12 +24,7 @@ impl Control for Recorder {
         Snapshot::default()
     }
 
-    fn set_drain(
-        &self,
-        service: &str,
-        backend: Ipv4Addr,
-        drained: bool,
-    ) -> Result<(), ControlError> {
+    fn set_drain(&self, service: &str, backend: IpAddr, drained: bool) -> Result<(), ControlError> {
         if service != "web" {
             return Err(ControlError::NotFound(format!("no service '{service}'")));
         }
@@ -102,6 +97,37 @@ fn mutating_calls_need_the_token_and_change_nothing_without_it() {
 }
 
 #[test]
+fn an_ipv6_backend_is_named_bare_or_in_brackets() {
+    let recorder = Recorder::default();
+    let addr = serve(recorder.clone());
+    for path in [
+        "/api/v1/services/web/backends/2001:db8::11/drain",
+        "/api/v1/services/web/backends/%5B2001:db8:0::11%5D/undrain",
+    ] {
+        let (code, body) = request(addr, "POST", path, Some("s3cret"));
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    assert_eq!(
+        *recorder.calls.lock().expect("lock"),
+        vec![
+            "drain web 2001:db8::11 true",
+            "drain web 2001:db8::11 false"
+        ]
+    );
+    let (code, body) = request(
+        addr,
+        "POST",
+        "/api/v1/services/web/backends/2001:db8::g/drain",
+        Some("s3cret"),
+    );
+    assert_eq!(
+        (code, body.contains("'2001:db8::g' is not an IP address")),
+        (400, true),
+        "{body}"
+    );
+}
+
+#[test]
 fn errors_say_what_is_wrong() {
     let addr = serve(Recorder::default());
     let (code, body) = request(
@@ -122,7 +148,7 @@ fn errors_say_what_is_wrong() {
         Some("s3cret"),
     );
     assert_eq!(
-        (code, body.contains("'10.66.0.x' is not an IPv4 address")),
+        (code, body.contains("'10.66.0.x' is not an IP address")),
         (400, true),
         "{body}"
     );

@@ -12,7 +12,7 @@
 use std::{
     fs,
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, Shutdown, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream},
     os::unix::process::CommandExt as _,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -42,6 +42,10 @@ const LONG_URL: &str = "http://10.66.0.12:80/healthz/aaaaaaaaaaaaaaaaaaaaaaaaaaa
 const RELOAD_ERROR: &str =
     "/etc/fulcrum/fulcrum.yaml:9: services[0].port: 70000 is not a port (0 to 65535)";
 
+/// The IPv6 service's VIP and its one backend, tunnelled with GUE.
+const V6_VIP: &str = "2001:db8:100::1";
+const V6_BACKEND: &str = "2001:db8:200::10";
+
 /// Markup in a message from the API, which the page must show as text.
 const HOSTILE: &str = "<img src=x onerror=\"document.title='pwned'\"> reloaded by <b>ops</b>";
 
@@ -63,7 +67,7 @@ fn backend(
 ) -> BackendStatus {
     let up = health == Health::Up;
     BackendStatus {
-        address: Ipv4Addr::from(address),
+        address: IpAddr::from(address),
         weight: if address[3] == 13 { 2 } else { 1 },
         drained,
         health,
@@ -98,9 +102,11 @@ fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String {
         services: vec![
             ServiceStatus {
                 name: "web".into(),
-                vip: Ipv4Addr::new(10, 66, 99, 1),
+                vip: Ipv4Addr::new(10, 66, 99, 1).into(),
                 port: 80,
                 protocol: "tcp".into(),
+                forwarding: "l2-dsr".into(),
+                icmp_echo: true,
                 traffic: traffic(1000.0 * generation as f64, 98_765),
                 backends: vec![
                     backend([10, 66, 0, 11], Health::Up, false, None),
@@ -115,14 +121,29 @@ fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String {
             },
             ServiceStatus {
                 name: "dns".into(),
-                vip: Ipv4Addr::new(10, 66, 99, 2),
+                vip: Ipv4Addr::new(10, 66, 99, 2).into(),
                 port: 53,
                 protocol: "udp".into(),
+                forwarding: "l2-dsr".into(),
+                icmp_echo: true,
                 traffic: traffic(0.0, 0),
                 backends: vec![
                     backend([10, 66, 0, 21], Health::Up, false, None),
                     backend([10, 66, 0, 22], Health::Up, true, None),
                 ],
+            },
+            ServiceStatus {
+                name: "web6".into(),
+                vip: V6_VIP.parse().expect("vip"),
+                port: 443,
+                protocol: "tcp".into(),
+                forwarding: "gue".into(),
+                icmp_echo: false,
+                traffic: traffic(0.0, 0),
+                backends: vec![BackendStatus {
+                    address: V6_BACKEND.parse().expect("address"),
+                    ..backend([0, 0, 0, 0], Health::Up, false, None)
+                }],
             },
         ],
         counters: vec![("tx".into(), 123_456), ("pass_not_vip".into(), 7)],
@@ -137,7 +158,7 @@ fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String {
     let event = |time: &str, service: &str, backend: Option<[u8; 4]>, message: &str| Event {
         time: time.into(),
         service: service.into(),
-        backend: backend.map(Ipv4Addr::from),
+        backend: backend.map(IpAddr::from),
         message: message.into(),
     };
     let snapshot = Snapshot {
@@ -624,7 +645,7 @@ fn console_shows_services_backends_health_drain_errors_and_changes() {
     assert_eq!(
         browser
             .eval("[...document.querySelectorAll('[data-service]')].map(s => s.dataset.service)"),
-        json!(["web", "dns"])
+        json!(["web", "dns", "web6"])
     );
     assert_eq!(
         browser
@@ -649,6 +670,50 @@ fn console_shows_services_backends_health_drain_errors_and_changes() {
             .text("[data-service=dns] [data-field=endpoint]")
             .as_deref(),
         Some("10.66.99.2:53/udp")
+    );
+    // An IPv6 VIP is bracketed before its port; the forwarding mode and a VIP that does
+    // not answer pings are said beside it.
+    assert_eq!(
+        browser
+            .text("[data-service=web6] [data-field=endpoint]")
+            .as_deref(),
+        Some("[2001:db8:100::1]:443/tcp")
+    );
+    assert_eq!(
+        browser
+            .text("[data-service=web6] [data-field=forwarding]")
+            .as_deref(),
+        Some("gue")
+    );
+    assert_eq!(
+        browser
+            .attr("[data-service=web6]", "data-forwarding")
+            .as_deref(),
+        Some("gue")
+    );
+    assert_eq!(
+        browser
+            .text("[data-service=web6] [data-field=echo]")
+            .as_deref(),
+        Some("no echo")
+    );
+    assert_eq!(
+        browser
+            .text("[data-service=web] [data-field=forwarding]")
+            .as_deref(),
+        Some("l2-dsr")
+    );
+    assert!(
+        browser
+            .text("[data-service=web] [data-field=echo]")
+            .is_none(),
+        "a VIP that answers pings has no badge"
+    );
+    assert_eq!(
+        browser
+            .text("[data-service=web6] [data-field=serving]")
+            .as_deref(),
+        Some("1 of 1 serving")
     );
     assert_eq!(
         browser
@@ -683,6 +748,7 @@ fn console_shows_services_backends_health_drain_errors_and_changes() {
         ("10.66.0.13", "unknown"),
         ("10.66.0.21", "up"),
         ("10.66.0.22", "up"),
+        (V6_BACKEND, "up"),
     ] {
         assert_eq!(
             browser
@@ -898,14 +964,14 @@ fn console_shows_services_backends_health_drain_errors_and_changes() {
     let totals = "document.querySelector('#totals').textContent";
     assert_eq!(
         browser.eval(totals),
-        json!("3 up 1 down 1 unknown 1 drained")
+        json!("4 up 1 down 1 unknown 1 drained")
     );
     daemon.state.all_up.store(true, Ordering::SeqCst);
     browser.wait_for(
         "every backend up in the header",
-        &format!("{totals}.startsWith('5 up')"),
+        &format!("{totals}.startsWith('6 up')"),
     );
-    assert_eq!(browser.eval(totals), json!("5 up 0 down"));
+    assert_eq!(browser.eval(totals), json!("6 up 0 down"));
 }
 
 /// On a 390 px phone every backend is a card, and nothing is wider than the screen.

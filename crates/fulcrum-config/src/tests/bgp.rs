@@ -321,3 +321,26 @@ fn bad_ipv6_peers_and_next_hops_are_refused() {
          IPv6 address, like 10.0.2.1 or 2001:db8::1"
     );
 }
+
+#[test]
+fn an_ipv6_vip_announced_to_an_ipv4_peer_needs_next_hop_ipv6() {
+    let v6 = bgp_edit(
+        "    vip: 10.0.100.1\n    port: 80\n    backends: [{address: 10.0.1.1}, {address: 10.0.1.2}]\n",
+        "    vip: 2001:db8:100::1\n    port: 80\n    backends: [{address: 2001:db8:200::10}]\n",
+    );
+    assert_eq!(
+        problem(&v6),
+        "f.yaml:3:3: bgp.next_hop_ipv6: required: services[0] announces the IPv6 VIP \
+         2001:db8:100::1, and the session to bgp.peers[0] (10.0.2.1) is IPv4, so it has no \
+         IPv6 address of ours to send; give the IPv6 address routers forward the VIP's \
+         traffic to, like `next_hop_ipv6: 2001:db8::11`"
+    );
+    let with_hop = v6.replace("  peers:", "  next_hop_ipv6: 2001:db8:2::11\n  peers:");
+    assert_eq!(
+        valid(&with_hop).bgp.expect("bgp").next_hop_ipv6,
+        Some("2001:db8:2::11".parse().expect("address"))
+    );
+    // An IPv6 session sends its own address: nothing to configure.
+    let over6 = v6.replace("address: 10.0.2.1", "address: 2001:db8:2::1");
+    assert!(valid(&over6).bgp.is_some());
+}

@@ -1,4 +1,5 @@
-//! Real servers on 127.0.0.1 ephemeral ports, each running until its test's runtime ends.
+//! Real servers on 127.0.0.1 (or `::1`) ephemeral ports, each running until its test's
+//! runtime ends.
 #![allow(dead_code)]
 
 use std::{
@@ -93,7 +94,11 @@ impl TcpServer {
 async fn bind_reusable(addr: &str) -> TcpListener {
     let addr: SocketAddr = addr.parse().expect("address");
     for _ in 0..50 {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
         socket.set_reuseaddr(true).expect("reuseaddr");
         if socket.bind(addr).is_ok() {
             return socket.listen(128).expect("listen");
@@ -107,21 +112,35 @@ async fn bind_reusable(addr: &str) -> TcpListener {
 pub struct HttpServer {
     pub addr: SocketAddr,
     pub status: Arc<AtomicU16>,
+    /// The head of every request received, as sent.
+    pub requests: Requests,
 }
+
+pub type Requests = Arc<Mutex<Vec<String>>>;
 
 impl HttpServer {
     pub async fn start(body: &'static str, chunked: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1:0", body, chunked).await
+    }
+
+    /// The same on `bind`, such as `[::1]:0`.
+    pub async fn start_on(bind: &str, body: &'static str, chunked: bool) -> Self {
+        let listener = TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let status = Arc::new(AtomicU16::new(200));
-        let s = status.clone();
+        let requests = Requests::default();
+        let (s, r) = (status.clone(), requests.clone());
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
                 let code = s.load(Ordering::SeqCst);
-                tokio::spawn(respond(conn, code, body, chunked));
+                tokio::spawn(respond(conn, code, body, chunked, Some(r.clone())));
             }
         });
-        Self { addr, status }
+        Self {
+            addr,
+            status,
+            requests,
+        }
     }
 
     /// The same over TLS with a self-signed certificate for `localhost`, made now.
@@ -147,12 +166,16 @@ impl HttpServer {
                 tokio::spawn(async move {
                     // A verifying client aborts the handshake: nothing to answer then.
                     if let Ok(tls) = acceptor.accept(conn).await {
-                        respond(tls, code, body, false).await;
+                        respond(tls, code, body, false, None).await;
                     }
                 });
             }
         });
-        Self { addr, status }
+        Self {
+            addr,
+            status,
+            requests: Requests::default(),
+        }
     }
 }
 
@@ -161,6 +184,7 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     code: u16,
     body: &str,
     chunked: bool,
+    requests: Option<Requests>,
 ) {
     let mut req = Vec::new();
     let mut buf = [0u8; 1024];
@@ -169,6 +193,10 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(0) | Err(_) => return,
             Ok(n) => req.extend_from_slice(&buf[..n]),
         }
+    }
+    if let Some(requests) = requests {
+        let head = String::from_utf8_lossy(&req).into_owned();
+        requests.lock().expect("lock").push(head);
     }
     let response = if chunked {
         let (a, b) = body.split_at(body.len() / 2);
@@ -203,7 +231,12 @@ pub async fn silent_tcp() -> SocketAddr {
 /// Answers DNS queries with `rcode` (the question echoed, no records), optionally with a
 /// wrong id; `None` never answers.
 pub async fn dns_server(rcode: Option<u8>, wrong_id: bool) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    dns_server_on("127.0.0.1:0", rcode, wrong_id).await
+}
+
+/// The same on `bind`, such as `[::1]:0`.
+pub async fn dns_server_on(bind: &str, rcode: Option<u8>, wrong_id: bool) -> SocketAddr {
+    let socket = UdpSocket::bind(bind).await.expect("bind");
     let addr = socket.local_addr().expect("addr");
     tokio::spawn(async move {
         let mut buf = [0u8; 512];
