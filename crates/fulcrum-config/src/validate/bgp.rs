@@ -161,7 +161,7 @@ impl Checker<'_> {
         let announced = |ipv6: bool| {
             (services.iter().enumerate()).find_map(|(i, s)| {
                 let s = s.as_ref()?;
-                let vip = IpAddr::from(s.vip);
+                let vip = s.vip;
                 (s.announce.mode == Announce::Auto && vip.is_ipv6() == ipv6).then_some((i, vip))
             })
         };
