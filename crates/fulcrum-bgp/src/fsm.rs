@@ -102,6 +102,7 @@ pub struct Session {
     /// Routes the peer has from us in this session.
     announced: BTreeMap<Prefix, Route>,
     local: Option<IpAddr>,
+    link_local: Option<Ipv6Addr>,
     last_error: Option<String>,
     peer_open: Option<Open>,
 }
@@ -115,6 +116,7 @@ impl Session {
             desired: BTreeMap::new(),
             announced: BTreeMap::new(),
             local: None,
+            link_local: None,
             last_error: None,
             peer_open: None,
         }
@@ -159,7 +161,7 @@ impl Session {
                 }
             }
             Event::Stop(cease) => self.stop(cease, &mut out),
-            Event::TcpUp { local } => self.tcp_up(local, &mut out),
+            Event::TcpUp { local, link_local } => self.tcp_up(local, link_local, &mut out),
             Event::TcpDown => {
                 if self.state != State::Idle {
                     self.down("connection closed by the peer".to_owned(), &mut out);
@@ -184,12 +186,13 @@ impl Session {
         out
     }
 
-    fn tcp_up(&mut self, local: IpAddr, out: &mut Vec<Action>) {
+    fn tcp_up(&mut self, local: IpAddr, link_local: Option<Ipv6Addr>, out: &mut Vec<Action>) {
         if !self.accepts_connection() {
             out.push(Action::Close);
             return;
         }
         self.local = Some(local);
+        self.link_local = link_local;
         out.push(Action::StopTimer(Timer::ConnectRetry));
         out.push(Action::Send(Message::Open(self.open())));
         out.push(Action::StartTimer(Timer::Hold, LARGE_HOLD));
@@ -481,6 +484,7 @@ impl Session {
     }
 
     fn update_for(&self, route: &Route) -> Update {
+        let next_hop = self.next_hop(afi_of(&route.prefix));
         let attributes = PathAttributes {
             origin: 0,
             as_path: if self.ibgp() {
@@ -488,8 +492,11 @@ impl Session {
             } else {
                 vec![self.config.local_asn]
             },
-            next_hop: self.next_hop(afi_of(&route.prefix)),
-            link_local_next_hop: None,
+            next_hop,
+            // Our link-local address only beside our own global one on this link.
+            link_local_next_hop: self
+                .link_local
+                .filter(|_| next_hop.is_some_and(|h| h.is_ipv6()) && next_hop == self.local),
             med: route.med,
             local_pref: route.local_pref.filter(|_| self.ibgp()),
             communities: route.communities.clone(),

@@ -31,6 +31,7 @@
 
 pub mod events;
 pub mod fsm;
+mod ifaddr;
 mod md5;
 pub mod packet;
 mod speaker;

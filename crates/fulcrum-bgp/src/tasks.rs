@@ -255,7 +255,11 @@ fn attach(
         }
     });
     *conn = Some(Connection { id, writer, reader });
-    Some(Event::TcpUp { local })
+    let link_local = match local {
+        IpAddr::V6(a) if !a.is_unicast_link_local() => crate::ifaddr::link_local_beside(a),
+        _ => None,
+    };
+    Some(Event::TcpUp { local, link_local })
 }
 
 /// How long one connection attempt may take.

@@ -285,6 +285,11 @@ fn over_an_ipv6_session_bird_keeps_the_ipv6_vip_through_a_graceful_restart() {
                 vec![IpAddr::from(PeerLink::SPEAKER6)],
                 "the session's own address is the next hop"
             );
+            let route = bird.route(VIP6);
+            assert!(
+                route.contains(&format!("BGP.next_hop: {} fe80:", PeerLink::SPEAKER6)),
+                "the global next hop and our link-local one beside it: {route}"
+            );
             let status = first_peer(&speaker);
             assert_eq!(status.families, ["ipv6-unicast"]);
             assert_eq!(

@@ -71,7 +71,10 @@ fn established_with(
     let mut s = Session::new(config);
     s.handle(Event::Routes(routes));
     assert!(s.handle(Event::Start).contains(&Action::Connect));
-    let mut out = s.handle(Event::TcpUp { local });
+    let mut out = s.handle(Event::TcpUp {
+        local,
+        link_local: None,
+    });
     out.extend(s.handle(Event::Received(open)));
     assert_eq!(s.state(), State::OpenConfirm);
     out.extend(s.handle(Event::Received(Message::Keepalive)));
@@ -181,6 +184,7 @@ fn hold_timer_expiry_sends_its_notification_and_reconnects() {
     s.handle(Event::TimerFired(Timer::ConnectRetry));
     let out = sent(&s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     }));
     let Message::Open(open) = &out[0] else {
         panic!("{out:?}")
@@ -196,6 +200,7 @@ fn negotiated_hold_time_is_the_smaller_and_keepalives_a_third_of_it() {
     s.handle(Event::Start);
     s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     });
     let out = s.handle(Event::Received(peer_open(65000, 6)));
     assert!(out.contains(&Action::StartTimer(Timer::Hold, Duration::from_secs(6))));
@@ -211,6 +216,7 @@ fn a_wrong_peer_as_gets_bad_peer_as() {
     s.handle(Event::Start);
     s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     });
     let out = s.handle(Event::Received(peer_open(65099, 90)));
     assert_eq!(
@@ -259,6 +265,7 @@ fn passive_peers_only_accept_and_a_second_connection_is_refused() {
     assert!(s.accepts_connection());
     s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     });
     assert_eq!(s.state(), State::OpenSent);
     assert!(!s.accepts_connection());
@@ -299,6 +306,7 @@ fn ibgp_routes_carry_local_pref_and_an_empty_as_path() {
     s.handle(Event::Start);
     s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     });
     s.handle(Event::Received(peer_open(65001, 90)));
     let out = sent(&s.handle(Event::Received(Message::Keepalive)));
@@ -509,4 +517,31 @@ fn ipv6_routes_are_withdrawn_on_change_and_shutdown_and_refreshed_alone() {
         }),
         "one UPDATE: IPv4 in the withdrawn field, IPv6 in MP_UNREACH_NLRI"
     );
+}
+
+#[test]
+fn our_link_local_address_goes_beside_our_own_global_next_hop_only() {
+    let local: Ipv6Addr = "2001:db8::11".parse().expect("address");
+    let link_local: Ipv6Addr = "fe80::11".parse().expect("address");
+    let up = |config: SessionConfig| {
+        let mut s = Session::new(config);
+        s.handle(Event::Routes(vec![vip6(1)]));
+        s.handle(Event::Start);
+        s.handle(Event::TcpUp {
+            local: local.into(),
+            link_local: Some(link_local),
+        });
+        s.handle(Event::Received(open_with_families(&[AFI_IPV6])));
+        let out = sent(&s.handle(Event::Received(Message::Keepalive)));
+        updates(&out)[0].attributes.clone().expect("attributes")
+    };
+    let a = up(config());
+    assert_eq!(a.next_hop, Some(IpAddr::V6(local)));
+    assert_eq!(a.link_local_next_hop, Some(link_local));
+    // Another configured next hop is not on our link address: no link-local beside it.
+    let a = up(SessionConfig {
+        next_hop_ipv6: Some("2001:db8::99".parse().expect("address")),
+        ..config()
+    });
+    assert_eq!(a.link_local_next_hop, None);
 }
