@@ -417,4 +417,34 @@ services:
         ];
         assert!(routes(&config, &down).is_empty());
     }
+
+    #[test]
+    fn an_ipv6_vip_is_a_host_route_of_128_beside_the_ipv4_ones() {
+        let text = format!(
+            "{CONFIG}  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    \
+             backends: [{{address: 2001:db8:200::10}}]\n"
+        );
+        let config = fulcrum_config::parse(&text, "t.yaml").expect("config");
+        let up = |n| backend(n, Health::Up, false);
+        let v6_up = BackendStatus {
+            address: "2001:db8:200::10".parse().expect("address"),
+            ..up(1)
+        };
+        let mut web6 = service("web6", [0, 0, 0, 0], vec![v6_up.clone()]);
+        web6.vip = "2001:db8:100::1".parse().expect("address");
+        let statuses = [
+            service("web", [10, 0, 100, 1], vec![up(1), up(2)]),
+            web6.clone(),
+        ];
+        assert_eq!(
+            vips(&routes(&config, &statuses)),
+            ["10.0.100.1/32", "2001:db8:100::1/128"]
+        );
+        web6.backends = vec![BackendStatus {
+            health: Health::Down,
+            ..v6_up
+        }];
+        let statuses = [service("web", [10, 0, 100, 1], vec![up(1), up(2)]), web6];
+        assert_eq!(vips(&routes(&config, &statuses)), ["10.0.100.1/32"]);
+    }
 }
