@@ -274,6 +274,39 @@ fn bird_with_a_tcp_md5_password_establishes() {
 }
 
 #[test]
+fn an_ipv4_router_with_tcp_md5_connects_to_a_dual_stack_listener() {
+    let lab = DsrLab::new("bgpd", 2).expect("lab");
+    let servers = lab.http_servers().expect("HTTP servers");
+    let bird =
+        Bird::start(&lab.client.ns, &bird_config("password \"lab-md5-secret\";")).expect("bird");
+    let dir = temp_dir("bgp-md5-dual");
+    let key = dir.join("md5");
+    std::fs::write(&key, "lab-md5-secret\n").expect("key");
+    // Passive: only BIRD's connection, to [::]:179, can make the session; its MD5 key is
+    // set on the IPv6 socket as the IPv4-mapped address.
+    let peer = format!(
+        "      passive: true\n      md5_password_file: {}\n",
+        key.display()
+    );
+    let bgp = bgp_section("3s", &peer).replace("  peers:\n", "  listen: \"[::]:179\"\n  peers:\n");
+    let path = write_config(&dir, &bgp, "", None);
+    let daemon = start_daemon(&lab, &path);
+    wait_until(
+        "BIRD has the VIP over the dual-stack listener",
+        LIMIT,
+        || !bird.route(PREFIX).is_empty(),
+    );
+    assert_eq!(
+        fulcrum_lab::bird::ip_next_hops(&bird, PREFIX).expect("birdc"),
+        vec![std::net::IpAddr::from(BALANCER)],
+        "the IPv4 local address, not its IPv6-mapped form"
+    );
+    drop(daemon);
+    drop(servers);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn gobgp_gets_the_vip_with_its_attributes_and_loses_it() {
     let lab = DsrLab::new("bgpg", 2).expect("lab");
     let servers = lab.http_servers().expect("HTTP servers");
