@@ -2,7 +2,10 @@
 //! [`crate::fsm::Session`] turns one into a list of the other; [`crate::tasks`] carries
 //! them out with sockets and timers.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
 
 use crate::packet::{Message, Notification, Prefix};
 
@@ -57,6 +60,9 @@ pub enum Event {
     TcpUp {
         /// Our end's address: the default next hop.
         local: IpAddr,
+        /// The link-local address of the interface `local` is on, when `local` is a
+        /// global IPv6 address: sent beside it in the next hop (RFC 2545).
+        link_local: Option<Ipv6Addr>,
     },
     /// The connection closed or failed.
     TcpDown,

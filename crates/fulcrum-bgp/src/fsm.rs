@@ -9,14 +9,14 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
 use crate::{
     events::{Action, Event, Route, Timer},
     packet::{
-        AFI_IPV4, Capability, GrFamily, GracefulRestart, Message, Notification, Open,
+        AFI_IPV4, AFI_IPV6, Capability, GrFamily, GracefulRestart, Message, Notification, Open,
         PathAttributes, Prefix, SAFI_UNICAST, Update, error,
     },
 };
@@ -34,8 +34,12 @@ pub struct SessionConfig {
     pub hold_time: u16,
     /// Graceful restart as we advertise it; `None` leaves the capability out.
     pub graceful_restart: Option<GrConfig>,
-    /// NEXT_HOP of our routes; the connection's local address when `None`.
+    /// NEXT_HOP of our IPv4 routes; the connection's local address when `None` and it
+    /// is IPv4.
     pub next_hop: Option<IpAddr>,
+    /// Next hop of our IPv6 routes (MP_REACH_NLRI); the connection's local address when
+    /// `None` and it is IPv6.
+    pub next_hop_ipv6: Option<Ipv6Addr>,
     /// Only accept connections; never connect.
     pub passive: bool,
     /// Time between connection attempts.
@@ -49,7 +53,7 @@ pub struct GrConfig {
     pub restart_time: u16,
     /// R bit: this daemon has just restarted (it took over from the previous one).
     pub restart_state: bool,
-    /// F bit for IPv4 unicast: the data plane kept forwarding through the restart.
+    /// F bit for IPv4 and IPv6 unicast: the data plane kept forwarding through the restart.
     pub forwarding_state: bool,
 }
 
@@ -98,6 +102,7 @@ pub struct Session {
     /// Routes the peer has from us in this session.
     announced: BTreeMap<Prefix, Route>,
     local: Option<IpAddr>,
+    link_local: Option<Ipv6Addr>,
     last_error: Option<String>,
     peer_open: Option<Open>,
 }
@@ -111,6 +116,7 @@ impl Session {
             desired: BTreeMap::new(),
             announced: BTreeMap::new(),
             local: None,
+            link_local: None,
             last_error: None,
             peer_open: None,
         }
@@ -155,7 +161,7 @@ impl Session {
                 }
             }
             Event::Stop(cease) => self.stop(cease, &mut out),
-            Event::TcpUp { local } => self.tcp_up(local, &mut out),
+            Event::TcpUp { local, link_local } => self.tcp_up(local, link_local, &mut out),
             Event::TcpDown => {
                 if self.state != State::Idle {
                     self.down("connection closed by the peer".to_owned(), &mut out);
@@ -180,12 +186,13 @@ impl Session {
         out
     }
 
-    fn tcp_up(&mut self, local: IpAddr, out: &mut Vec<Action>) {
+    fn tcp_up(&mut self, local: IpAddr, link_local: Option<Ipv6Addr>, out: &mut Vec<Action>) {
         if !self.accepts_connection() {
             out.push(Action::Close);
             return;
         }
         self.local = Some(local);
+        self.link_local = link_local;
         out.push(Action::StopTimer(Timer::ConnectRetry));
         out.push(Action::Send(Message::Open(self.open())));
         out.push(Action::StartTimer(Timer::Hold, LARGE_HOLD));
@@ -214,8 +221,8 @@ impl Session {
             (State::Established, Message::Keepalive | Message::Update(_)) => self.restart_hold(out),
             (State::Established, Message::RouteRefresh { afi, safi }) => {
                 self.restart_hold(out);
-                if (afi, safi) == (AFI_IPV4, SAFI_UNICAST) {
-                    self.announced.clear();
+                if safi == SAFI_UNICAST && self.negotiated(afi) {
+                    self.announced.retain(|p, _| afi_of(p) != afi);
                     self.sync_routes(false, out);
                 }
             }
@@ -366,10 +373,15 @@ impl Session {
     }
 
     /// Makes what the peer has match what we want: withdrawals first, then one UPDATE per
-    /// new or changed route, then End-of-RIB on the first pass of a session.
+    /// new or changed route, then End-of-RIB of each negotiated family on the first pass of
+    /// a session. Routes the session cannot carry ([`Session::not_announced`]) are left out.
     fn sync_routes(&mut self, first: bool, out: &mut Vec<Action>) {
+        let sendable: BTreeMap<Prefix, Route> = (self.desired.iter())
+            .filter(|(_, r)| self.why_not(r).is_none())
+            .map(|(p, r)| (*p, r.clone()))
+            .collect();
         let withdrawn: Vec<Prefix> = (self.announced.keys())
-            .filter(|p| !self.desired.contains_key(p))
+            .filter(|p| !sendable.contains_key(p))
             .copied()
             .collect();
         if !withdrawn.is_empty() {
@@ -381,7 +393,7 @@ impl Session {
                 ..Update::default()
             })));
         }
-        let changed: Vec<Route> = (self.desired.values())
+        let changed: Vec<Route> = (sendable.values())
             .filter(|r| self.announced.get(&r.prefix) != Some(r))
             .cloned()
             .collect();
@@ -390,7 +402,80 @@ impl Session {
             self.announced.insert(route.prefix, route);
         }
         if first {
-            out.push(Action::Send(Message::Update(Update::default())));
+            for afi in [AFI_IPV4, AFI_IPV6] {
+                if self.negotiated(afi) {
+                    out.push(Action::Send(Message::Update(Update::end_of_rib(afi))));
+                }
+            }
+        }
+    }
+
+    /// Whether unicast of `afi` is usable with the peer: it offered the family, or, for
+    /// IPv4, offered no multiprotocol capability at all (RFC 4760 section 8). We offer both.
+    fn negotiated(&self, afi: u16) -> bool {
+        let Some(open) = &self.peer_open else {
+            return false;
+        };
+        let offered: Vec<(u16, u8)> = (open.capabilities.iter())
+            .filter_map(|c| match c {
+                Capability::MultiProtocol { afi, safi } => Some((*afi, *safi)),
+                _ => None,
+            })
+            .collect();
+        offered.contains(&(afi, SAFI_UNICAST)) || (afi == AFI_IPV4 && offered.is_empty())
+    }
+
+    /// The address families negotiated with the peer, as `ipv4-unicast` / `ipv6-unicast`.
+    pub fn families(&self) -> Vec<&'static str> {
+        [(AFI_IPV4, "ipv4-unicast"), (AFI_IPV6, "ipv6-unicast")]
+            .into_iter()
+            .filter(|(afi, _)| self.negotiated(*afi))
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    /// Desired routes this session does not carry, each with the reason; empty unless
+    /// Established.
+    pub fn not_announced(&self) -> Vec<(Prefix, String)> {
+        if self.state != State::Established {
+            return Vec::new();
+        }
+        (self.desired.values())
+            .filter_map(|r| Some((r.prefix, self.why_not(r)?)))
+            .collect()
+    }
+
+    /// Why `route` cannot go to this peer, if it cannot.
+    fn why_not(&self, route: &Route) -> Option<String> {
+        let afi = afi_of(&route.prefix);
+        let (family, field) = match afi {
+            AFI_IPV4 => ("IPv4", "the peer's next_hop"),
+            _ => ("IPv6", "bgp.next_hop_ipv6"),
+        };
+        if !self.negotiated(afi) {
+            return Some(format!("the peer did not offer {family} unicast"));
+        }
+        if self.next_hop(afi).is_none() {
+            return Some(format!(
+                "no {family} next hop: the session runs over {}, so set {field}",
+                if afi == AFI_IPV4 { "IPv6" } else { "IPv4" }
+            ));
+        }
+        None
+    }
+
+    /// Our next hop for routes of `afi`: configured, or the session's local address when it
+    /// is of that family (a link-local IPv6 address is no global next hop).
+    fn next_hop(&self, afi: u16) -> Option<IpAddr> {
+        match afi {
+            AFI_IPV4 => (self.config.next_hop.filter(IpAddr::is_ipv4))
+                .or(self.local.filter(IpAddr::is_ipv4)),
+            _ => (self.config.next_hop_ipv6.map(IpAddr::V6))
+                .or(self.config.next_hop.filter(IpAddr::is_ipv6))
+                .or(self.local.filter(|l| match l {
+                    IpAddr::V6(a) => !a.is_unicast_link_local(),
+                    IpAddr::V4(_) => false,
+                })),
         }
     }
 
@@ -399,6 +484,7 @@ impl Session {
     }
 
     fn update_for(&self, route: &Route) -> Update {
+        let next_hop = self.next_hop(afi_of(&route.prefix));
         let attributes = PathAttributes {
             origin: 0,
             as_path: if self.ibgp() {
@@ -406,7 +492,11 @@ impl Session {
             } else {
                 vec![self.config.local_asn]
             },
-            next_hop: self.config.next_hop.or(self.local),
+            next_hop,
+            // Our link-local address only beside our own global one on this link.
+            link_local_next_hop: self
+                .link_local
+                .filter(|_| next_hop.is_some_and(|h| h.is_ipv6()) && next_hop == self.local),
             med: route.med,
             local_pref: route.local_pref.filter(|_| self.ibgp()),
             communities: route.communities.clone(),
@@ -416,14 +506,19 @@ impl Session {
             withdrawn: Vec::new(),
             attributes: Some(attributes),
             nlri: vec![route.prefix],
+            end_of_rib_afi: None,
         }
     }
 
-    /// Our OPEN: 4-octet AS, IPv4 unicast, route refresh, graceful restart.
+    /// Our OPEN: 4-octet AS, IPv4 and IPv6 unicast, route refresh, graceful restart.
     pub fn open(&self) -> Open {
         let mut capabilities = vec![
             Capability::MultiProtocol {
                 afi: AFI_IPV4,
+                safi: SAFI_UNICAST,
+            },
+            Capability::MultiProtocol {
+                afi: AFI_IPV6,
                 safi: SAFI_UNICAST,
             },
             Capability::RouteRefresh,
@@ -433,11 +528,13 @@ impl Session {
                 restart_state: gr.restart_state,
                 notification: false,
                 restart_time: gr.restart_time,
-                families: vec![GrFamily {
-                    afi: AFI_IPV4,
-                    safi: SAFI_UNICAST,
-                    forwarding: gr.forwarding_state,
-                }],
+                families: [AFI_IPV4, AFI_IPV6]
+                    .map(|afi| GrFamily {
+                        afi,
+                        safi: SAFI_UNICAST,
+                        forwarding: gr.forwarding_state,
+                    })
+                    .to_vec(),
             }));
         }
         capabilities.push(Capability::FourOctetAs(self.config.local_asn));
@@ -448,6 +545,14 @@ impl Session {
             router_id: self.config.router_id,
             capabilities,
         }
+    }
+}
+
+fn afi_of(prefix: &Prefix) -> u16 {
+    if prefix.address.is_ipv4() {
+        AFI_IPV4
+    } else {
+        AFI_IPV6
     }
 }
 

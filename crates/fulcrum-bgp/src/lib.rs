@@ -13,18 +13,25 @@
 //! types and seven attributes an announce-only speaker uses, and the part that must be exactly right, turning every malformed input
 //! into the NOTIFICATION RFC 4271 section 6 names (code, subcode and data) without a
 //! panic, is most directly reviewed where the decoding happens. It was not evaluated
-//! beyond that. The encoding is ready for IPv6 unicast (MP_REACH_NLRI/MP_UNREACH_NLRI).
+//! beyond that.
 //!
 //! **Sessions.** Capabilities offered: 4-octet AS (required from the peer too),
-//! multiprotocol IPv4 unicast, route refresh, graceful restart (RFC 4724) with the
-//! Restart State and Forwarding State bits as [`SpeakerConfig`] says. After OPENs are
-//! exchanged every desired route is sent, then End-of-RIB. [`Speaker::shutdown`] withdraws
-//! and sends Cease; [`Speaker::handover`] closes without a NOTIFICATION, so that routers
-//! keep the routes for the restart time while the next daemon takes over.
+//! multiprotocol IPv4 and IPv6 unicast (RFC 4760), route refresh, graceful restart (RFC
+//! 4724) for both families with the Restart State and Forwarding State bits as
+//! [`SpeakerConfig`] says. After OPENs are exchanged every desired route the session can
+//! carry is sent, then End-of-RIB of each negotiated family (an empty UPDATE for IPv4, an
+//! empty MP_UNREACH_NLRI for IPv6). IPv6 routes travel in MP_REACH_NLRI with an IPv6 next
+//! hop and are withdrawn in MP_UNREACH_NLRI, over IPv4 or IPv6 sessions alike. A family
+//! the peer did not offer gets no routes, and neither does one without a next hop of its
+//! family; [`PeerStatus::not_announced`] says which and why (failing soft: the session
+//! stays up for the other family). [`Speaker::shutdown`] withdraws and sends Cease;
+//! [`Speaker::handover`] closes without a NOTIFICATION, so that routers keep the routes
+//! for the restart time while the next daemon takes over.
 #![warn(missing_docs)]
 
 pub mod events;
 pub mod fsm;
+mod ifaddr;
 mod md5;
 pub mod packet;
 mod speaker;

@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
     sync::{Arc, Mutex},
     time::Duration,
@@ -56,8 +56,10 @@ pub struct PeerConfig {
     pub passive: bool,
     /// TCP MD5 key.
     pub md5_key: Option<Vec<u8>>,
-    /// NEXT_HOP; the connection's local address when `None`.
+    /// NEXT_HOP of IPv4 routes; the connection's local address when `None` and IPv4.
     pub next_hop: Option<IpAddr>,
+    /// Next hop of IPv6 routes; the connection's local address when `None` and IPv6.
+    pub next_hop_ipv6: Option<Ipv6Addr>,
 }
 
 /// A peer as the API, metrics and console show it.
@@ -75,6 +77,12 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// Prefixes the peer has from us.
     pub announced: Vec<Prefix>,
+    /// Address families negotiated (`ipv4-unicast`, `ipv6-unicast`); empty unless
+    /// Established.
+    pub families: Vec<&'static str>,
+    /// Desired prefixes this peer does not get, and why (a family it did not offer, no
+    /// next hop of the route's family).
+    pub not_announced: Vec<(Prefix, String)>,
 }
 
 /// Why the speaker could not start.
@@ -242,6 +250,7 @@ impl Speaker {
             hold_time: peer.hold_time,
             graceful_restart: self.config.graceful_restart,
             next_hop: peer.next_hop,
+            next_hop_ipv6: peer.next_hop_ipv6,
             passive: peer.passive,
             connect_retry: self.config.connect_retry,
         };
@@ -253,6 +262,8 @@ impl Speaker {
                 established_since: None,
                 last_error: None,
                 announced: Vec::new(),
+                families: Vec::new(),
+                not_announced: Vec::new(),
             })
         });
         let (commands, inbox) = mpsc::unbounded_channel();

@@ -206,6 +206,11 @@ fn publish(task: &PeerTask, session: &Session, since: Option<std::time::Instant>
             established_since: since,
             last_error: session.last_error().map(str::to_owned),
             announced: session.announced(),
+            families: match session.state() {
+                State::Established => session.families(),
+                _ => Vec::new(),
+            },
+            not_announced: session.not_announced(),
         };
         let changed = *p != new;
         *p = new;
@@ -221,7 +226,7 @@ fn attach(
     conn: &mut Option<Connection>,
 ) -> Option<Event> {
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().ok()?.ip();
+    let local = stream.local_addr().ok()?.ip().to_canonical();
     let (mut read, writer) = stream.into_split();
     let events = events.clone();
     let reader = tokio::spawn(async move {
@@ -250,7 +255,11 @@ fn attach(
         }
     });
     *conn = Some(Connection { id, writer, reader });
-    Some(Event::TcpUp { local })
+    let link_local = match local {
+        IpAddr::V6(a) if !a.is_unicast_link_local() => crate::ifaddr::link_local_beside(a),
+        _ => None,
+    };
+    Some(Event::TcpUp { local, link_local })
 }
 
 /// How long one connection attempt may take.
@@ -289,11 +298,16 @@ fn spawn_connect(
     });
 }
 
-/// Binds the passive side; keys of peers with MD5 are set on it by the caller.
+/// Binds the passive side; keys of peers with MD5 are set on it by the caller. An IPv6
+/// wildcard (`[::]`) accepts IPv4 peers too, whatever `net.ipv6.bindv6only` says.
 pub(crate) fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match listen {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        SocketAddr::V6(_) => {
+            let socket = TcpSocket::new_v6()?;
+            crate::md5::set_v6only(socket.as_raw_fd(), false)?;
+            socket
+        }
     };
     socket.set_reuseaddr(true)?;
     socket.bind(listen)?;
@@ -308,7 +322,7 @@ pub(crate) async fn accept_loop(listener: Arc<TcpListener>, registry: Registry) 
                 let peer = registry
                     .lock()
                     .ok()
-                    .and_then(|r| r.get(&from.ip()).cloned());
+                    .and_then(|r| r.get(&from.ip().to_canonical()).cloned());
                 match peer {
                     Some(tx) => {
                         let _ = tx.send(Command::Incoming(stream));

@@ -274,6 +274,39 @@ fn bird_with_a_tcp_md5_password_establishes() {
 }
 
 #[test]
+fn an_ipv4_router_with_tcp_md5_connects_to_a_dual_stack_listener() {
+    let lab = DsrLab::new("bgpd", 2).expect("lab");
+    let servers = lab.http_servers().expect("HTTP servers");
+    let bird =
+        Bird::start(&lab.client.ns, &bird_config("password \"lab-md5-secret\";")).expect("bird");
+    let dir = temp_dir("bgp-md5-dual");
+    let key = dir.join("md5");
+    std::fs::write(&key, "lab-md5-secret\n").expect("key");
+    // Passive: only BIRD's connection, to [::]:179, can make the session; its MD5 key is
+    // set on the IPv6 socket as the IPv4-mapped address.
+    let peer = format!(
+        "      passive: true\n      md5_password_file: {}\n",
+        key.display()
+    );
+    let bgp = bgp_section("3s", &peer).replace("  peers:\n", "  listen: \"[::]:179\"\n  peers:\n");
+    let path = write_config(&dir, &bgp, "", None);
+    let daemon = start_daemon(&lab, &path);
+    wait_until(
+        "BIRD has the VIP over the dual-stack listener",
+        LIMIT,
+        || !bird.route(PREFIX).is_empty(),
+    );
+    assert_eq!(
+        fulcrum_lab::bird::ip_next_hops(&bird, PREFIX).expect("birdc"),
+        vec![std::net::IpAddr::from(BALANCER)],
+        "the IPv4 local address, not its IPv6-mapped form"
+    );
+    drop(daemon);
+    drop(servers);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn gobgp_gets_the_vip_with_its_attributes_and_loses_it() {
     let lab = DsrLab::new("bgpg", 2).expect("lab");
     let servers = lab.http_servers().expect("HTTP servers");
@@ -315,5 +348,69 @@ fn gobgp_gets_the_vip_with_its_attributes_and_loses_it() {
     drop(servers);
     wait_until("GoBGP loses the VIP", LIMIT, || !rib().contains(PREFIX));
     drop(daemon);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bird_over_an_ipv6_session_gets_the_ipv4_vip_with_its_next_hop_and_loses_it_on_sigterm() {
+    let lab = DsrLab::new("bgp6", 2).expect("lab");
+    let (client6, balancer6) = ("fd00:77::1", "fd00:77::2");
+    for (host, addr) in [(&lab.client, client6), (&lab.balancer, balancer6)] {
+        let addr = format!("{addr}/64");
+        (host.ns)
+            .ip(&["-6", "addr", "add", &addr, "dev", "eth0", "nodad"])
+            .expect("IPv6 address");
+    }
+    let servers = lab.http_servers().expect("HTTP servers");
+    // BIRD connects to the balancer's IPv6 address and offers both families.
+    let bird = bird_config("ipv6 { import all; export none; };")
+        .replace(&format!("local {CLIENT} "), &format!("local {client6} "))
+        .replace(
+            &format!("neighbor {BALANCER} "),
+            &format!("neighbor {balancer6} "),
+        );
+    let bird = Bird::start(&lab.client.ns, &bird).expect("bird");
+    let dir = temp_dir("bgp-ipv6-session");
+    // No `listen`: with an IPv6 peer it is [::]:179. An IPv6 session needs the IPv4 next hop.
+    let bgp = bgp_section("3s", &format!("      next_hop: {BALANCER}\n")).replace(
+        &format!("address: {CLIENT}"),
+        &format!("address: {client6}"),
+    );
+    let path = write_config(&dir, &bgp, "", None);
+    let mut daemon = start_daemon(&lab, &path);
+    wait_until("BIRD has the VIP", LIMIT, || !bird.route(PREFIX).is_empty());
+    assert_eq!(
+        fulcrum_lab::bird::ip_next_hops(&bird, PREFIX).expect("birdc"),
+        vec![std::net::IpAddr::from(BALANCER)],
+        "{}",
+        bird.route(PREFIX)
+    );
+    let status = bgp_status(&lab);
+    assert!(
+        status.contains(&format!("\"address\":\"{client6}\"")),
+        "{status}"
+    );
+    assert!(
+        status.contains("\"families\":[\"ipv4-unicast\",\"ipv6-unicast\"]"),
+        "{status}"
+    );
+    assert!(status.contains("\"not_announced\":[]"), "{status}");
+    let listening = (lab.balancer.ns)
+        .exec("ss", &["-Hltn", "sport", "=", ":179"])
+        .expect("ss");
+    // ss writes a dual-stack [::] listener as `*`.
+    assert!(
+        listening.contains("*:179"),
+        "[::]:179 with IPv4 too: {listening}"
+    );
+
+    assert_eq!(daemon.stop_with(libc::SIGTERM).expect("exits"), Some(0));
+    assert_eq!(
+        bird.route(PREFIX),
+        "",
+        "withdrawn by the time the daemon exited"
+    );
+    assert!(bird.log().contains("Received: Administrative shutdown"));
+    drop(servers);
     let _ = std::fs::remove_dir_all(dir);
 }

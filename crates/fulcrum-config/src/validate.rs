@@ -230,7 +230,7 @@ impl Checker<'_> {
         let flow_sharing = c.flow_sharing.as_ref().map(|f| self.flow_sharing(f));
         let bgp = match &c.bgp {
             None => Some(None),
-            Some(raw) => self.bgp(raw).map(Some),
+            Some(raw) => self.bgp(raw, &services).map(Some),
         };
         Some(Config {
             instance: instance?,

@@ -1,5 +1,5 @@
 //! Route health injection: a task that turns each published [`Snapshot`] into the routes
-//! the [`Speaker`] announces (a /32 per VIP while one of its services has `min_healthy`
+//! the [`Speaker`] announces (a /32 or /128 per VIP while one of its services has `min_healthy`
 //! usable backends), applies `bgp:` changes from reloads, and publishes the peers' status
 //! for the API on its own watch, never through the owner.
 
@@ -51,6 +51,18 @@ pub struct BgpPeerStatus {
     pub last_error: Option<String>,
     /// Prefixes this peer has from us.
     pub announced: Vec<String>,
+    /// Families negotiated: `ipv4-unicast`, `ipv6-unicast`; empty unless Established.
+    pub families: Vec<String>,
+    /// Desired prefixes this peer does not get, and why (it did not offer the family, or
+    /// the session has no next hop of that family).
+    pub not_announced: Vec<NotAnnounced>,
+}
+
+/// One prefix in [`BgpPeerStatus::not_announced`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NotAnnounced {
+    pub prefix: String,
+    pub reason: String,
 }
 
 /// The BGP task's published view; peers' uptime is computed when read.
@@ -83,6 +95,13 @@ impl BgpView {
                         .map(|t| now.saturating_duration_since(t).as_secs()),
                     last_error: p.last_error.clone(),
                     announced: p.announced.iter().map(ToString::to_string).collect(),
+                    families: p.families.iter().map(|f| (*f).to_owned()).collect(),
+                    not_announced: (p.not_announced.iter())
+                        .map(|(prefix, reason)| NotAnnounced {
+                            prefix: prefix.to_string(),
+                            reason: reason.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -93,7 +112,7 @@ impl BgpView {
 /// `shutdown_delay` has passed) or the sessions are handed over.
 pub(crate) type StopRequest = (Shutdown, oneshot::Sender<()>);
 
-/// The desired routes: one host route per VIP with a qualifying service, with the
+/// The desired routes: one host route (/32 or /128) per VIP with a qualifying service, with the
 /// attributes of the first qualifying service in file order.
 pub(crate) fn routes(config: &Config, services: &[ServiceStatus]) -> Vec<Route> {
     let mut by_vip: BTreeMap<IpAddr, Route> = BTreeMap::new();
@@ -159,6 +178,7 @@ pub(crate) fn speaker_config(bgp: &Bgp, restarted: bool) -> Result<SpeakerConfig
             passive: p.passive,
             md5_key,
             next_hop: p.next_hop,
+            next_hop_ipv6: bgp.next_hop_ipv6,
         });
     }
     Ok(SpeakerConfig {
@@ -396,5 +416,35 @@ services:
             ),
         ];
         assert!(routes(&config, &down).is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_vip_is_a_host_route_of_128_beside_the_ipv4_ones() {
+        let text = format!(
+            "{CONFIG}  - name: web6\n    vip: 2001:db8:100::1\n    port: 80\n    \
+             backends: [{{address: 2001:db8:200::10}}]\n"
+        );
+        let config = fulcrum_config::parse(&text, "t.yaml").expect("config");
+        let up = |n| backend(n, Health::Up, false);
+        let v6_up = BackendStatus {
+            address: "2001:db8:200::10".parse().expect("address"),
+            ..up(1)
+        };
+        let mut web6 = service("web6", [0, 0, 0, 0], vec![v6_up.clone()]);
+        web6.vip = "2001:db8:100::1".parse().expect("address");
+        let statuses = [
+            service("web", [10, 0, 100, 1], vec![up(1), up(2)]),
+            web6.clone(),
+        ];
+        assert_eq!(
+            vips(&routes(&config, &statuses)),
+            ["10.0.100.1/32", "2001:db8:100::1/128"]
+        );
+        web6.backends = vec![BackendStatus {
+            health: Health::Down,
+            ..v6_up
+        }];
+        let statuses = [service("web", [10, 0, 100, 1], vec![up(1), up(2)]), web6];
+        assert_eq!(vips(&routes(&config, &statuses)), ["10.0.100.1/32"]);
     }
 }

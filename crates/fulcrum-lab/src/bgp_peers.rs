@@ -2,6 +2,7 @@
 //! owns, with its own config, control socket and files, and killed on drop.
 
 use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::{Child, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -9,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::netns::NetNs;
+use crate::netns::{NetNs, unique_prefix};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -175,5 +176,61 @@ impl Gobgp {
 impl Drop for Gobgp {
     fn drop(&mut self) {
         kill(&mut self.child);
+    }
+}
+
+/// Two namespaces on one dual-stack link, for BGP sessions over IPv4 and IPv6: a router
+/// (BIRD or GoBGP) in [`PeerLink::router`] and the speaker in [`PeerLink::speaker`].
+/// Addresses are fixed (each lab has its own namespaces); IPv6 ones skip duplicate
+/// address detection so they are usable at once.
+pub struct PeerLink {
+    /// The router's namespace, `eth0` in it.
+    pub router: NetNs,
+    /// The speaker's namespace, `eth0` in it.
+    pub speaker: NetNs,
+}
+
+impl PeerLink {
+    /// The router's IPv4 address.
+    pub const ROUTER4: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
+    /// The speaker's IPv4 address.
+    pub const SPEAKER4: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 2);
+    /// The router's IPv6 address.
+    pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x79, 0, 0, 0, 0, 0, 1);
+    /// The speaker's IPv6 address.
+    pub const SPEAKER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x79, 0, 0, 0, 0, 0, 2);
+
+    /// Creates both namespaces and the link; dropped, they go.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let prefix = unique_prefix(tag);
+        let router = NetNs::create(&format!("{prefix}-r"))?;
+        let speaker = NetNs::create(&format!("{prefix}-s"))?;
+        router.veth("eth0", &speaker, "eth0")?;
+        for (ns, v4, v6) in [
+            (&router, Self::ROUTER4, Self::ROUTER6),
+            (&speaker, Self::SPEAKER4, Self::SPEAKER6),
+        ] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            ns.ip(&["link", "set", "eth0", "up"])?;
+        }
+        Ok(Self { router, speaker })
+    }
+
+    /// The router's address of the family of `ipv6`.
+    pub fn router(ipv6: bool) -> IpAddr {
+        if ipv6 {
+            Self::ROUTER6.into()
+        } else {
+            Self::ROUTER4.into()
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The ECMP lab router's BIRD config (multipath kernel export, static or BGP routes to
 //! the VIP) and what the lab reads back from BIRD (paths, session state).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 pub use crate::bgp_peers::Bird;
 
@@ -94,6 +94,13 @@ pub fn next_hops(bird: &Bird, prefix: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
     Ok(parse_next_hops(&out))
 }
 
+/// The next hops of every path to `prefix` in `bird`, of either family (an IPv6 route's
+/// next hops are IPv6 addresses).
+pub fn ip_next_hops(bird: &Bird, prefix: &str) -> anyhow::Result<Vec<IpAddr>> {
+    let out = bird.birdc(&["show", "route", "for", prefix])?;
+    Ok(parse_next_hops(&out))
+}
+
 /// Whether `bird`'s BGP protocol `name` has its session up.
 pub fn established(bird: &Bird, name: &str) -> bool {
     bird.birdc(&["show", "protocols", name])
@@ -102,8 +109,8 @@ pub fn established(bird: &Bird, name: &str) -> bool {
 
 /// The `via ADDR` next hops in `birdc show route` or `ip route show` output (one per path
 /// of a multipath route, or the single one), sorted.
-pub(crate) fn parse_next_hops(out: &str) -> Vec<Ipv4Addr> {
-    let mut hops: Vec<Ipv4Addr> = out
+pub(crate) fn parse_next_hops<T: std::str::FromStr + Ord>(out: &str) -> Vec<T> {
+    let mut hops: Vec<T> = out
         .split_whitespace()
         .collect::<Vec<_>>()
         .windows(2)
@@ -123,11 +130,19 @@ mod tests {
     fn next_hops_of_a_multipath_and_a_single_route() {
         let multi = "Table master4:\n10.78.99.1/32        unicast [lb1 00:50:01.123] * (100) [AS65001i]\n\tvia 10.78.0.12 on eth0 weight 1\n\tvia 10.78.0.11 on eth0 weight 1\n";
         assert_eq!(
-            parse_next_hops(multi),
+            parse_next_hops::<Ipv4Addr>(multi),
             vec![Ipv4Addr::new(10, 78, 0, 11), Ipv4Addr::new(10, 78, 0, 12)]
         );
         let single = "Table master4:\n10.78.99.1/32        unicast [lb2 00:50:01] * (100) [AS65001i]\n\tvia 10.78.0.12 on eth0\n";
-        assert_eq!(parse_next_hops(single), vec![Ipv4Addr::new(10, 78, 0, 12)]);
-        assert!(parse_next_hops("Table master4:\n").is_empty());
+        assert_eq!(
+            parse_next_hops::<Ipv4Addr>(single),
+            vec![Ipv4Addr::new(10, 78, 0, 12)]
+        );
+        assert!(parse_next_hops::<Ipv4Addr>("Table master4:\n").is_empty());
+        let v6 = "Table master6:\nfd00:79:99::1/128    unicast [over4 07:50:01] * (100) [AS65001i]\n\tvia fd00:79::2 on eth0\n";
+        assert_eq!(
+            parse_next_hops::<IpAddr>(v6),
+            vec!["fd00:79::2".parse::<IpAddr>().expect("address")]
+        );
     }
 }

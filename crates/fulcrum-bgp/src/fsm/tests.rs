@@ -1,6 +1,6 @@
 //! The session fed events, as the tasks would feed it, without sockets.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use super::*;
 
@@ -16,6 +16,7 @@ fn config() -> SessionConfig {
             forwarding_state: true,
         }),
         next_hop: None,
+        next_hop_ipv6: None,
         passive: false,
         connect_retry: Duration::from_secs(1),
     }
@@ -52,13 +53,29 @@ fn vip(last: u8, med: Option<u32>) -> Route {
 /// A session brought to Established with `routes` desired; returns what it sent on the
 /// way in.
 fn established(routes: Vec<Route>) -> (Session, Vec<Message>) {
-    let mut s = Session::new(config());
+    established_with(
+        config(),
+        IpAddr::from([10, 0, 2, 11]),
+        peer_open(65000, 6),
+        routes,
+    )
+}
+
+/// As [`established`], with this configuration, local address and peer OPEN.
+fn established_with(
+    config: SessionConfig,
+    local: IpAddr,
+    open: Message,
+    routes: Vec<Route>,
+) -> (Session, Vec<Message>) {
+    let mut s = Session::new(config);
     s.handle(Event::Routes(routes));
     assert!(s.handle(Event::Start).contains(&Action::Connect));
     let mut out = s.handle(Event::TcpUp {
-        local: IpAddr::from([10, 0, 2, 11]),
+        local,
+        link_local: None,
     });
-    out.extend(s.handle(Event::Received(peer_open(65000, 6))));
+    out.extend(s.handle(Event::Received(open)));
     assert_eq!(s.state(), State::OpenConfirm);
     out.extend(s.handle(Event::Received(Message::Keepalive)));
     assert_eq!(s.state(), State::Established);
@@ -84,13 +101,24 @@ fn our_open_offers_graceful_restart_with_restart_and_forwarding_bits() {
                 restart_state: true,
                 notification: false,
                 restart_time: 5,
-                families: vec![GrFamily {
-                    afi: AFI_IPV4,
-                    safi: SAFI_UNICAST,
-                    forwarding: true
-                }],
+                families: vec![
+                    GrFamily {
+                        afi: AFI_IPV4,
+                        safi: SAFI_UNICAST,
+                        forwarding: true
+                    },
+                    GrFamily {
+                        afi: AFI_IPV6,
+                        safi: SAFI_UNICAST,
+                        forwarding: true
+                    }
+                ],
             }))
     );
+    assert!(open.capabilities.contains(&Capability::MultiProtocol {
+        afi: AFI_IPV6,
+        safi: SAFI_UNICAST
+    }));
 }
 
 #[test]
@@ -156,6 +184,7 @@ fn hold_timer_expiry_sends_its_notification_and_reconnects() {
     s.handle(Event::TimerFired(Timer::ConnectRetry));
     let out = sent(&s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     }));
     let Message::Open(open) = &out[0] else {
         panic!("{out:?}")
@@ -171,6 +200,7 @@ fn negotiated_hold_time_is_the_smaller_and_keepalives_a_third_of_it() {
     s.handle(Event::Start);
     s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     });
     let out = s.handle(Event::Received(peer_open(65000, 6)));
     assert!(out.contains(&Action::StartTimer(Timer::Hold, Duration::from_secs(6))));
@@ -186,6 +216,7 @@ fn a_wrong_peer_as_gets_bad_peer_as() {
     s.handle(Event::Start);
     s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     });
     let out = s.handle(Event::Received(peer_open(65099, 90)));
     assert_eq!(
@@ -234,6 +265,7 @@ fn passive_peers_only_accept_and_a_second_connection_is_refused() {
     assert!(s.accepts_connection());
     s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     });
     assert_eq!(s.state(), State::OpenSent);
     assert!(!s.accepts_connection());
@@ -274,6 +306,7 @@ fn ibgp_routes_carry_local_pref_and_an_empty_as_path() {
     s.handle(Event::Start);
     s.handle(Event::TcpUp {
         local: IpAddr::from([10, 0, 2, 11]),
+        link_local: None,
     });
     s.handle(Event::Received(peer_open(65001, 90)));
     let out = sent(&s.handle(Event::Received(Message::Keepalive)));
@@ -283,4 +316,232 @@ fn ibgp_routes_carry_local_pref_and_an_empty_as_path() {
     let a = u.attributes.as_ref().expect("attributes");
     assert_eq!(a.local_pref, Some(200));
     assert!(a.as_path.is_empty());
+}
+
+/// A peer OPEN offering these unicast families (BIRD lists one per channel).
+fn open_with_families(afis: &[u16]) -> Message {
+    let Message::Open(mut open) = peer_open(65000, 6) else {
+        unreachable!()
+    };
+    for afi in afis {
+        open.capabilities.push(Capability::MultiProtocol {
+            afi: *afi,
+            safi: SAFI_UNICAST,
+        });
+    }
+    Message::Open(open)
+}
+
+fn vip6(last: u16) -> Route {
+    Route::host(IpAddr::from([0x2001, 0xdb8, 0x100, 0, 0, 0, 0, last]))
+}
+
+fn updates(sent: &[Message]) -> Vec<Update> {
+    (sent.iter())
+        .filter_map(|m| match m {
+            Message::Update(u) => Some(u.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_ipv6_vip_goes_in_mp_reach_with_the_configured_next_hop_over_an_ipv4_session() {
+    let hop: Ipv6Addr = "2001:db8::11".parse().expect("address");
+    let config = SessionConfig {
+        next_hop_ipv6: Some(hop),
+        ..config()
+    };
+    let (s, sent) = established_with(
+        config,
+        IpAddr::from([10, 0, 2, 11]),
+        open_with_families(&[AFI_IPV4, AFI_IPV6]),
+        vec![vip(1, None), vip6(1)],
+    );
+    let u = updates(&sent);
+    assert_eq!(u.len(), 4, "two routes, two End-of-RIBs: {sent:?}");
+    assert_eq!(u[0].nlri, vec![vip(1, None).prefix]);
+    assert_eq!(
+        u[0].attributes.as_ref().and_then(|a| a.next_hop),
+        Some(IpAddr::from([10, 0, 2, 11])),
+        "IPv4 keeps the session's address"
+    );
+    assert_eq!(u[1].nlri, vec![vip6(1).prefix]);
+    assert_eq!(
+        u[1].attributes.as_ref().and_then(|a| a.next_hop),
+        Some(IpAddr::V6(hop))
+    );
+    assert_eq!(u[2].end_of_rib_family(), Some(AFI_IPV4));
+    assert_eq!(u[3].end_of_rib_family(), Some(AFI_IPV6));
+    assert_eq!(s.families(), ["ipv4-unicast", "ipv6-unicast"]);
+    assert!(s.not_announced().is_empty());
+    assert_eq!(s.announced().len(), 2);
+}
+
+#[test]
+fn a_peer_that_does_not_offer_ipv6_unicast_gets_no_ipv6_routes_and_the_status_says_why() {
+    let config = SessionConfig {
+        next_hop_ipv6: Some("2001:db8::11".parse().expect("address")),
+        ..config()
+    };
+    let (mut s, sent) = established_with(
+        config,
+        IpAddr::from([10, 0, 2, 11]),
+        open_with_families(&[AFI_IPV4]),
+        vec![vip(1, None), vip6(1)],
+    );
+    let u = updates(&sent);
+    assert_eq!(
+        u.len(),
+        2,
+        "the IPv4 route and its End-of-RIB only: {sent:?}"
+    );
+    assert_eq!(u[0].nlri, vec![vip(1, None).prefix]);
+    assert!(u[1].is_end_of_rib());
+    assert_eq!(s.families(), ["ipv4-unicast"]);
+    assert_eq!(
+        s.not_announced(),
+        vec![(
+            vip6(1).prefix,
+            "the peer did not offer IPv6 unicast".to_owned()
+        )]
+    );
+    // Later changes and a route refresh for IPv6 send it nothing either.
+    let out = sent_of(&mut s, Event::Routes(vec![vip6(1), vip6(2)]));
+    assert!(
+        updates(&out)
+            .iter()
+            .all(|u| u.nlri.iter().all(|p| p.address.is_ipv4())),
+        "{out:?}"
+    );
+    let out = sent_of(
+        &mut s,
+        Event::Received(Message::RouteRefresh {
+            afi: AFI_IPV6,
+            safi: SAFI_UNICAST,
+        }),
+    );
+    assert!(updates(&out).is_empty(), "{out:?}");
+}
+
+fn sent_of(s: &mut Session, event: Event) -> Vec<Message> {
+    sent(&s.handle(event))
+}
+
+#[test]
+fn over_an_ipv6_session_the_local_address_is_the_ipv6_next_hop_and_ipv4_needs_one_configured() {
+    let local: IpAddr = "2001:db8::11".parse().expect("address");
+    let (s, sent) = established_with(
+        config(),
+        local,
+        open_with_families(&[AFI_IPV4, AFI_IPV6]),
+        vec![vip(1, None), vip6(1)],
+    );
+    let u = updates(&sent);
+    assert_eq!(u.len(), 3, "the IPv6 route and two End-of-RIBs: {sent:?}");
+    assert_eq!(u[0].nlri, vec![vip6(1).prefix]);
+    assert_eq!(
+        u[0].attributes.as_ref().and_then(|a| a.next_hop),
+        Some(local)
+    );
+    let why = s.not_announced();
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(why[0].0, vip(1, None).prefix);
+    assert!(why[0].1.contains("no IPv4 next hop"), "{why:?}");
+
+    // With an IPv4 next hop configured both go.
+    let with_hop = SessionConfig {
+        next_hop: Some(IpAddr::from([10, 0, 2, 11])),
+        ..config()
+    };
+    let (s, sent) = established_with(
+        with_hop,
+        local,
+        open_with_families(&[AFI_IPV4, AFI_IPV6]),
+        vec![vip(1, None), vip6(1)],
+    );
+    assert_eq!(updates(&sent).len(), 4, "{sent:?}");
+    assert!(s.not_announced().is_empty());
+
+    // An IPv4 session without bgp.next_hop_ipv6 cannot carry the IPv6 route.
+    let (s, _) = established_with(
+        config(),
+        IpAddr::from([10, 0, 2, 11]),
+        open_with_families(&[AFI_IPV4, AFI_IPV6]),
+        vec![vip6(1)],
+    );
+    assert!(s.announced().is_empty());
+    assert!(
+        s.not_announced()[0].1.contains("bgp.next_hop_ipv6"),
+        "{:?}",
+        s.not_announced()
+    );
+}
+
+#[test]
+fn ipv6_routes_are_withdrawn_on_change_and_shutdown_and_refreshed_alone() {
+    let config = SessionConfig {
+        next_hop_ipv6: Some("2001:db8::11".parse().expect("address")),
+        ..config()
+    };
+    let (mut s, _) = established_with(
+        config,
+        IpAddr::from([10, 0, 2, 11]),
+        open_with_families(&[AFI_IPV4, AFI_IPV6]),
+        vec![vip(1, None), vip6(1), vip6(2)],
+    );
+    let out = sent_of(&mut s, Event::Routes(vec![vip(1, None), vip6(1)]));
+    assert_eq!(
+        updates(&out),
+        vec![Update {
+            withdrawn: vec![vip6(2).prefix],
+            ..Update::default()
+        }]
+    );
+    let out = sent_of(
+        &mut s,
+        Event::Received(Message::RouteRefresh {
+            afi: AFI_IPV6,
+            safi: SAFI_UNICAST,
+        }),
+    );
+    let u = updates(&out);
+    assert_eq!(u.len(), 1, "only the IPv6 route again: {out:?}");
+    assert_eq!(u[0].nlri, vec![vip6(1).prefix]);
+    let out = sent_of(&mut s, Event::Stop(Some(error::ADMIN_SHUTDOWN)));
+    assert_eq!(
+        out[0],
+        Message::Update(Update {
+            withdrawn: vec![vip(1, None).prefix, vip6(1).prefix],
+            ..Update::default()
+        }),
+        "one UPDATE: IPv4 in the withdrawn field, IPv6 in MP_UNREACH_NLRI"
+    );
+}
+
+#[test]
+fn our_link_local_address_goes_beside_our_own_global_next_hop_only() {
+    let local: Ipv6Addr = "2001:db8::11".parse().expect("address");
+    let link_local: Ipv6Addr = "fe80::11".parse().expect("address");
+    let up = |config: SessionConfig| {
+        let mut s = Session::new(config);
+        s.handle(Event::Routes(vec![vip6(1)]));
+        s.handle(Event::Start);
+        s.handle(Event::TcpUp {
+            local: local.into(),
+            link_local: Some(link_local),
+        });
+        s.handle(Event::Received(open_with_families(&[AFI_IPV6])));
+        let out = sent(&s.handle(Event::Received(Message::Keepalive)));
+        updates(&out)[0].attributes.clone().expect("attributes")
+    };
+    let a = up(config());
+    assert_eq!(a.next_hop, Some(IpAddr::V6(local)));
+    assert_eq!(a.link_local_next_hop, Some(link_local));
+    // Another configured next hop is not on our link address: no link-local beside it.
+    let a = up(SessionConfig {
+        next_hop_ipv6: Some("2001:db8::99".parse().expect("address")),
+        ..config()
+    });
+    assert_eq!(a.link_local_next_hop, None);
 }

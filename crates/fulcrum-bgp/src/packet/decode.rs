@@ -214,7 +214,8 @@ fn update(body: &[u8]) -> Result<Update, DecodeError> {
     let mut seen = [false; 256];
     let mut a = PathAttributes::default();
     let mut r = Reader::new(attrs, error::UPDATE, 1);
-    let mut any = false;
+    let mut mp_nlri = false;
+    let mut end_of_rib_afi = None;
     while !r.is_empty() {
         let flags = r.u8()?;
         let kind = r.u8()?;
@@ -227,7 +228,6 @@ fn update(body: &[u8]) -> Result<Update, DecodeError> {
         if std::mem::replace(&mut seen[usize::from(kind)], true) {
             return fail(error::UPDATE, 1, []);
         }
-        any = true;
         let optional = flags & 0x80 != 0;
         let well_known = matches!(kind, ORIGIN | AS_PATH | NEXT_HOP | LOCAL_PREF);
         let expected_optional = matches!(
@@ -294,17 +294,29 @@ fn update(body: &[u8]) -> Result<Update, DecodeError> {
                 let hop_len = usize::from(v.u8()?);
                 let hop = v.take(hop_len)?;
                 v.u8()?;
-                if afi == AFI_IPV6 && hop_len >= 16 {
-                    let mut b = [0u8; 16];
-                    b.copy_from_slice(&hop[..16]);
-                    a.next_hop = Some(IpAddr::V6(Ipv6Addr::from(b)));
+                if afi == AFI_IPV6 {
+                    // RFC 2545: a global address, optionally followed by a link-local one.
+                    let address = |at: usize| {
+                        let mut b = [0u8; 16];
+                        b.copy_from_slice(&hop[at..at + 16]);
+                        Ipv6Addr::from(b)
+                    };
+                    if hop_len != 16 && hop_len != 32 {
+                        return fail(error::UPDATE, 9, attribute_data(flags, kind, value));
+                    }
+                    a.next_hop = Some(IpAddr::V6(address(0)));
+                    a.link_local_next_hop = (hop_len == 32).then(|| address(16));
                 }
+                mp_nlri = true;
                 nlri.extend(prefixes(v.data, afi)?);
             }
             MP_UNREACH => {
                 let mut v = Reader::new(value, error::UPDATE, 9);
                 let afi = v.u16()?;
                 v.u8()?;
+                if v.is_empty() {
+                    end_of_rib_afi = Some(afi);
+                }
                 withdrawn.extend(prefixes(v.data, afi)?);
             }
             _ if !optional => return fail(error::UPDATE, 2, attribute_data(flags, kind, value)),
@@ -320,10 +332,25 @@ fn update(body: &[u8]) -> Result<Update, DecodeError> {
             }
         }
     }
+    // MP_REACH_NLRI routes need ORIGIN and AS_PATH too (RFC 4760 section 3).
+    if mp_nlri {
+        for kind in [ORIGIN, AS_PATH] {
+            if !seen[usize::from(kind)] {
+                return fail(error::UPDATE, 3, [kind]);
+            }
+        }
+    }
+    // MP_UNREACH_NLRI is not a path attribute of routes; without others there are none.
+    let path_attributes =
+        (seen.iter().enumerate()).any(|(k, s)| *s && k != usize::from(MP_UNREACH));
+    // An UPDATE holding only an empty MP_UNREACH_NLRI is an End-of-RIB.
+    let end_of_rib_afi =
+        end_of_rib_afi.filter(|_| !path_attributes && withdrawn.is_empty() && nlri.is_empty());
     Ok(Update {
         withdrawn,
-        attributes: any.then_some(a),
+        attributes: path_attributes.then_some(a),
         nlri,
+        end_of_rib_afi,
     })
 }
 

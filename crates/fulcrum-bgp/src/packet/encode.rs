@@ -117,8 +117,12 @@ fn encode_update(update: &Update, out: &mut Vec<u8>) {
     if let Some(a) = &update.attributes {
         attributes(a, &nlri6, &mut attrs);
     }
-    if !withdrawn6.is_empty() {
-        let mut v = AFI_IPV6.to_be_bytes().to_vec();
+    let unreach_afi = match (withdrawn6.is_empty(), update.end_of_rib_afi) {
+        (false, _) => Some(AFI_IPV6),
+        (true, afi) => afi,
+    };
+    if let Some(afi) = unreach_afi {
+        let mut v = afi.to_be_bytes().to_vec();
         v.push(SAFI_UNICAST);
         v.extend(prefix_bytes(&withdrawn6));
         attribute(0x80, 15, &v, &mut attrs);
@@ -159,10 +163,15 @@ fn attributes(a: &PathAttributes, nlri6: &[Prefix], out: &mut Vec<u8>) {
     if !nlri6.is_empty() {
         let mut v = AFI_IPV6.to_be_bytes().to_vec();
         v.push(SAFI_UNICAST);
-        match a.next_hop {
-            Some(IpAddr::V6(hop)) => {
+        match (a.next_hop, a.link_local_next_hop) {
+            (Some(IpAddr::V6(hop)), None) => {
                 v.push(16);
                 v.extend(hop.octets());
+            }
+            (Some(IpAddr::V6(hop)), Some(link_local)) => {
+                v.push(32);
+                v.extend(hop.octets());
+                v.extend(link_local.octets());
             }
             _ => v.push(0),
         }

@@ -7,7 +7,7 @@ mod encode;
 #[cfg(test)]
 mod tests;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub use decode::{DecodeError, decode};
 pub use encode::encode;
@@ -160,12 +160,30 @@ pub struct Update {
     pub attributes: Option<PathAttributes>,
     /// Prefixes reachable with [`Update::attributes`].
     pub nlri: Vec<Prefix>,
+    /// An MP_UNREACH_NLRI with no prefixes for this AFI (unicast): End-of-RIB for a family
+    /// other than IPv4 (RFC 4724 section 2). Set only on an UPDATE with nothing else.
+    pub end_of_rib_afi: Option<u16>,
 }
 
 impl Update {
+    /// End-of-RIB for `afi` unicast: an empty UPDATE for IPv4, an UPDATE holding only an
+    /// empty MP_UNREACH_NLRI for the others.
+    pub fn end_of_rib(afi: u16) -> Self {
+        Self {
+            end_of_rib_afi: (afi != AFI_IPV4).then_some(afi),
+            ..Self::default()
+        }
+    }
+
+    /// The family this UPDATE is the End-of-RIB of, if it is one.
+    pub fn end_of_rib_family(&self) -> Option<u16> {
+        let empty = self.withdrawn.is_empty() && self.nlri.is_empty() && self.attributes.is_none();
+        empty.then_some(self.end_of_rib_afi.unwrap_or(AFI_IPV4))
+    }
+
     /// End-of-RIB for IPv4 unicast: an UPDATE with nothing in it.
     pub fn is_end_of_rib(&self) -> bool {
-        self.withdrawn.is_empty() && self.nlri.is_empty() && self.attributes.is_none()
+        self.end_of_rib_family() == Some(AFI_IPV4)
     }
 }
 
@@ -176,8 +194,12 @@ pub struct PathAttributes {
     pub origin: u8,
     /// AS_PATH as one AS_SEQUENCE, 4-octet ASNs; empty for routes we originate over iBGP.
     pub as_path: Vec<u32>,
-    /// NEXT_HOP (IPv4) or the MP_REACH_NLRI next hop (IPv6).
+    /// NEXT_HOP (IPv4 routes) or the global address of the MP_REACH_NLRI next hop (IPv6
+    /// routes, RFC 2545); an UPDATE of ours carries routes of one family only.
     pub next_hop: Option<IpAddr>,
+    /// The link-local address of an IPv6 next hop (RFC 2545: a 32-byte next hop), for
+    /// routers on the same link that prefer it.
+    pub link_local_next_hop: Option<Ipv6Addr>,
     /// MULTI_EXIT_DISC.
     pub med: Option<u32>,
     /// LOCAL_PREF.

@@ -1,7 +1,9 @@
 //! The `bgp:` section and each service's announce fields: which VIPs are announced to which
 //! routers, and with what attributes (route health injection).
 
-use std::{net::IpAddr, net::Ipv4Addr, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::IpAddr, net::Ipv4Addr, net::Ipv6Addr, net::SocketAddr, path::PathBuf, time::Duration,
+};
 
 use serde::Deserialize;
 
@@ -19,9 +21,15 @@ pub struct Bgp {
     /// `shutdown_delay` (`2s`): on SIGTERM the routes are withdrawn, then the data plane
     /// keeps forwarding this long while routers move traffic away, then it detaches.
     pub shutdown_delay: Duration,
-    /// `listen` (`0.0.0.0:179`): where routers' connections are accepted; `off` (None)
-    /// only connects out, for a host whose own BGP daemon holds port 179.
+    /// `listen` (`0.0.0.0:179`, or `[::]:179` when a peer is IPv6, which accepts IPv4
+    /// peers too): where routers' connections are accepted; `off` (None) only connects
+    /// out, for a host whose own BGP daemon holds port 179.
     pub listen: Option<SocketAddr>,
+    /// `next_hop_ipv6` (none): the next hop of IPv6 VIPs (MP_REACH_NLRI), a global IPv6
+    /// address of this host. Without it an IPv6 session sends its own local address, and
+    /// an IPv4 session cannot carry IPv6 VIPs, so it is required when one is announced
+    /// and a peer is IPv4.
+    pub next_hop_ipv6: Option<Ipv6Addr>,
     /// `peers`: the routers to announce to (at least one, each address once).
     pub peers: Vec<BgpPeer>,
 }
@@ -30,6 +38,13 @@ impl Bgp {
     /// `listen` when not given.
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 179));
+    /// `listen` when not given and a peer is IPv6: both families on one socket.
+    pub const DEFAULT_LISTEN_IPV6: SocketAddr = SocketAddr::V6(std::net::SocketAddrV6::new(
+        Ipv6Addr::UNSPECIFIED,
+        179,
+        0,
+        0,
+    ));
     /// `graceful_restart` when not given.
     pub const DEFAULT_RESTART_TIME: Duration = Duration::from_secs(120);
     /// `shutdown_delay` when not given.
@@ -39,7 +54,7 @@ impl Bgp {
 /// One BGP neighbor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BgpPeer {
-    /// `address`: the router's address (IPv4 for now).
+    /// `address`: the router's address, IPv4 or IPv6 (global; link-local is refused).
     pub address: IpAddr,
     /// `asn`: the router's AS number; equal to `bgp.asn` makes the session iBGP.
     pub asn: u32,
@@ -54,7 +69,9 @@ pub struct BgpPeer {
     /// `md5_password_file` (none): a file holding the TCP MD5 (RFC 2385) key, trailing
     /// newline ignored; 1 to 80 bytes, as the kernel allows.
     pub md5_password_file: Option<PathBuf>,
-    /// `next_hop` (the session's local address): the NEXT_HOP of announced routes.
+    /// `next_hop` (the session's local address when it is IPv4): the NEXT_HOP of
+    /// announced IPv4 VIPs; required on an IPv6 session when an IPv4 VIP is announced.
+    /// IPv6 VIPs take `bgp.next_hop_ipv6`.
     pub next_hop: Option<IpAddr>,
 }
 

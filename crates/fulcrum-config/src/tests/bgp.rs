@@ -34,6 +34,7 @@ fn a_minimal_bgp_section_takes_every_default() {
         graceful_restart: Some(Duration::from_secs(120)),
         shutdown_delay: Duration::from_secs(2),
         listen: Some(Bgp::DEFAULT_LISTEN),
+        next_hop_ipv6: None,
         peers: vec![BgpPeer {
             address: "10.0.2.1".parse().expect("address"),
             asn: 65000,
@@ -240,4 +241,106 @@ fn a_bgp_change_is_a_reload_change() {
     let diff = crate::diff(&old, &new);
     assert!(!diff.bgp_changed);
     assert!(diff.changed[0].announce_changed);
+}
+
+#[test]
+fn ipv6_peers_listen_on_both_families_and_take_an_ipv6_next_hop() {
+    let text = bgp_edit(
+        "  peers:\n    - address: 10.0.2.1\n      asn: 65000\n",
+        "  next_hop_ipv6: 2001:db8:2::11\n  peers:\n    - address: 10.0.2.1\n      asn: 65000\n    \
+         - address: 2001:db8:2::1\n      asn: 65002\n      next_hop: 10.0.2.11\n",
+    );
+    let bgp = valid(&text).bgp.expect("bgp");
+    assert_eq!(
+        bgp.next_hop_ipv6,
+        Some("2001:db8:2::11".parse().expect("address"))
+    );
+    assert_eq!(
+        bgp.peers[1].address,
+        "2001:db8:2::1".parse::<IpAddr>().expect("address")
+    );
+    assert_eq!(bgp.listen, Some(Bgp::DEFAULT_LISTEN_IPV6));
+    assert_eq!(bgp.listen, Some("[::]:179".parse().expect("address")));
+    let explicit = text.replace("  peers:", "  listen: \"[2001:db8:2::11]:1179\"\n  peers:");
+    assert_eq!(
+        valid(&explicit).bgp.expect("bgp").listen,
+        Some("[2001:db8:2::11]:1179".parse().expect("address"))
+    );
+}
+
+#[test]
+fn a_vip_with_no_next_hop_of_its_family_is_refused_where_the_next_hop_goes() {
+    // An IPv6 session announcing an IPv4 VIP needs the peer's IPv4 next_hop.
+    let text = bgp_edit("address: 10.0.2.1", "address: 2001:db8:2::1");
+    assert_eq!(
+        problem(&text),
+        "f.yaml:6:7: bgp.peers[0].next_hop: required: services[0] announces the IPv4 VIP \
+         10.0.100.1, and the session to 2001:db8:2::1 is IPv6, so it has no IPv4 address of \
+         ours to send; give the IPv4 address routers forward the VIP's traffic to, like \
+         `next_hop: 10.0.2.11`"
+    );
+    let never = text.replace("    port: 80\n", "    port: 80\n    announce: never\n");
+    assert!(
+        valid(&never).bgp.is_some(),
+        "nothing announced, nothing needed"
+    );
+    let with_hop = text.replace(
+        "      asn: 65000\n",
+        "      asn: 65000\n      next_hop: 10.0.2.11\n",
+    );
+    assert_eq!(
+        valid(&with_hop).bgp.expect("bgp").peers[0].next_hop,
+        Some(IpAddr::from([10, 0, 2, 11]))
+    );
+}
+
+#[test]
+fn bad_ipv6_peers_and_next_hops_are_refused() {
+    assert_eq!(
+        problem(&bgp_edit("  peers:", "  next_hop_ipv6: fe80::1\n  peers:")),
+        "f.yaml:5:18: bgp.next_hop_ipv6: fe80::1 cannot be the next hop; use a global \
+         unicast IPv6 address of this host (not link-local, loopback or multicast), like \
+         2001:db8::11"
+    );
+    assert_eq!(
+        problem(&bgp_edit(
+            "  peers:",
+            "  next_hop_ipv6: 10.0.2.11\n  peers:"
+        )),
+        "f.yaml:5:18: bgp.next_hop_ipv6: '10.0.2.11' is not an IPv6 address; write one like \
+         2001:db8::11"
+    );
+    assert_eq!(
+        problem(&bgp_edit("address: 10.0.2.1", "address: fe80::1")),
+        "f.yaml:6:16: bgp.peers[0].address: fe80::1 cannot be a peer; use a unicast \
+         address, like 10.0.2.1 or 2001:db8::1 (link-local addresses are not supported)"
+    );
+    assert_eq!(
+        problem(&bgp_edit("address: 10.0.2.1", "address: router")),
+        "f.yaml:6:16: bgp.peers[0].address: 'router' is not an IP address; write an IPv4 or \
+         IPv6 address, like 10.0.2.1 or 2001:db8::1"
+    );
+}
+
+#[test]
+fn an_ipv6_vip_announced_to_an_ipv4_peer_needs_next_hop_ipv6() {
+    let v6 = bgp_edit(
+        "    vip: 10.0.100.1\n    port: 80\n    backends: [{address: 10.0.1.1}, {address: 10.0.1.2}]\n",
+        "    vip: 2001:db8:100::1\n    port: 80\n    backends: [{address: 2001:db8:200::10}]\n",
+    );
+    assert_eq!(
+        problem(&v6),
+        "f.yaml:3:3: bgp.next_hop_ipv6: required: services[0] announces the IPv6 VIP \
+         2001:db8:100::1, and the session to bgp.peers[0] (10.0.2.1) is IPv4, so it has no \
+         IPv6 address of ours to send; give the IPv6 address routers forward the VIP's \
+         traffic to, like `next_hop_ipv6: 2001:db8::11`"
+    );
+    let with_hop = v6.replace("  peers:", "  next_hop_ipv6: 2001:db8:2::11\n  peers:");
+    assert_eq!(
+        valid(&with_hop).bgp.expect("bgp").next_hop_ipv6,
+        Some("2001:db8:2::11".parse().expect("address"))
+    );
+    // An IPv6 session sends its own address: nothing to configure.
+    let over6 = v6.replace("address: 10.0.2.1", "address: 2001:db8:2::1");
+    assert!(valid(&over6).bgp.is_some());
 }

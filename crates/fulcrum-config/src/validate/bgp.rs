@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     time::Duration,
 };
@@ -12,7 +12,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::{Checker, earlier};
 use crate::error::quote;
-use crate::model::{Announce, Announcement, Bgp, BgpPeer};
+use crate::model::{Announce, Announcement, Bgp, BgpPeer, Service};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +22,7 @@ pub(crate) struct RawBgp {
     graceful_restart: Option<Spanned<String>>,
     shutdown_delay: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
+    next_hop_ipv6: Option<Spanned<String>>,
     peers: Option<Vec<Spanned<RawPeer>>>,
 }
 
@@ -51,7 +52,13 @@ pub(crate) struct RawAnnounce<'a> {
 }
 
 impl Checker<'_> {
-    pub(super) fn bgp(&mut self, raw: &Spanned<RawBgp>) -> Option<Bgp> {
+    /// The `bgp:` section; `services` (as checked, `None` where invalid) tell which
+    /// families are announced, so that a missing next hop is reported here.
+    pub(super) fn bgp(
+        &mut self,
+        raw: &Spanned<RawBgp>,
+        services: &[Option<Service>],
+    ) -> Option<Bgp> {
         let (at, b) = (&raw.referenced, &raw.value);
         let asn = self
             .required(&b.asn, at, "bgp.asn", "asn: 65001")
@@ -86,7 +93,11 @@ impl Checker<'_> {
                 ),
             },
         };
+        let any_ipv6_peer = (b.peers.iter().flatten()).any(|p| {
+            (p.value.address.as_ref()).is_some_and(|a| a.value.trim().parse::<Ipv6Addr>().is_ok())
+        });
         let listen = match &b.listen {
+            None if any_ipv6_peer => Some(Some(Bgp::DEFAULT_LISTEN_IPV6)),
             None => Some(Some(Bgp::DEFAULT_LISTEN)),
             Some(text) if text.value.trim() == "off" => Some(None),
             Some(text) => match text.value.trim().parse::<SocketAddr>() {
@@ -101,6 +112,10 @@ impl Checker<'_> {
                     ),
                 ),
             },
+        };
+        let next_hop_ipv6 = match &b.next_hop_ipv6 {
+            None => Some(None),
+            Some(text) => self.next_hop_ipv6(text).map(Some),
         };
         let peers = self
             .required(
@@ -122,14 +137,139 @@ impl Checker<'_> {
             );
             return None;
         }
-        Some(Bgp {
+        let bgp = Bgp {
             asn: asn?,
             router_id: router_id?,
             graceful_restart: graceful_restart?,
             shutdown_delay: shutdown_delay?,
             listen: listen?,
+            next_hop_ipv6: next_hop_ipv6?,
             peers: peers?,
-        })
+        };
+        self.next_hops(raw, &bgp, services)?;
+        Some(bgp)
+    }
+
+    /// Every announced VIP needs a next hop of its family on every session: the session's
+    /// own address when the families match, else a configured one.
+    fn next_hops(
+        &mut self,
+        raw: &Spanned<RawBgp>,
+        bgp: &Bgp,
+        services: &[Option<Service>],
+    ) -> Option<()> {
+        let announced = |ipv6: bool| {
+            (services.iter().enumerate()).find_map(|(i, s)| {
+                let s = s.as_ref()?;
+                let vip = s.vip;
+                (s.announce.mode == Announce::Auto && vip.is_ipv6() == ipv6).then_some((i, vip))
+            })
+        };
+        let mut ok = true;
+        if bgp.next_hop_ipv6.is_none()
+            && let Some((i, vip)) = announced(true)
+            && let Some((j, peer)) =
+                (bgp.peers.iter().enumerate()).find(|(_, p)| p.address.is_ipv4())
+        {
+            ok = false;
+            self.report::<()>(
+                &raw.referenced,
+                "bgp.next_hop_ipv6",
+                format!(
+                    "required: services[{i}] announces the IPv6 VIP {vip}, and the session to \
+                     bgp.peers[{j}] ({}) is IPv4, so it has no IPv6 address of ours to send; \
+                     give the IPv6 address routers forward the VIP's traffic to, like \
+                     `next_hop_ipv6: 2001:db8::11`",
+                    peer.address
+                ),
+            );
+        }
+        if let Some((i, vip)) = announced(false) {
+            let raw_peers = raw.value.peers.iter().flatten();
+            for (j, (peer, raw_peer)) in bgp.peers.iter().zip(raw_peers).enumerate() {
+                if peer.address.is_ipv6() && peer.next_hop.is_none() {
+                    ok = false;
+                    self.report::<()>(
+                        &raw_peer.referenced,
+                        format_args!("bgp.peers[{j}].next_hop"),
+                        format!(
+                            "required: services[{i}] announces the IPv4 VIP {vip}, and the \
+                             session to {} is IPv6, so it has no IPv4 address of ours to \
+                             send; give the IPv4 address routers forward the VIP's traffic \
+                             to, like `next_hop: 10.0.2.11`",
+                            peer.address
+                        ),
+                    );
+                }
+            }
+        }
+        ok.then_some(())
+    }
+
+    fn next_hop_ipv6(&mut self, text: &Spanned<String>) -> Option<Ipv6Addr> {
+        match text.value.trim().parse::<Ipv6Addr>() {
+            Ok(ip)
+                if !(ip.is_unspecified()
+                    || ip.is_multicast()
+                    || ip.is_loopback()
+                    || ip.is_unicast_link_local()
+                    || ip.to_ipv4_mapped().is_some()) =>
+            {
+                Some(ip)
+            }
+            Ok(ip) => self.report(
+                &text.referenced,
+                "bgp.next_hop_ipv6",
+                format!(
+                    "{ip} cannot be the next hop; use a global unicast IPv6 address of this \
+                     host (not link-local, loopback or multicast), like 2001:db8::11"
+                ),
+            ),
+            Err(_) => self.report(
+                &text.referenced,
+                "bgp.next_hop_ipv6",
+                format!(
+                    "{} is not an IPv6 address; write one like 2001:db8::11",
+                    quote(&text.value)
+                ),
+            ),
+        }
+    }
+
+    /// A peer's address: IPv4 or IPv6 unicast, not link-local (BGP over a link-local
+    /// address needs an interface, which the file cannot name).
+    fn peer_address(&mut self, text: &Spanned<String>, path: &str) -> Option<IpAddr> {
+        let Ok(ip) = text.value.trim().parse::<IpAddr>() else {
+            return self.report(
+                &text.referenced,
+                path,
+                format!(
+                    "{} is not an IP address; write an IPv4 or IPv6 address, like 10.0.2.1 \
+                     or 2001:db8::1",
+                    quote(&text.value)
+                ),
+            );
+        };
+        let bad = match ip {
+            IpAddr::V4(a) => a.is_unspecified() || a.is_broadcast() || a.is_multicast(),
+            IpAddr::V6(a) => {
+                a.is_unspecified()
+                    || a.is_multicast()
+                    || a.is_unicast_link_local()
+                    || a.to_ipv4_mapped().is_some()
+            }
+        };
+        if bad {
+            return self.report(
+                &text.referenced,
+                path,
+                format!(
+                    "{ip} cannot be a peer; use a unicast address, like 10.0.2.1 or \
+                     2001:db8::1 (link-local addresses are not supported)"
+                ),
+            );
+        }
+        Some(ip)
     }
 
     fn peers(&mut self, raw: &[Spanned<RawPeer>], at: &Location) -> Option<Vec<BgpPeer>> {
@@ -153,10 +293,8 @@ impl Checker<'_> {
                 format_args!("{path}.address"),
                 "address: 10.0.2.1",
             );
-            let address = address_text.and_then(|t| {
-                self.ipv4(t, format_args!("{path}.address"), "a peer")
-                    .map(IpAddr::V4)
-            });
+            let address =
+                address_text.and_then(|t| self.peer_address(t, &format!("{path}.address")));
             if let (Some(text), Some(address)) = (address_text, address)
                 && let Some((j, line)) = earlier(&mut seen, address, (i, text.referenced.line()))
             {

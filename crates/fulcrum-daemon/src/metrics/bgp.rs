@@ -89,6 +89,37 @@ pub fn render_bgp(status: &BgpStatus) -> String {
         let n = p.announced.len() as f64;
         out.sample("fulcrum_bgp_peer_announced_prefixes", &[("peer", &peer)], n);
     }
+    out.family(
+        "fulcrum_bgp_peer_not_announced_prefixes",
+        "gauge",
+        "Desired prefixes the peer does not get: a family it did not offer, or no next hop \
+         of that family (the API says which).",
+    );
+    for p in &status.peers {
+        let peer = p.address.to_string();
+        let n = p.not_announced.len() as f64;
+        out.sample(
+            "fulcrum_bgp_peer_not_announced_prefixes",
+            &[("peer", &peer)],
+            n,
+        );
+    }
+    out.family(
+        "fulcrum_bgp_peer_family",
+        "gauge",
+        "1 for each address family negotiated with the peer (ipv4-unicast, ipv6-unicast).",
+    );
+    for p in &status.peers {
+        let peer = p.address.to_string();
+        for family in ["ipv4-unicast", "ipv6-unicast"] {
+            let on = u8::from(p.families.iter().any(|f| f == family));
+            out.sample(
+                "fulcrum_bgp_peer_family",
+                &[("peer", &peer), ("family", family)],
+                f64::from(on),
+            );
+        }
+    }
     out.finish()
 }
 
@@ -105,6 +136,11 @@ pub(super) mod tests {
             uptime_seconds: (state == "Established").then_some(61),
             last_error: None,
             announced: vec!["10.0.100.1/32".to_owned()],
+            families: vec!["ipv4-unicast".to_owned()],
+            not_announced: vec![crate::bgp::NotAnnounced {
+                prefix: "2001:db8:100::1/128".to_owned(),
+                reason: "the peer did not offer IPv6 unicast".to_owned(),
+            }],
         };
         BgpStatus {
             enabled: true,
@@ -126,6 +162,9 @@ pub(super) mod tests {
             "fulcrum_bgp_peer_uptime_seconds{peer=\"10.0.2.1\"} 61",
             "fulcrum_bgp_peer_announced_prefixes{peer=\"10.0.2.1\"} 1",
             "fulcrum_bgp_desired_routes 1",
+            "fulcrum_bgp_peer_not_announced_prefixes{peer=\"10.0.2.1\"} 1",
+            "fulcrum_bgp_peer_family{peer=\"10.0.2.1\",family=\"ipv4-unicast\"} 1",
+            "fulcrum_bgp_peer_family{peer=\"10.0.2.1\",family=\"ipv6-unicast\"} 0",
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }
