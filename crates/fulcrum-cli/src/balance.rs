@@ -82,26 +82,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Refreshes neighbours every second and prints stats until a signal arrives.
 async fn serve(lb: &mut Balancer, interval: Duration) -> anyhow::Result<()> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_print = Instant::now();
-    loop {
-        tokio::select! {
-            _ = interrupt.recv() => return Ok(()),
-            _ = terminate.recv() => return Ok(()),
-            _ = tick.tick() => {
-                if let Err(e) = lb.refresh_neighbours() {
-                    tracing::warn!(error = %e, "neighbour refresh failed");
-                }
-                if last_print.elapsed() >= interval {
-                    last_print = Instant::now();
-                    println!("{}", stats_line(lb)?);
-                }
-            }
+    crate::foreground::until_signal(interval, |print| {
+        if let Err(e) = lb.refresh_neighbours() {
+            tracing::warn!(error = %e, "neighbour refresh failed");
         }
-    }
+        if print {
+            println!("{}", stats_line(lb)?);
+        }
+        Ok(())
+    })
+    .await
 }
 
 fn wait_for_neighbours(lb: &mut Balancer, limit: Duration) -> anyhow::Result<()> {

@@ -74,31 +74,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Re-reads the interface's addresses every second and prints counters until a signal.
 async fn serve(decap: &mut Decapsulator, interval: Duration) -> anyhow::Result<()> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_print = Instant::now();
-    loop {
-        tokio::select! {
-            _ = interrupt.recv() => return Ok(()),
-            _ = terminate.recv() => return Ok(()),
-            _ = tick.tick() => {
-                match decap.refresh_addresses() {
-                    Ok(true) => {
-                        let now: Vec<String> = decap.addresses().map(|a| a.to_string()).collect();
-                        println!("addresses now {}", now.join(", "));
-                    }
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "re-reading the interface's addresses failed"),
-                }
-                if last_print.elapsed() >= interval {
-                    last_print = Instant::now();
-                    println!("{}", counters_line(&decap.counters()?));
-                }
+    crate::foreground::until_signal(interval, |print| {
+        match decap.refresh_addresses() {
+            Ok(true) => {
+                let now: Vec<String> = decap.addresses().map(|a| a.to_string()).collect();
+                println!("addresses now {}", now.join(", "));
             }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "re-reading the interface's addresses failed"),
         }
-    }
+        if print {
+            println!("{}", counters_line(&decap.counters()?));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// `decapsulated N | passed N | dropped N`, then every counter that is not zero.

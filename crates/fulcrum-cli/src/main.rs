@@ -6,6 +6,7 @@ mod capabilities;
 mod client;
 mod decap;
 mod flow_status;
+mod foreground;
 mod run;
 
 use std::process::ExitCode;
