@@ -7,7 +7,6 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use fulcrum::{AttachMode, Balancer, Counter, Destination, Scheduler, Service, ServiceId};
-use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,13 +1,9 @@
 //! `fulcrum decap`: the decapsulator on a backend, attached until Ctrl-C or SIGTERM.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::{Context as _, anyhow};
 use fulcrum::{AttachMode, DecapStats, Decapsulator};
-use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(clap::Args)]
 pub struct Args {
