@@ -255,3 +255,23 @@ fn the_balancer_answers_ping_to_its_vips() {
     let delta = lb.stats().expect("stats").since(&before);
     assert_eq!(delta.get(Counter::IcmpEchoReply), 4, "{delta:?}");
 }
+
+#[test]
+fn a_routed_backend_is_a_destination_only_of_a_tunnelled_service() {
+    let lab = L3Lab::new("check", 1).expect("build the lab");
+    let id = ServiceId::new(VIP, HTTP, Protocol::Tcp);
+    let mut lb = start_balancer(&lab, id, Forwarding::Ipip(Tunnel::default()), &[]);
+    let backend = IpAddr::V4(backend_addr(1));
+    let mut tunnelled = Service::new(id);
+    tunnelled.forwarding = Forwarding::Ipip(Tunnel::default());
+    lb.check_destination(&tunnelled, backend)
+        .expect("a routed backend of a tunnelled service");
+    let on_link = Service::new(ServiceId::new(VIP, 8080, Protocol::Tcp));
+    let err = lb
+        .check_destination(&on_link, backend)
+        .expect_err("L2 DSR needs the backend on link");
+    assert!(
+        matches!(err, fulcrum::BalancerError::NotDirectlyConnected { .. }),
+        "{err:?}"
+    );
+}
