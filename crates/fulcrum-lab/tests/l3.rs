@@ -8,13 +8,9 @@ use std::{
     time::Duration,
 };
 
-use fulcrum::{
-    AttachMode, Balancer, Counter, Destination, Forwarding, Protocol, Service, ServiceId, Tunnel,
-};
+use fulcrum::{Balancer, Counter, Destination, Forwarding, Protocol, Service, ServiceId, Tunnel};
 use fulcrum_lab::{
-    l3::{
-        CLIENT, L3Lab, LB_IFACE, VIP, VIP6, backend_addr, backend_addr6, download, download_server,
-    },
+    l3::{CLIENT, L3Lab, VIP, VIP6, backend_addr, backend_addr6, download, download_server},
     traffic::http_get,
 };
 
@@ -28,19 +24,7 @@ fn start_balancer(
     forwarding: Forwarding,
     backends: &[IpAddr],
 ) -> Balancer {
-    let mut lb = lab
-        .balancer
-        .ns
-        .run_in(|| -> Result<Balancer, fulcrum::BalancerError> {
-            let mut lb = Balancer::builder()
-                .max_services(4)
-                .max_flows(1 << 16)
-                .build()?;
-            lb.attach(LB_IFACE, AttachMode::Native)?;
-            Ok(lb)
-        })
-        .expect("enter the balancer's namespace")
-        .expect("start the balancer");
+    let mut lb = lab.balancer.start_balancer();
     let mut service = Service::new(id);
     service.forwarding = forwarding;
     lb.add_service(service).expect("add service");

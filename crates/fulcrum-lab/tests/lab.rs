@@ -7,12 +7,12 @@ use std::{
 };
 
 use fulcrum::{
-    AttachMode, Balancer, Counter, Destination, Protocol, Service, ServiceId,
+    Balancer, Counter, Destination, Protocol, Service, ServiceId,
     maglev::{self, Member},
 };
 use fulcrum_common::{FlowKey, IPPROTO_TCP, flow_hash};
 use fulcrum_lab::{
-    dsr::{BALANCER, CLIENT, DsrLab, LB_IFACE, VIP, VIP6, backend_addr, six, with_ipv6},
+    dsr::{BALANCER, CLIENT, DsrLab, VIP, VIP6, backend_addr, six, with_ipv6},
     host::backend_servers,
     traffic::{HttpConnection, http_get, http_server, udp_ask},
 };
@@ -37,19 +37,7 @@ fn start_balancer(lab: &DsrLab, id: ServiceId) -> Balancer {
 
 /// [`start_balancer`] with the given destinations.
 fn start_balancer_on(lab: &DsrLab, id: ServiceId, dests: &[Destination]) -> Balancer {
-    let mut lb = lab
-        .balancer
-        .ns
-        .run_in(|| -> Result<Balancer, fulcrum::BalancerError> {
-            let mut lb = Balancer::builder()
-                .max_services(4)
-                .max_flows(1 << 16)
-                .build()?;
-            lb.attach(LB_IFACE, AttachMode::Native)?;
-            Ok(lb)
-        })
-        .expect("enter the balancer's namespace")
-        .expect("start the balancer");
+    let mut lb = lab.balancer.start_balancer();
     lb.add_service(Service::new(id)).expect("add service");
     lb.set_destinations(&id, dests).expect("set destinations");
     wait_resolved(&mut lb);
