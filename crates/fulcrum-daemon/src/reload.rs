@@ -111,9 +111,8 @@ impl Owner {
                 }
                 _ => HashSet::new(),
             };
-            // A tunnelled backend is reached by its route, wherever it is: one without a
-            // route is left out with its reason when applied, like a dead one.
-            let on_link = service.forwarding == fulcrum_config::Forwarding::L2Dsr;
+            // Each backend by its service's rule: on link for L2 DSR, routed when tunnelled.
+            let lib_service = crate::targets::service(service);
             for (j, b) in service.backends.iter().enumerate() {
                 used += 1;
                 if used == slots + 1 {
@@ -129,9 +128,8 @@ impl Owner {
                         .to_string(),
                     );
                 }
-                if on_link
-                    && !known.contains(&b.address)
-                    && let Err(e) = self.lb.check_destination(b.address)
+                if !known.contains(&b.address)
+                    && let Err(e) = self.lb.check_destination(&lib_service, b.address)
                 {
                     problems.push(new.backend_problem(i, j, chain(&e)).to_string());
                 }

@@ -8,7 +8,7 @@
 //! ```
 //! The client routes the VIP's subnet to the balancer; backends answer the client directly.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Context as _;
 use fulcrum::PassProgram;
@@ -135,4 +135,57 @@ impl DsrLab {
         let out = self.balancer.ns.ip(&["-d", "link", "show", LB_IFACE])?;
         Ok(out.contains("xdp"))
     }
+}
+
+/// The IPv6 VIP of [`with_ipv6`]'s lab.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0x99, 0, 0, 0, 1);
+
+/// Host `n`'s IPv6 address on the DSR lab's segment: 1 the client, 2 the balancer, 3 a
+/// second balancer, 10 + N backend N.
+pub fn six(n: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, n)
+}
+
+/// Gives `host` the address [`six`]`(n)` at once (no duplicate address detection).
+pub fn add_ipv6(host: &Host, n: u16) {
+    host.ns
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", six(n)),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("IPv6 address");
+}
+
+/// The DSR lab dual-stack: IPv6 addresses beside the IPv4 ones, [`VIP6`] on every backend's
+/// `lo`, and the client's route to it through the balancer.
+pub fn with_ipv6(lab: &DsrLab) {
+    add_ipv6(&lab.client, 1);
+    add_ipv6(&lab.balancer, 2);
+    for (i, backend) in lab.backends.iter().enumerate() {
+        add_ipv6(backend, 11 + i as u16);
+        backend
+            .ns
+            .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])
+            .expect("VIP on lo");
+    }
+    route6_via(&lab.client.ns, 2);
+}
+
+/// The client reaches [`VIP6`] through the host at [`six`]`(n)`.
+pub fn route6_via(client: &NetNs, n: u16) {
+    client
+        .ip(&[
+            "-6",
+            "route",
+            "replace",
+            &format!("{VIP6}/128"),
+            "via",
+            &six(n).to_string(),
+        ])
+        .expect("route");
 }

@@ -64,6 +64,13 @@ pub fn backend_mac(n: u8) -> [u8; 6] {
     [0x02, 0xbe, 0, 0, 0, n]
 }
 
+/// Which fixture backend (1 to 4) an output frame goes to, by its destination MAC.
+pub fn backend_of(frame: &[u8]) -> u8 {
+    (1..=4)
+        .find(|n| backend_mac(*n) == frame[0..6])
+        .unwrap_or_else(|| panic!("destination MAC {:02x?} is no backend's", &frame[0..6]))
+}
+
 /// VIP:80/tcp.
 pub fn web() -> ServiceId {
     ServiceId::new(VIP, 80, Protocol::Tcp)
@@ -230,21 +237,8 @@ impl Fixture {
     /// Runs the frame and checks it was sent back out with only the MACs rewritten, to
     /// one of the given backends; returns which.
     pub fn expect_forwarded(&self, frame: &[u8], backends: &[u8]) -> u8 {
-        let before = self.stats();
-        let ran = self.run(frame);
-        if ran.action != action::TX {
-            let moved: Vec<_> = self
-                .stats()
-                .since(&before)
-                .iter()
-                .filter(|(_, v)| *v != 0)
-                .collect();
-            panic!(
-                "action {} for a VIP packet (want XDP_TX); counters that moved: {moved:?}",
-                ran.action
-            );
-        }
-        let dst: [u8; 6] = ran.frame[0..6].try_into().expect("6 bytes");
+        let out = self.run_tx(frame);
+        let dst: [u8; 6] = out[0..6].try_into().expect("6 bytes");
         let n = backends
             .iter()
             .copied()
@@ -255,8 +249,28 @@ impl Fixture {
         let mut want = frame.to_vec();
         want[0..6].copy_from_slice(&backend_mac(n));
         want[6..12].copy_from_slice(&self.fx0_mac);
-        assert_eq!(ran.frame, want, "output frame: only the MACs change");
+        assert_eq!(out, want, "output frame: only the MACs change");
         n
+    }
+
+    /// Runs the frame, checks it was sent back out (naming the counters that moved if
+    /// not) and returns the frame sent.
+    pub fn run_tx(&self, frame: &[u8]) -> Vec<u8> {
+        let before = self.stats();
+        let ran = self.run(frame);
+        if ran.action != action::TX {
+            let moved: Vec<_> = self
+                .stats()
+                .since(&before)
+                .iter()
+                .filter(|(_, v)| *v != 0)
+                .collect();
+            panic!(
+                "action {} (want XDP_TX); counters that moved: {moved:?}",
+                ran.action
+            );
+        }
+        ran.frame
     }
 
     /// A client's SYN and handshake ACK to the web service; returns the backend chosen.

@@ -1,52 +1,18 @@
 //! Frames for the layer-3 fixtures: outer IP headers, the frames a tunnel mode should
 //! send for a given input, ICMP echo requests, and the ICMP errors a router sends (and
 //! the balancer answers with). Built from the RFCs' field lists, independently of the
-//! data plane, so a fixture comparing against them can fail.
+//! data plane, so a fixture comparing against them can fail. Outer headers and
+//! encapsulation come from [`crate::frame_tunnel`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::frame::{CLIENT_MAC, checksum, ethernet};
+use crate::{
+    frame::{CLIENT_MAC, ETH_P_IP, ETH_P_IPV6, checksum, ethernet},
+    frame_tunnel::{gue, ip_of, ipip, outer_ip},
+};
 
-/// EtherType of IPv6.
-pub const ETH_P_IPV6: u16 = 0x86dd;
 /// Bytes of the original packet an ICMP "too big" answer quotes (the program's bound).
 pub const QUOTE: usize = 256;
-
-/// An outer IPv4 header as the balancer writes it: DF, TTL 64, id 0, `tos` copied.
-pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, tos: u8, payload: usize) -> Vec<u8> {
-    let mut h = vec![0u8; 20];
-    h[0] = 0x45;
-    h[1] = tos;
-    h[2..4].copy_from_slice(&((20 + payload) as u16).to_be_bytes());
-    h[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
-    h[8] = 64;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let sum = checksum(&h, 0);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    h
-}
-
-/// An IPv6 header: hop limit 64, traffic class `tc`, flow label `label`.
-pub fn ipv6_header(
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    next: u8,
-    tc: u8,
-    label: u32,
-    payload: usize,
-) -> Vec<u8> {
-    let mut h = vec![0u8; 40];
-    let first = (6u32 << 28) | (u32::from(tc) << 20) | (label & 0xfffff);
-    h[0..4].copy_from_slice(&first.to_be_bytes());
-    h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
-    h[6] = next;
-    h[7] = 64;
-    h[8..24].copy_from_slice(&src.octets());
-    h[24..40].copy_from_slice(&dst.octets());
-    h
-}
 
 /// How a fixture expects a frame to be encapsulated.
 #[derive(Clone, Copy, Debug)]
@@ -63,15 +29,15 @@ pub struct Encap {
     pub src_mac: [u8; 6],
 }
 
-/// Where an untagged frame's IP packet starts, and its IP version.
-fn ip_of(frame: &[u8]) -> (&[u8], u8) {
-    let ip = &frame[14..];
+/// An untagged frame's IP packet (with any padding) and its IP version.
+fn ip_and_version(frame: &[u8]) -> (&[u8], u8) {
+    let ip = ip_of(frame);
     (ip, ip[0] >> 4)
 }
 
 /// The IP packet of an untagged frame, without Ethernet padding.
 pub fn ip_packet(frame: &[u8]) -> &[u8] {
-    let (ip, version) = ip_of(frame);
+    let (ip, version) = ip_and_version(frame);
     let len = if version == 4 {
         usize::from(u16::from_be_bytes([ip[2], ip[3]]))
     } else {
@@ -83,34 +49,19 @@ pub fn ip_packet(frame: &[u8]) -> &[u8] {
 /// The frame the balancer should send for the untagged `frame` in the tunnel `e`.
 pub fn encapsulated(frame: &[u8], e: &Encap) -> Vec<u8> {
     let inner = ip_packet(frame);
-    let (tos, inner_proto) = if inner[0] >> 4 == 4 {
-        (inner[1], 4u8)
+    let mut packet = match e.udp {
+        Some((sport, dport)) => gue(e.src, e.dst, sport, dport, inner),
+        None => ipip(e.src, e.dst, inner),
+    };
+    let ether_type = if e.src.is_ipv4() {
+        ETH_P_IP
     } else {
-        ((inner[0] << 4) | (inner[1] >> 4), 41u8)
-    };
-    let mut payload = Vec::new();
-    let proto = match e.udp {
-        Some((sport, dport)) => {
-            payload.extend_from_slice(&sport.to_be_bytes());
-            payload.extend_from_slice(&dport.to_be_bytes());
-            payload.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
-            payload.extend_from_slice(&[0, 0]);
-            17
-        }
-        None => inner_proto,
-    };
-    payload.extend_from_slice(inner);
-    let (ether_type, outer) = match (e.src, e.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (0x0800, ipv4_header(s, d, proto, tos, payload.len())),
-        (IpAddr::V6(s), IpAddr::V6(d)) => (
-            ETH_P_IPV6,
-            ipv6_header(s, d, proto, tos, e.label, payload.len()),
-        ),
-        _ => panic!("outer addresses of two families"),
+        let first = u32::from_be_bytes(packet[0..4].try_into().expect("4 bytes"));
+        packet[0..4].copy_from_slice(&(first | (e.label & 0xfffff)).to_be_bytes());
+        ETH_P_IPV6
     };
     let mut f = ethernet(e.dst_mac, e.src_mac, None, ether_type);
-    f.extend_from_slice(&outer);
-    f.extend_from_slice(&payload);
+    f.extend_from_slice(&packet);
     // Any Ethernet padding of the input stays behind the packet.
     f.extend_from_slice(&frame[14 + inner.len()..]);
     f
@@ -150,24 +101,22 @@ pub fn icmp_frame(
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let sum = checksum(&msg, 0);
             msg[2..4].copy_from_slice(&sum.to_be_bytes());
-            let mut ip = ipv4_header(s, d, 1, 0, msg.len());
+            let mut ip = outer_ip(s.into(), d.into(), 1, 0, &msg);
             // ICMP errors and echoes carry no DF here; the checksum follows.
             ip[6] = 0;
             ip[10] = 0;
             ip[11] = 0;
-            let sum = checksum(&ip, 0);
+            let sum = checksum(&ip[..20], 0);
             ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            let mut f = ethernet(macs.0, macs.1, None, 0x0800);
+            let mut f = ethernet(macs.0, macs.1, None, ETH_P_IP);
             f.extend_from_slice(&ip);
-            f.extend_from_slice(&msg);
             f
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let sum = icmp6_checksum(s, d, &msg);
             msg[2..4].copy_from_slice(&sum.to_be_bytes());
             let mut f = ethernet(macs.0, macs.1, None, ETH_P_IPV6);
-            f.extend_from_slice(&ipv6_header(s, d, 58, 0, 0, msg.len()));
-            f.extend_from_slice(&msg);
+            f.extend_from_slice(&outer_ip(s.into(), d.into(), 58, 0, &msg));
             f
         }
         _ => panic!("addresses of two families"),
@@ -193,7 +142,7 @@ pub fn echo_request(src: IpAddr, dst: IpAddr, id: u16, seq: u16, data: &[u8]) ->
 /// The echo reply the balancer should send for `request` (untagged): MACs and addresses
 /// swapped, TTL / hop limit 64, type 0 / 129.
 pub fn echo_reply(request: &[u8]) -> Vec<u8> {
-    let (ip, version) = ip_of(request);
+    let (ip, version) = ip_and_version(request);
     let macs = (
         request[6..12].try_into().expect("6 bytes"),
         request[0..6].try_into().expect("6 bytes"),
@@ -224,7 +173,7 @@ pub fn echo_reply(request: &[u8]) -> Vec<u8> {
 /// "packet too big" with `mtu`, from the VIP (the frame's destination) back to its
 /// source, quoting the first [`QUOTE`] bytes of the packet, MACs swapped.
 pub fn too_big_answer(frame: &[u8], mtu: u16) -> Vec<u8> {
-    let (ip, version) = ip_of(frame);
+    let (ip, version) = ip_and_version(frame);
     let macs = (
         frame[6..12].try_into().expect("6 bytes"),
         frame[0..6].try_into().expect("6 bytes"),
@@ -268,12 +217,6 @@ fn v6_at(b: &[u8], at: usize) -> Ipv6Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outer_ipv4_checksum_verifies() {
-        let h = ipv4_header([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), 4, 0x10, 60);
-        assert_eq!(checksum(&h, 0), 0);
-    }
 
     #[test]
     fn icmp6_checksum_verifies() {

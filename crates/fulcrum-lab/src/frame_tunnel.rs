@@ -8,10 +8,8 @@
 
 use std::net::IpAddr;
 
-use crate::frame::{CLIENT_MAC, checksum, ethernet};
+use crate::frame::{CLIENT_MAC, ETH_P_IPV6, checksum, ethernet};
 
-/// EtherType of IPv6.
-pub const ETH_P_IPV6: u16 = 0x86dd;
 /// IP protocol of IPv4 in IP.
 pub const IPPROTO_IPIP: u8 = 4;
 /// IP protocol of IPv6 in IP.

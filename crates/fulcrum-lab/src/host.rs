@@ -3,6 +3,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use fulcrum::{AttachMode, Balancer};
+
 use crate::{netns::NetNs, traffic::Server};
 
 /// The interface every lab host has on the bridge.
@@ -24,6 +26,23 @@ impl Host {
             .ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
         self.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
         self.ns.sysctl("net.ipv4.conf.all.arp_announce", "2")
+    }
+
+    /// A balancer loaded in this host's namespace (room for 4 services and 65536 flows)
+    /// and attached natively to [`IFACE`]: what lab tests that drive the library use.
+    /// Panics if it cannot start, as a test should.
+    pub fn start_balancer(&self) -> Balancer {
+        self.ns
+            .run_in(|| -> Result<Balancer, fulcrum::BalancerError> {
+                let mut lb = Balancer::builder()
+                    .max_services(4)
+                    .max_flows(1 << 16)
+                    .build()?;
+                lb.attach(IFACE, AttachMode::Native)?;
+                Ok(lb)
+            })
+            .expect("enter the balancer's namespace")
+            .expect("start the balancer")
     }
 }
 

@@ -100,9 +100,13 @@ fn a_backend_without_a_route_is_left_out_and_the_rest_is_applied() {
     assert!(
         lab.0
             .lb
-            .check_destination(Ipv4Addr::new(10, 86, 0, 9))
+            .check_destination(&Service::new(web()), Ipv4Addr::new(10, 86, 0, 9))
             .is_err()
-            && lab.0.lb.check_destination(backend(2)).is_ok()
+            && lab
+                .0
+                .lb
+                .check_destination(&Service::new(web()), backend(2))
+                .is_ok()
     );
 
     // A dead backend still leaves while the unreachable one is still wanted.

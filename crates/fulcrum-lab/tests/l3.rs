@@ -8,13 +8,9 @@ use std::{
     time::Duration,
 };
 
-use fulcrum::{
-    AttachMode, Balancer, Counter, Destination, Forwarding, Protocol, Service, ServiceId, Tunnel,
-};
+use fulcrum::{Balancer, Counter, Destination, Forwarding, Protocol, Service, ServiceId, Tunnel};
 use fulcrum_lab::{
-    l3::{
-        CLIENT, L3Lab, LB_IFACE, VIP, VIP6, backend_addr, backend_addr6, download, download_server,
-    },
+    l3::{CLIENT, L3Lab, VIP, VIP6, backend_addr, backend_addr6, download, download_server},
     traffic::http_get,
 };
 
@@ -28,19 +24,7 @@ fn start_balancer(
     forwarding: Forwarding,
     backends: &[IpAddr],
 ) -> Balancer {
-    let mut lb = lab
-        .balancer
-        .ns
-        .run_in(|| -> Result<Balancer, fulcrum::BalancerError> {
-            let mut lb = Balancer::builder()
-                .max_services(4)
-                .max_flows(1 << 16)
-                .build()?;
-            lb.attach(LB_IFACE, AttachMode::Native)?;
-            Ok(lb)
-        })
-        .expect("enter the balancer's namespace")
-        .expect("start the balancer");
+    let mut lb = lab.balancer.start_balancer();
     let mut service = Service::new(id);
     service.forwarding = forwarding;
     lb.add_service(service).expect("add service");
@@ -254,4 +238,24 @@ fn the_balancer_answers_ping_to_its_vips() {
     }
     let delta = lb.stats().expect("stats").since(&before);
     assert_eq!(delta.get(Counter::IcmpEchoReply), 4, "{delta:?}");
+}
+
+#[test]
+fn a_routed_backend_is_a_destination_only_of_a_tunnelled_service() {
+    let lab = L3Lab::new("check", 1).expect("build the lab");
+    let id = ServiceId::new(VIP, HTTP, Protocol::Tcp);
+    let mut lb = start_balancer(&lab, id, Forwarding::Ipip(Tunnel::default()), &[]);
+    let backend = IpAddr::V4(backend_addr(1));
+    let mut tunnelled = Service::new(id);
+    tunnelled.forwarding = Forwarding::Ipip(Tunnel::default());
+    lb.check_destination(&tunnelled, backend)
+        .expect("a routed backend of a tunnelled service");
+    let on_link = Service::new(ServiceId::new(VIP, 8080, Protocol::Tcp));
+    let err = lb
+        .check_destination(&on_link, backend)
+        .expect_err("L2 DSR needs the backend on link");
+    assert!(
+        matches!(err, fulcrum::BalancerError::NotDirectlyConnected { .. }),
+        "{err:?}"
+    );
 }

@@ -7,12 +7,12 @@ use std::{
 };
 
 use fulcrum::{
-    AttachMode, Balancer, Counter, Destination, Protocol, Service, ServiceId,
+    Balancer, Counter, Destination, Protocol, Service, ServiceId,
     maglev::{self, Member},
 };
 use fulcrum_common::{FlowKey, IPPROTO_TCP, flow_hash};
 use fulcrum_lab::{
-    dsr::{BALANCER, CLIENT, DsrLab, LB_IFACE, VIP, backend_addr},
+    dsr::{BALANCER, CLIENT, DsrLab, VIP, VIP6, backend_addr, six, with_ipv6},
     host::backend_servers,
     traffic::{HttpConnection, http_get, http_server, udp_ask},
 };
@@ -37,75 +37,17 @@ fn start_balancer(lab: &DsrLab, id: ServiceId) -> Balancer {
 
 /// [`start_balancer`] with the given destinations.
 fn start_balancer_on(lab: &DsrLab, id: ServiceId, dests: &[Destination]) -> Balancer {
-    let mut lb = lab
-        .balancer
-        .ns
-        .run_in(|| -> Result<Balancer, fulcrum::BalancerError> {
-            let mut lb = Balancer::builder()
-                .max_services(4)
-                .max_flows(1 << 16)
-                .build()?;
-            lb.attach(LB_IFACE, AttachMode::Native)?;
-            Ok(lb)
-        })
-        .expect("enter the balancer's namespace")
-        .expect("start the balancer");
+    let mut lb = lab.balancer.start_balancer();
     lb.add_service(Service::new(id)).expect("add service");
     lb.set_destinations(&id, dests).expect("set destinations");
     wait_resolved(&mut lb);
     lb
 }
 
-/// The IPv6 VIP of [`dual_stack`] labs.
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0x99, 0, 0, 0, 1);
-
-/// Host `n`'s IPv6 address in [`dual_stack`] labs (client 1, balancer 2, backends 11..).
-fn addr6(n: u16) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n)
-}
-
-/// Gives every host of the lab an IPv6 address on the segment (no DAD, so it is usable
-/// at once), the client a route to the VIP's /64 through the balancer, and each backend
-/// the IPv6 VIP on `lo` (neighbour solicitations for it on `eth0` go unanswered there:
-/// Linux answers only for the receiving interface's addresses).
-fn dual_stack(lab: &DsrLab) {
-    let add = |host: &fulcrum_lab::dsr::Host, n: u16| {
-        host.ns
-            .ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", addr6(n)),
-                "dev",
-                "eth0",
-                "nodad",
-            ])
-            .expect("IPv6 address");
-    };
-    add(&lab.client, 1);
-    add(&lab.balancer, 2);
-    lab.client
-        .ns
-        .ip(&[
-            "-6",
-            "route",
-            "add",
-            "2001:db8:77:99::/64",
-            "via",
-            &addr6(2).to_string(),
-        ])
-        .expect("route to the VIP");
-    for (i, b) in lab.backends.iter().enumerate() {
-        add(b, 11 + i as u16);
-        b.ns.ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])
-            .expect("VIP on lo");
-    }
-}
-
 #[test]
 fn http_over_ipv6_is_balanced_with_direct_server_return() {
     let lab = DsrLab::new("h6", 3).expect("build the lab");
-    dual_stack(&lab);
+    with_ipv6(&lab);
     let _servers = backend_servers(
         &lab.backends,
         SocketAddr::from((Ipv6Addr::UNSPECIFIED, HTTP)),
@@ -114,7 +56,7 @@ fn http_over_ipv6_is_balanced_with_direct_server_return() {
     .expect("HTTP servers");
     let web6 = ServiceId::new(VIP6, HTTP, Protocol::Tcp);
     let dests: Vec<_> = (0..lab.backends.len())
-        .map(|i| Destination::new(addr6(11 + i as u16)))
+        .map(|i| Destination::new(six(11 + i as u16)))
         .collect();
     let lb = start_balancer_on(&lab, web6, &dests);
 
@@ -125,7 +67,7 @@ fn http_over_ipv6_is_balanced_with_direct_server_return() {
             .unwrap_or_else(|e| panic!("request {i} to [{VIP6}]:80 failed: {e:#}"));
         assert_eq!(
             answer.peer,
-            addr6(1).to_string(),
+            six(1).to_string(),
             "the backend sees the client's own address"
         );
         *share.entry(answer.server).or_insert(0) += 1;

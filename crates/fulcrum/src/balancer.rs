@@ -594,14 +594,16 @@ impl Balancer {
         }
     }
 
-    /// Counts services per VIP (in its family's map, with the echo flag of its services);
+    /// Counts services per VIP (in its family's map, with the echo flag: on only while
+    /// every service on the VIP answers echo, as `Service::icmp_echo` documents);
     /// the VIP's filter bucket counts VIPs of both families, so the data plane's first
     /// test stays exact about "no VIP here".
     fn set_vip_refs(&mut self, vip: IpAddr, delta: i32) -> Result<(), BalancerError> {
         let echo = self
             .services
             .iter()
-            .any(|(id, s)| id.vip == vip && s.icmp_echo);
+            .filter(|(id, _)| id.vip == vip)
+            .all(|(_, s)| s.icmp_echo);
         let (now, bucket) = match vip {
             IpAddr::V4(v4) => {
                 let key = addr::word(v4);

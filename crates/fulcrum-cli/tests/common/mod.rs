@@ -4,16 +4,19 @@
 
 use std::{
     io::Write as _,
-    net::{Ipv6Addr, SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
 };
 
+// The dual-stack DSR lab's addresses, shared with the lab crate's tests.
+#[allow(unused_imports)] // Each test file uses its own part.
+pub use fulcrum_lab::dsr::{VIP6, add_ipv6, route6_via, six, with_ipv6};
 use fulcrum_lab::{
     daemon::Daemon,
-    dsr::{DsrLab, Host, VIP},
+    dsr::{DsrLab, VIP},
     netns::NetNs,
     traffic::{http_call, http_get},
 };
@@ -188,57 +191,4 @@ pub fn assert_promtool_accepts(metrics: &str) {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
-}
-
-/// The IPv6 VIP of [`with_ipv6`]'s lab.
-pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0x99, 0, 0, 0, 1);
-
-/// Host `n`'s IPv6 address on the DSR lab's segment: 1 the client, 2 the balancer, 3 a
-/// second balancer, 10 + N backend N.
-pub fn six(n: u16) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, n)
-}
-
-/// Gives `host` the address [`six`]`(n)` at once (no duplicate address detection).
-pub fn add_ipv6(host: &Host, n: u16) {
-    host.ns
-        .ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", six(n)),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
-        .expect("IPv6 address");
-}
-
-/// The DSR lab dual-stack: IPv6 addresses beside the IPv4 ones, [`VIP6`] on every backend's
-/// `lo`, and the client's route to it through the balancer.
-pub fn with_ipv6(lab: &DsrLab) {
-    add_ipv6(&lab.client, 1);
-    add_ipv6(&lab.balancer, 2);
-    for (i, backend) in lab.backends.iter().enumerate() {
-        add_ipv6(backend, 11 + i as u16);
-        backend
-            .ns
-            .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"])
-            .expect("VIP on lo");
-    }
-    route6_via(&lab.client.ns, 2);
-}
-
-/// The client reaches [`VIP6`] through the host at [`six`]`(n)`.
-pub fn route6_via(client: &NetNs, n: u16) {
-    client
-        .ip(&[
-            "-6",
-            "route",
-            "replace",
-            &format!("{VIP6}/128"),
-            "via",
-            &six(n).to_string(),
-        ])
-        .expect("route");
 }

@@ -9,7 +9,7 @@ use super::{
     Balancer, DestState, NextHop,
     tunnel::{self, TunnelPath},
 };
-use crate::{BalancerError, Destination, ServiceId, netlink::RouteKind};
+use crate::{BalancerError, Destination, Forwarding, Service, ServiceId, netlink::RouteKind};
 
 /// One destination of a declared set: its weight and whether it is drained, so a drained
 /// backend that is re-added never passes through an undrained table.
@@ -135,10 +135,17 @@ impl Balancer {
         self.apply_desired(id, wanted, false)
     }
 
-    /// Whether `address` could be a destination now (route, directly connected, egress
-    /// attached), without changing anything: for checking a reload before applying it.
-    pub fn check_destination(&mut self, address: impl Into<IpAddr>) -> Result<(), BalancerError> {
-        self.egress(address.into()).map(|_| ())
+    /// Whether `address` could be a destination of `service` now, by the rule of its
+    /// forwarding (L2 DSR: directly connected; tunnelled: routed), egress attached in both,
+    /// without changing anything: for checking a reload before applying it. The service
+    /// need not be added yet.
+    pub fn check_destination(
+        &mut self,
+        service: &Service,
+        address: impl Into<IpAddr>,
+    ) -> Result<(), BalancerError> {
+        self.path(service.id.vip, &service.forwarding, address.into())
+            .map(|_| ())
     }
 
     /// How many destinations, summed over services, the data plane can hold: for checking
@@ -325,22 +332,32 @@ impl Balancer {
         address: IpAddr,
     ) -> Result<(u32, Option<NextHop>, Option<TunnelPath>), BalancerError> {
         let forwarding = self.state(id)?.forwarding;
+        let (oif, hop, path) = self.path(id.vip, &forwarding, address)?;
+        let neighbour = self.neighbour_of(oif, hop)?;
+        Ok((oif, neighbour, path))
+    }
+
+    /// Egress interface, the neighbour to send to (the backend, or its route's next hop
+    /// when tunnelled) and the tunnel path of a backend, or why it cannot be served.
+    #[allow(clippy::type_complexity)]
+    fn path(
+        &mut self,
+        vip: IpAddr,
+        forwarding: &Forwarding,
+        address: IpAddr,
+    ) -> Result<(u32, IpAddr, Option<TunnelPath>), BalancerError> {
         // L2 DSR hands the client's packet on as it came: the backend must be of its family.
-        if address.is_ipv6() != id.vip.is_ipv6() && forwarding == crate::Forwarding::L2Dsr {
+        if address.is_ipv6() != vip.is_ipv6() && *forwarding == Forwarding::L2Dsr {
             return Err(BalancerError::Unsupported(format!(
-                "L2 DSR from {} to backend {address}: the backend must be of the VIP's family",
-                id.vip
+                "L2 DSR from {vip} to backend {address}: the backend must be of the VIP's family"
             )));
         }
-        if let Some(path) = tunnel::resolve(self.netlink()?, id.vip, &forwarding, address)? {
+        if let Some(path) = tunnel::resolve(self.netlink()?, vip, forwarding, address)? {
             let (oif, hop) = (path.ifindex, path.next_hop);
             self.attached(address, oif)?;
-            let neighbour = self.neighbour_of(oif, hop)?;
-            return Ok((oif, neighbour, Some(path)));
+            return Ok((oif, hop, Some(path)));
         }
-        let oif = self.egress(address)?;
-        let neighbour = self.neighbour_of(oif, address)?;
-        Ok((oif, neighbour, None))
+        Ok((self.egress(address)?, address, None))
     }
 
     /// Fails unless the balancer runs on `oif`, the egress towards `address`.
