@@ -104,8 +104,9 @@ pub enum BalancerError {
     /// address of its family, a VIP of a family the tunnel cannot carry).
     #[error("backend {address}: cannot tunnel to it: {why}")]
     Tunnel { address: IpAddr, why: String },
-    /// Something this data plane cannot do yet (an IPv6 address, a tunnel mode).
-    #[error("{0} is not supported by this data plane yet")]
+    /// A destination the service's mode cannot forward to (an L2 DSR backend of the other
+    /// family than the VIP's: L2 DSR hands the client's packet on unchanged).
+    #[error("{0}")]
     Unsupported(String),
     /// Talking to the kernel's routing tables failed.
     #[error("neighbour resolution")]
