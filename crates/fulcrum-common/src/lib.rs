@@ -8,6 +8,7 @@ use core::mem::size_of;
 
 mod counters;
 pub mod decap;
+pub mod probe;
 
 pub use counters::*;
 
@@ -545,4 +546,5 @@ mod pod {
     unsafe impl aya::Pod for Layout {}
     unsafe impl aya::Pod for BackendRecord {}
     unsafe impl aya::Pod for ServiceRecord {}
+    unsafe impl aya::Pod for probe::ProbeCounters {}
 }

@@ -159,7 +159,8 @@ impl Owner {
         let (checker, events) = Checker::new(CheckerConfig { source: None })?;
         // Backends the adopted table serves start healthy: only `fall` failures take them out.
         let serving = adopt::serving(&adopted, &config);
-        checker.set_targets_adopting(targets::targets(&config), &serving)?;
+        let vias = targets::probe_vias(&mut lb, &config)?;
+        checker.set_targets_adopting(targets::targets(&config, &vias), &serving)?;
         let mut owner = Self {
             lb,
             checker,

@@ -6,7 +6,7 @@
 use std::{collections::HashSet, net::IpAddr, time::Instant};
 
 use fulcrum_config::{Config, ConfigDiff};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     api::ControlError,
@@ -60,10 +60,16 @@ impl Owner {
         if !problems.is_empty() {
             return Err(ControlError::Rejected(problems.join("\n")));
         }
+        let vias = targets::probe_vias(&mut self.lb, &new)
+            .map_err(|e| ControlError::Internal(chain(&e)))?;
         // The checker takes all the targets or none.
-        self.checker
-            .set_targets(targets::targets(&new))
-            .map_err(|e| ControlError::Rejected(format!("health checks: {e}")))?;
+        if let Err(e) = self.checker.set_targets(targets::targets(&new, &vias)) {
+            // The probes of the running configuration go back to how they were.
+            if let Err(e) = targets::probe_vias(&mut self.lb, &self.config) {
+                warn!(error = %chain(&e), "health probes not restored");
+            }
+            return Err(ControlError::Rejected(format!("health checks: {e}")));
+        }
         let old = std::mem::replace(&mut self.config, new);
         self.reindex();
         self.read_health();

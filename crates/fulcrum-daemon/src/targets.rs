@@ -1,12 +1,50 @@
 //! The configuration in the terms of the library and the health checker: service ids,
 //! schedulers, check specs and targets.
 
-use fulcrum::{Forwarding, Protocol, Scheduler, ServiceId, Tunnel, TunnelSource};
+use std::{collections::HashMap, net::IpAddr};
+
+use fulcrum::{Balancer, BalancerError, Forwarding, Protocol, Scheduler, ServiceId, Tunnel, TunnelSource};
 use fulcrum_config::{CheckKind, Config, HealthRule};
-use fulcrum_health::{BackendId, CheckSpec, HttpCheck, Probe, Rule, Target};
+use fulcrum_health::{BackendId, CheckSpec, HttpCheck, Probe, Rule, Target, Via};
+use tracing::warn;
+
+/// How each tunnelled backend is probed, by (service name, backend address).
+pub(crate) type Vias = HashMap<(String, IpAddr), Via>;
+
+/// Has the data plane carry the health probes of every checked backend of a tunnelled
+/// service to its VIP (see `fulcrum::Balancer::set_probes`), so that a check proves the
+/// backend serves the VIP; the rest keep probing the backend's own address.
+pub(crate) fn probe_vias(lb: &mut Balancer, config: &Config) -> Result<Vias, BalancerError> {
+    let mut names = Vec::new();
+    let mut wanted = Vec::new();
+    for s in &config.services {
+        if s.forwarding == fulcrum_config::Forwarding::L2Dsr || s.health.is_empty() {
+            continue;
+        }
+        for b in &s.backends {
+            names.push(s.name.clone());
+            wanted.push((service(s), b.address));
+        }
+    }
+    let routes = lb.set_probes(&wanted)?;
+    Ok(names
+        .into_iter()
+        .zip(routes)
+        .map(|(name, r)| {
+            if let Some(why) = &r.unreachable {
+                warn!(service = name, backend = %r.address, "health probes cannot reach it yet: {why}");
+            }
+            let via = Via {
+                vip: r.service.vip,
+                mark: r.mark,
+            };
+            ((name, r.address), via)
+        })
+        .collect())
+}
 
 /// The health targets of a configuration.
-pub(crate) fn targets(config: &Config) -> Vec<Target> {
+pub(crate) fn targets(config: &Config, vias: &Vias) -> Vec<Target> {
     config
         .services
         .iter()
@@ -16,6 +54,7 @@ pub(crate) fn targets(config: &Config) -> Vec<Target> {
                     service: service.name.clone(),
                     address: b.address,
                 },
+                via: vias.get(&(service.name.clone(), b.address)).cloned(),
                 checks: service.health.iter().map(check_spec).collect(),
                 rule: match service.health_rule {
                     HealthRule::All => Rule::All,

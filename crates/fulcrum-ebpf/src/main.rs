@@ -26,9 +26,14 @@ mod forward;
 mod icmp;
 mod maps;
 mod parse;
+mod probe;
 mod verdict;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use fulcrum_common::{
     Counter, IPPROTO_TCP, IPPROTO_UDP, VipInfo, vip_filter_bucket, vip_filter_bucket6,
 };
@@ -42,6 +47,13 @@ use verdict::Verdict;
 #[xdp]
 pub fn fulcrum(ctx: XdpContext) -> u32 {
     counters::finish(balance(&ctx))
+}
+
+/// Health probes through the tunnel (see `probe`), on the egress of the balancer's
+/// interfaces.
+#[classifier]
+pub fn fulcrum_probe(ctx: TcContext) -> i32 {
+    probe::egress(&ctx)
 }
 
 /// Lets a veth accept frames its peer sends with `XDP_TX` (labs put it on the far end).

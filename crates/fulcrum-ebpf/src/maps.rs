@@ -8,7 +8,7 @@ use aya_ebpf::{
 use fulcrum_common::{
     BackendRecord, BackendValue, CachedFlow, CachedFlow6, FlowEventCounters, FlowKey, FlowKey6,
     FlowValue, GlobalCounters, Layout, ServiceKey, ServiceKey6, ServiceRecord, ServiceValue,
-    TrafficCounters, VIP_FILTER_SIZE, VipInfo,
+    TrafficCounters, VIP_FILTER_SIZE, VipInfo, probe::ProbeCounters,
 };
 
 /// Written by user space when a service is added or removed; read per packet: a zero
@@ -105,3 +105,12 @@ pub static SERVICE_RECORDS: Array<ServiceRecord> = Array::with_max_entries(1, 0)
 
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Written by user space for each health probe that goes through a tunnel; read by the
+/// probe program for packets carrying a probe mark.
+#[map]
+pub static PROBES: HashMap<u32, BackendValue> = HashMap::with_max_entries(1024, 0);
+
+/// Written by the probe program; summed by user space.
+#[map]
+pub static PROBE_STATS: PerCpuArray<ProbeCounters> = PerCpuArray::with_max_entries(1, 0);

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::{
     BackendState, CheckSpec, CheckState, CheckStatus, Rule, SpecError,
-    probe::{probe, random_u64},
+    probe::{Via, probe, probe_via, random_u64},
 };
 
 /// A backend as the health checker knows it: per service, because two services may check the
@@ -52,6 +52,9 @@ pub struct Target {
     pub checks: Vec<CheckSpec>,
     /// How many checks must be up.
     pub rule: Rule,
+    /// Set for a tunnelled backend: probes go to the VIP through the tunnel, proving the
+    /// backend serves the VIP, not only its own address.
+    pub via: Option<Via>,
 }
 
 /// Settings of the checker as a whole.
@@ -170,6 +173,7 @@ struct GroupKey {
     address: IpAddr,
     checks: Vec<CheckSpec>,
     rule: Rule,
+    via: Option<Via>,
 }
 
 impl GroupKey {
@@ -178,6 +182,7 @@ impl GroupKey {
             address: target.backend.address,
             checks: target.checks.clone(),
             rule: target.rule,
+            via: target.via.clone(),
         }
     }
 }
@@ -380,7 +385,7 @@ impl Checker {
             .checks
             .iter()
             .enumerate()
-            .map(|(index, spec)| self.spawn(&key.address, id, index, spec))
+            .map(|(index, spec)| self.spawn(&key, id, index, spec))
             .collect();
         shared.by_key.insert(key.clone(), id);
         let group = Group {
@@ -401,6 +406,7 @@ impl Checker {
                 return Err(CheckerError::Duplicate(backend()));
             }
             if let Some(source_addr) = self.source
+                && t.via.is_none()
                 && source_addr.is_ipv4() != t.backend.address.is_ipv4()
                 && !t.checks.is_empty()
             {
@@ -472,13 +478,14 @@ impl Checker {
         send(&self.events, backend, healthy, reason);
     }
 
-    fn spawn(&self, address: &IpAddr, group: u64, index: usize, spec: &CheckSpec) -> AbortHandle {
-        let span = tracing::info_span!("health", backend = %address, check = %spec);
+    fn spawn(&self, key: &GroupKey, group: u64, index: usize, spec: &CheckSpec) -> AbortHandle {
+        let span = tracing::info_span!("health", backend = %key.address, check = %spec);
         let task = run(Probing {
             shared: self.shared.clone(),
             events: self.events.clone(),
             local_failures: self.local_failures.clone(),
-            address: *address,
+            address: key.address,
+            via: key.via.clone(),
             group,
             index,
             spec: spec.clone(),
@@ -521,6 +528,7 @@ struct Probing {
     events: mpsc::UnboundedSender<HealthEvent>,
     local_failures: Arc<AtomicU64>,
     address: IpAddr,
+    via: Option<Via>,
     group: u64,
     index: usize,
     spec: CheckSpec,
@@ -537,7 +545,10 @@ async fn run(p: Probing) {
     let mut next = Instant::now() + Duration::from_nanos(random_u64(p.group) % nanos);
     loop {
         tokio::time::sleep_until(next).await;
-        let result = probe(p.address, &p.spec, p.source).await;
+        let result = match &p.via {
+            Some(via) => probe_via(via, &p.spec).await,
+            None => probe(p.address, &p.spec, p.source).await,
+        };
         match &result {
             Err(e) if e.is_local() => {
                 p.local_failures.fetch_add(1, Ordering::Relaxed);

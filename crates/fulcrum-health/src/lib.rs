@@ -25,7 +25,7 @@ pub use checker::{
     BackendId, BackendSnapshot, CheckSnapshot, Checker, CheckerConfig, CheckerError, HealthEvent,
     Target,
 };
-pub use probe::{ProbeError, probe};
+pub use probe::{ProbeError, Via, probe, probe_via};
 pub use spec::{
     BODY_LIMIT, CheckSpec, DnsCheck, HttpCheck, Probe, QueryType, Rcode, Rule, SpecError,
 };

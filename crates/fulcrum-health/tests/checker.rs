@@ -27,6 +27,7 @@ fn tcp_target(id: BackendId, port: u16) -> Target {
         backend: id,
         checks: vec![spec(Probe::Tcp, port)],
         rule: Rule::All,
+        via: None,
     }
 }
 
@@ -149,6 +150,7 @@ async fn reload_of_the_rule_can_flip_the_verdict() {
             spec(Probe::Tcp, closed),
         ],
         rule,
+        via: None,
     };
     checker.set_targets(vec![target(Rule::All)]).expect("valid");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -193,6 +195,7 @@ async fn no_checks_is_healthy_at_once() {
         backend: backend("udp", 9),
         checks: vec![],
         rule: Rule::All,
+        via: None,
     };
     checker.set_targets(vec![target]).expect("valid");
     assert!(checker.snapshot()[0].healthy);

@@ -101,6 +101,7 @@ async fn the_checker_marks_an_ipv6_backend_up_then_down() {
             backend: id.clone(),
             checks: vec![spec(Probe::Tcp, server.addr.port())],
             rule: Rule::All,
+            via: None,
         }])
         .expect("an IPv6 target is valid");
     let next = async |rx: &mut tokio::sync::mpsc::UnboundedReceiver<_>| {

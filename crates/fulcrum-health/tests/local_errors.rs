@@ -83,6 +83,7 @@ async fn out_of_descriptors_keeps_the_backend_up() {
             backend: id.clone(),
             checks: vec![spec],
             rule: Rule::All,
+            via: None,
         }])
         .expect("valid");
     let up = tokio::time::timeout(Duration::from_secs(5), rx.recv())

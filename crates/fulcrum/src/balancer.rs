@@ -36,6 +36,7 @@ mod flow_import;
 mod flow_records;
 mod flow_table;
 mod pinning;
+mod probes;
 mod tunnel;
 mod vlan;
 
@@ -46,6 +47,7 @@ use counters::sum_traffic;
 pub use destinations::{DesiredDestination, Unresolved};
 pub use flow_events::FlowEvents;
 pub use flow_import::ImportReport;
+pub use probes::{ProbeRoute, ProbeStats};
 
 /// The compiled XDP object, embedded at build time.
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fulcrum"));
@@ -191,6 +193,8 @@ pub struct Balancer {
     tunnels: BTreeMap<u32, tunnel::TunnelPath>,
     /// Set when the state lives on bpffs beyond this process.
     pinned: Option<pinning::Pinned>,
+    /// Health probes through the tunnel (see `probes`).
+    probes: probes::Probes,
 }
 
 impl Balancer {
@@ -248,6 +252,7 @@ impl Balancer {
             return Err(BalancerError::AlreadyAttached(iface.into()));
         }
         let mac = self.netlink()?.link(ifindex)?.mac.unwrap_or_default();
+        self.attach_probes(iface)?;
         if !self.adopt_link(iface, ifindex)? {
             let program = xdp_mut(&mut self.ebpf, programs::BALANCER)?;
             let link = program
@@ -422,6 +427,7 @@ impl Balancer {
             self.write_backend(*backend, neighbour)?;
             self.rebuild(id)?;
         }
+        self.refresh_probes()?;
         Ok(changed.len())
     }
 
@@ -500,29 +506,9 @@ impl Balancer {
             .get(backend as usize)
             .copied()
             .unwrap_or_default();
+        let tunnel = self.tunnels.get(&backend).copied();
         let value = match neighbour {
-            Some(n) => {
-                let mut v = BackendValue {
-                    mac: n.mac,
-                    ifindex: n.ifindex,
-                    generation,
-                    mode: FORWARD_L2,
-                    ..Default::default()
-                };
-                if let Some(vlan) = self.trunk(n.ifindex) {
-                    vlan::tag(&mut v, vlan);
-                }
-                v.src_mac = self
-                    .interfaces
-                    .get(&v.ifindex)
-                    .map(|i| i.mac)
-                    .unwrap_or_default();
-                // The tunnel's fields last: they keep the VLAN bits.
-                if let Some(t) = self.tunnels.get(&backend) {
-                    t.apply(&mut v);
-                }
-                v
-            }
+            Some(n) => self.forward_value(n, tunnel.as_ref(), generation),
             None => BackendValue {
                 generation,
                 ..Default::default()
@@ -532,6 +518,36 @@ impl Balancer {
             .backends
             .set(backend, value, 0)
             .map_err(BalancerError::map(maps::BACKENDS, "write"))
+    }
+
+    /// How a frame reaches next hop `n`, by `tunnel` if any: the data plane's backend
+    /// value, also what the health probes are encapsulated by.
+    fn forward_value(
+        &mut self,
+        n: NextHop,
+        tunnel: Option<&tunnel::TunnelPath>,
+        generation: u32,
+    ) -> BackendValue {
+        let mut v = BackendValue {
+            mac: n.mac,
+            ifindex: n.ifindex,
+            generation,
+            mode: FORWARD_L2,
+            ..Default::default()
+        };
+        if let Some(vlan) = self.trunk(n.ifindex) {
+            vlan::tag(&mut v, vlan);
+        }
+        v.src_mac = self
+            .interfaces
+            .get(&v.ifindex)
+            .map(|i| i.mac)
+            .unwrap_or_default();
+        // The tunnel's fields last: they keep the VLAN bits.
+        if let Some(t) = tunnel {
+            t.apply(&mut v);
+        }
+        v
     }
 
     /// Keeps a departing destination's traffic in its service's total, then frees its slot.

@@ -18,6 +18,7 @@ mod service;
 mod stats;
 
 pub use balancer::{
+    ProbeRoute, ProbeStats,
     AttachMode, Balancer, BalancerBuilder, DesiredDestination, DestinationInfo, FlowEvents,
     ImportReport, NextHop, ServiceInfo, Unresolved,
 };

@@ -50,11 +50,18 @@ pub fn encapsulate(ctx: &XdpContext, inner: &Inner, b: &BackendValue, hash: u32)
     let off = ipip::push(ctx, inner, b, hash, UDP_LEN, IPPROTO_UDP)?;
     let udp = ptr_at::<Udp>(ctx, off).ok_or(())?;
     // SAFETY: bounds checked by ptr_at.
-    unsafe {
-        (*udp).sport = source_port(hash).to_be();
-        (*udp).dport = b.gue_port;
-        (*udp).len = (inner.len + UDP_LEN).to_be();
-        (*udp).check = 0;
-    }
+    unsafe { udp.write(header(b, hash, inner.len)) };
     Ok(())
+}
+
+/// The UDP header in front of `inner_len` bytes of inner packet to `b`, shared with the
+/// health probes' encapsulation (`probe`).
+#[inline(always)]
+pub fn header(b: &BackendValue, hash: u32, inner_len: u16) -> Udp {
+    Udp {
+        sport: source_port(hash).to_be(),
+        dport: b.gue_port,
+        len: (inner_len + UDP_LEN).to_be(),
+        check: 0,
+    }
 }

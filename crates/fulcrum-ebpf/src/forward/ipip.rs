@@ -145,36 +145,49 @@ pub fn push(
     let payload = inner.len + extra;
     if v6_out {
         let ip = ptr_at::<Ipv6>(ctx, l3).ok_or(())?;
-        let label = hash & 0x000f_ffff;
-        let mut src = b.src;
-        src[3] = (src[3] & !b.src_mask) | (hash & b.src_mask);
         // SAFETY: as above.
-        unsafe {
-            (*ip).vtc_flow = ((6 << 28) | (u32::from(tos) << 20) | label).to_be();
-            (*ip).payload_len = payload.to_be();
-            (*ip).next_header = proto;
-            (*ip).hop_limit = 64;
-            (*ip).src = src;
-            (*ip).dst = b.dst;
-        }
+        unsafe { ip.write(outer6(b, hash, tos, payload, proto)) };
         Ok(l3 + OVERHEAD6 as usize)
     } else {
         let ip = ptr_at::<Ipv4>(ctx, l3).ok_or(())?;
-        let src = (b.src[0] & !b.src_mask) | (hash & b.src_mask);
         // SAFETY: as above.
-        unsafe {
-            (*ip).version_ihl = 0x45;
-            (*ip).tos = tos;
-            (*ip).total_len = (payload + OVERHEAD4).to_be();
-            (*ip).id = 0;
-            (*ip).frag = 0x4000u16.to_be();
-            (*ip).ttl = 64;
-            (*ip).proto = proto;
-            (*ip).check = 0;
-            (*ip).src = src;
-            (*ip).dst = b.dst[0];
-            (*ip).check = csum::ipv4_header(ip);
-        }
+        unsafe { ip.write(outer4(b, hash, tos, payload, proto)) };
         Ok(l3 + OVERHEAD4 as usize)
     }
+}
+
+/// The outer IPv6 header to `b` for `payload` bytes of protocol `proto`, shared with the
+/// health probes' encapsulation (`probe`).
+#[inline(always)]
+pub fn outer6(b: &BackendValue, hash: u32, tos: u8, payload: u16, proto: u8) -> Ipv6 {
+    let mut src = b.src;
+    src[3] = (src[3] & !b.src_mask) | (hash & b.src_mask);
+    Ipv6 {
+        vtc_flow: ((6 << 28) | (u32::from(tos) << 20) | (hash & 0x000f_ffff)).to_be(),
+        payload_len: payload.to_be(),
+        next_header: proto,
+        hop_limit: 64,
+        src,
+        dst: b.dst,
+    }
+}
+
+/// The outer IPv4 header to `b` (checksum included), as [`outer6`].
+#[inline(always)]
+pub fn outer4(b: &BackendValue, hash: u32, tos: u8, payload: u16, proto: u8) -> Ipv4 {
+    let mut ip = Ipv4 {
+        version_ihl: 0x45,
+        tos,
+        total_len: (payload + OVERHEAD4).to_be(),
+        id: 0,
+        frag: 0x4000u16.to_be(),
+        ttl: 64,
+        proto,
+        check: 0,
+        src: (b.src[0] & !b.src_mask) | (hash & b.src_mask),
+        dst: b.dst[0],
+    };
+    // SAFETY: a whole header on the stack.
+    ip.check = unsafe { csum::ipv4_header(&raw const ip) };
+    ip
 }

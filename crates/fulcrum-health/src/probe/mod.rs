@@ -128,6 +128,17 @@ fn local_reason(op: &'static str, e: &io::Error) -> Option<String> {
     }
 }
 
+/// How a tunnelled backend is probed: at its service's VIP, through the balancer's own
+/// encapsulation, so that only a backend holding the VIP answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Via {
+    /// The service's VIP, which probes connect to.
+    pub vip: IpAddr,
+    /// The socket mark that has the balancer encapsulate them to this backend. While the
+    /// balancer has no path to it, its probe program drops them: the probes time out.
+    pub mark: u32,
+}
+
 /// Runs one probe of `spec` against `target`, from `source` if given. Returns the latency of a
 /// success. Never takes longer than `spec.timeout` (plus scheduling slack).
 pub async fn probe(
@@ -135,25 +146,40 @@ pub async fn probe(
     spec: &CheckSpec,
     source: Option<IpAddr>,
 ) -> Result<Duration, ProbeError> {
+    run(target, spec, source, None).await
+}
+
+/// Runs one probe of `spec` through the tunnel `via` says (see [`Via`]); the kernel picks
+/// the source, by its route to the VIP.
+pub async fn probe_via(via: &Via, spec: &CheckSpec) -> Result<Duration, ProbeError> {
+    run(via.vip, spec, None, Some(via.mark)).await
+}
+
+async fn run(
+    target: IpAddr,
+    spec: &CheckSpec,
+    source: Option<IpAddr>,
+    mark: Option<u32>,
+) -> Result<Duration, ProbeError> {
     let start = Instant::now();
     let addr = SocketAddr::new(target, spec.port);
     let run = async {
         match &spec.probe {
-            Probe::Tcp => connect(addr, source).await.map(drop),
+            Probe::Tcp => connect(addr, source, mark).await.map(drop),
             Probe::Http(check) => {
-                let stream = connect(addr, source).await?;
+                let stream = connect(addr, source, mark).await?;
                 http::get(stream, addr, check, false).await
             }
             Probe::Https {
                 http: check,
                 insecure,
             } => {
-                let stream = connect(addr, source).await?;
+                let stream = connect(addr, source, mark).await?;
                 let stream =
                     tls::handshake(stream, target, check.host.as_deref(), *insecure).await?;
                 http::get(stream, addr, check, true).await
             }
-            Probe::Dns(check) => dns::query(addr, source, check).await,
+            Probe::Dns(check) => dns::query(addr, source, mark, check).await,
         }
     };
     match tokio::time::timeout(spec.timeout, run).await {
@@ -173,12 +199,19 @@ fn local_addr(target: IpAddr, source: Option<IpAddr>) -> Result<SocketAddr, Prob
     }
 }
 
-async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ProbeError> {
+async fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    mark: Option<u32>,
+) -> Result<TcpStream, ProbeError> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| ProbeError::io("socket", &e))?;
+    if let Some(mark) = mark {
+        set_mark(&socket, mark)?;
+    }
     if source.is_some() {
         let local = local_addr(addr.ip(), source)?;
         socket.bind(local).map_err(|e| ProbeError::io("bind", &e))?;
@@ -192,6 +225,26 @@ async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, 
         .set_nodelay(true)
         .map_err(|e| ProbeError::io("setsockopt", &e))?;
     Ok(stream)
+}
+
+/// Sets `SO_MARK` (needs CAP_NET_ADMIN): the balancer's probe program encapsulates
+/// packets with its marks.
+fn set_mark(socket: &impl std::os::fd::AsRawFd, mark: u32) -> Result<(), ProbeError> {
+    // SAFETY: a valid socket and a 4-byte option value that outlives the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&raw const mark).cast(),
+            size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(ProbeError::io("setsockopt SO_MARK", &io::Error::last_os_error()))
+    }
 }
 
 /// A random 64-bit value from the standard library's per-process keyed hasher, which is all

@@ -12,7 +12,7 @@ use aya::{
 };
 use fulcrum_common::{
     CPUS_GLOBAL, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, Layout, RING_SIZE_GLOBAL,
-    SHARE_FLOWS_GLOBAL, maps, programs,
+    SHARE_FLOWS_GLOBAL, maps, probe, programs,
 };
 
 use super::{Balancer, Maps, OBJECT, flow_events, pinning};
@@ -184,9 +184,11 @@ impl BalancerBuilder {
             .map_max_entries(maps::BACKEND_STATS, self.max_backends)
             .map_max_entries(maps::BACKEND_RECORDS, self.max_backends)
             .map_max_entries(maps::SERVICE_RECORDS, self.max_services)
+            .map_max_entries(probe::maps::PROBES, self.max_backends)
             .load(OBJECT)
             .map_err(|e| BalancerError::Load(Box::new(e)))?;
         load_xdp(&mut ebpf, programs::BALANCER)?;
+        let probes = super::probes::Probes::load(&mut ebpf, self.max_backends)?;
 
         let ring_map = match take(&mut ebpf, maps::MAGLEV)? {
             Map::Array(data) => data,
@@ -229,6 +231,7 @@ impl BalancerBuilder {
                 adopted: found.is_some(),
                 keep: false,
             }),
+            probes,
         };
         if found.is_some() {
             balancer.adopt()?;

@@ -340,7 +340,7 @@ impl Balancer {
     /// Egress interface, the neighbour to send to (the backend, or its route's next hop
     /// when tunnelled) and the tunnel path of a backend, or why it cannot be served.
     #[allow(clippy::type_complexity)]
-    fn path(
+    pub(super) fn path(
         &mut self,
         vip: IpAddr,
         forwarding: &Forwarding,
@@ -374,7 +374,7 @@ impl Balancer {
     }
 
     /// The MAC of neighbour `address` on `oif` if the kernel knows it; else asks for it.
-    fn neighbour_of(
+    pub(super) fn neighbour_of(
         &mut self,
         oif: u32,
         address: IpAddr,
