@@ -127,6 +127,12 @@ fn send(ctx: &TcContext, mark: u32) -> Result<i32, Dropped> {
             return Err(Dropped::Failed);
         }
     }
+    // Encapsulated once: a redirect passes this hook again.
+    ctx.set_mark(0);
     // SAFETY: as above.
+    if b.ifindex == unsafe { (*ctx.skb.skb).ifindex } {
+        return Ok(TC_ACT_OK as i32);
+    }
+    // SAFETY: the helper only needs a device index.
     Ok(unsafe { bpf_redirect(b.ifindex, 0) } as i32)
 }

@@ -202,7 +202,7 @@ impl Balancer {
         let written = self
             .probes
             .map
-            .insert(id, value, 0)
+            .insert(PROBE_MARK | id, value, 0)
             .map_err(BalancerError::map(maps::PROBES, "write"));
         (id, written.err())
     }
@@ -240,7 +240,7 @@ impl Balancer {
     }
 
     fn remove_probe_value(&mut self, id: u32) -> Result<(), BalancerError> {
-        match self.probes.map.remove(&id) {
+        match self.probes.map.remove(&(PROBE_MARK | id)) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(BalancerError::map(maps::PROBES, "remove")(e)),
         }
