@@ -6,10 +6,18 @@
 //!   the backend on a VLAN, the 802.1Q tag (rewritten or pushed), and goes
 //!   to a configured, usable backend of its service, the same one for every packet of a
 //!   5-tuple;
+//! - a tunnelled one (IP-in-IP 4in4, 4in6, 6in6; GUE over IPv4 and IPv6 on its own
+//!   port; fixed and per-flow outer sources) carries the input's IP packet as it came
+//!   behind the outer headers the rules give (`fuzz/tunnel.rs`: addresses, lengths, DF,
+//!   TTL / hop limit, checksum, GUE ports), with the hash's fields (source host bits,
+//!   flow label, GUE source port) in range, agreeing and fixed per 5-tuple; a packet over
+//!   its backends' MTU once encapsulated is answered or dropped as the oversize rule says;
 //! - nothing the rules drop or pass is forwarded, and nothing is changed unless forwarded;
 //! - the frame moved exactly one action counter and one reason counter, by one;
-//! - flow sharing is on, and a frame yields at most one flow event, only when forwarded,
-//!   naming its 5-tuple and the backend it went to: nothing malformed reaches the peers.
+//! - flow sharing is on, and a frame yields at most one flow event, only when forwarded
+//!   (or found too big after its flow was pinned), naming its 5-tuple and the backend it
+//!   went to; an ICMP error only promotes its flow's pending pin: nothing malformed
+//!   reaches the peers.
 //!
 //! `FUZZ_SEED` replays a run (the seed is printed), `FUZZ_FRAMES` sets how many frames
 //! (default a million), `FUZZ_SECONDS` bounds the time. A failure prints the seed, the
@@ -332,12 +340,12 @@ impl Fuzz {
                 let n = self
                     .sent(svc, *inner, frame, &ran.frame, tuple)
                     .unwrap_or_else(|why| fail(format!("forwarded frame: {why}")));
-                if let Some(record) = shared.first() {
-                    if *record != flow_record(svc, tuple, n) {
-                        fail(format!(
-                            "shared {record:?} for a frame of {tuple:?} sent to {n}"
-                        ));
-                    }
+                if let Some(record) = shared.first()
+                    && *record != flow_record(svc, tuple, n)
+                {
+                    fail(format!(
+                        "shared {record:?} for a frame of {tuple:?} sent to {n}"
+                    ));
                 }
                 let before = self.seen.insert(*tuple, n);
                 if before.is_some_and(|b| b != n) {
