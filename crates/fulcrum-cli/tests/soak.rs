@@ -1,9 +1,9 @@
-//! The soak test: sustained HTTP load through an IPv4 and an IPv6 VIP (wrk on keep-alive
+//! The soak test: sustained HTTP load through three services on the same backends, an
+//! IPv4 and an IPv6 one in L2 DSR and an IPv4 one in IP-in-IP (wrk on keep-alive
 //! connections, ab with a new connection per request, and a prober that reuses a small
-//! pool of client ports, each on both) while the daemon is reloaded, backends are
-//! drained, undrained and flapped (in both services), and the daemon is restarted twice
-//! through the handover path and once by SIGKILL. Every request must succeed and no
-//! connection may be reset.
+//! pool of client ports, on each) while the daemon is reloaded, backends are drained,
+//! undrained and flapped, and the daemon is restarted twice through the handover path and
+//! once by SIGKILL. Every request must succeed and no connection may be reset.
 //!
 //! `SOAK_CYCLES` (default 1) repeats the 40-second script; `make soak` runs more.
 
@@ -11,7 +11,7 @@ mod common;
 mod soak_support;
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -21,7 +21,10 @@ use fulcrum_lab::{
     host::backend_servers,
     traffic::http_server,
 };
-use soak_support::{Daemon, Load, Prober, Restart, SoakDir, api_get, api_post, tcp_counters};
+use soak_support::{
+    Daemon, Load, Prober, Restart, SoakDir, api_get, api_post, decapsulated, start_decap,
+    tcp_counters,
+};
 
 /// Seconds of one cycle of the script.
 const CYCLE: u64 = 40;
@@ -35,27 +38,68 @@ fn cycles() -> u64 {
 }
 
 /// Backend `n`'s IPv6 address (`with_ipv6`).
-fn backend6(n: u8) -> std::net::Ipv6Addr {
+fn backend6(n: u8) -> Ipv6Addr {
     six(10 + u16::from(n))
 }
 
-/// The IPv4 service `web` and the IPv6 service `web6` on the same backends and weights.
+/// The IP-in-IP service's VIP, held by every backend beside [`VIP`].
+const VIP_IPIP: Ipv4Addr = Ipv4Addr::new(10, 77, 99, 2);
+
+/// The soaked services: name, VIP, forwarding, backend `n`'s address.
+struct Soaked {
+    family: &'static str,
+    name: &'static str,
+    vip: IpAddr,
+    forwarding: &'static str,
+    address: fn(u8) -> IpAddr,
+}
+
+const SERVICES: [Soaked; 3] = [
+    Soaked {
+        family: "IPv4",
+        name: "web",
+        vip: IpAddr::V4(VIP),
+        forwarding: "l2-dsr",
+        address: |n| backend_addr(n).into(),
+    },
+    Soaked {
+        family: "IPv6",
+        name: "web6",
+        vip: IpAddr::V6(VIP6),
+        forwarding: "l2-dsr",
+        address: |n| backend6(n).into(),
+    },
+    // On-link backends behind `fulcrum decap`: the tunnel needs no router.
+    Soaked {
+        family: "IP-in-IP",
+        name: "web-ipip",
+        vip: IpAddr::V4(VIP_IPIP),
+        forwarding: "ipip",
+        address: |n| backend_addr(n).into(),
+    },
+];
+
+/// Every soaked service on the same backends and weights.
 fn config(dir: &SoakDir, backends: &[(u8, u32)]) -> String {
-    let service = |name: &str, vip: String, address: &dyn Fn(u8) -> String| {
-        let list: String = backends
-            .iter()
-            .map(|(n, w)| format!("      - address: {}\n        weight: {w}\n", address(*n)))
-            .collect();
-        format!(
-            "  - name: {name}\n    vip: {vip}\n    port: 80\n    protocol: tcp\n    health:\n      - type: tcp\n        port: 8080\n        interval: 200ms\n        timeout: 150ms\n        rise: 2\n        fall: 2\n    backends:\n{list}"
-        )
-    };
+    let services: String = SERVICES
+        .iter()
+        .map(|s| {
+            let list: String = backends
+                .iter()
+                .map(|(n, w)| {
+                    format!("      - address: {}\n        weight: {w}\n", (s.address)(*n))
+                })
+                .collect();
+            format!(
+                "  - name: {}\n    vip: {}\n    port: 80\n    protocol: tcp\n    forwarding: {}\n    health:\n      - type: tcp\n        port: 8080\n        interval: 200ms\n        timeout: 150ms\n        rise: 2\n        fall: 2\n    backends:\n{list}",
+                s.name, s.vip, s.forwarding
+            )
+        })
+        .collect();
     format!(
-        "instance: {instance}\ninterfaces: [eth0]\napi:\n  listen: 127.0.0.1:9180\n  token_file: {token}\nservices:\n{web}{web6}",
+        "instance: {instance}\ninterfaces: [eth0]\napi:\n  listen: 127.0.0.1:9180\n  token_file: {token}\nservices:\n{services}",
         instance = dir.instance,
         token = dir.token.display(),
-        web = service("web", VIP.to_string(), &|n| backend_addr(n).to_string()),
-        web6 = service("web6", VIP6.to_string(), &|n| backend6(n).to_string()),
     )
 }
 
@@ -67,6 +111,9 @@ fn soak_under_load_with_reloads_drains_flaps_and_restarts() {
     let cycles = cycles();
     let lab = DsrLab::new("s", 4).expect("lab");
     with_ipv6(&lab);
+    for b in &lab.backends {
+        b.hold_vip(VIP_IPIP).expect("VIP on lo");
+    }
     // One listener per backend on [::]:80 takes both families.
     let _servers = backend_servers(&lab.backends, "[::]:80".parse().unwrap(), http_server)
         .expect("HTTP servers");
@@ -86,6 +133,7 @@ fn soak_under_load_with_reloads_drains_flaps_and_restarts() {
         .sysctl("net.ipv4.tcp_tw_reuse", "1")
         .expect("sysctl");
     let dir = SoakDir::new();
+    let decaps = start_decap(&lab, &dir);
     let three = [(1, 1), (2, 1), (3, 1)];
     dir.write_config(&config(&dir, &three));
 
@@ -97,17 +145,24 @@ fn soak_under_load_with_reloads_drains_flaps_and_restarts() {
             api_get(&lab, "/api/v1/services")
                 .matches("\"health\":\"up\"")
                 .count()
-                == 6
+                == 3 * SERVICES.len()
         },
     );
 
     let before = tcp_counters(&lab.client.ns);
     let duration = Duration::from_secs(CYCLE * cycles + 2);
-    let (vip4, vip6) = (SocketAddr::from((VIP, 80)), SocketAddr::from((VIP6, 80)));
-    let load = Load::start(&lab, vip4, duration);
-    let load6 = Load::start(&lab, vip6, duration);
-    let prober = Prober::start(&lab, vip4, 20000, duration);
-    let prober6 = Prober::start(&lab, vip6, 20032, duration);
+    // Load and a prober (its own 32 ports) per service.
+    let running: Vec<_> = SERVICES
+        .iter()
+        .zip((20000u16..).step_by(32))
+        .map(|(s, ports)| {
+            let vip = SocketAddr::new(s.vip, 80);
+            (
+                Load::start(&lab, vip, duration),
+                Prober::start(&lab, vip, ports, duration),
+            )
+        })
+        .collect();
     let start = Instant::now();
     let at = |secs: u64| {
         let when = start + Duration::from_secs(secs);
@@ -117,31 +172,25 @@ fn soak_under_load_with_reloads_drains_flaps_and_restarts() {
     };
     let mut restarts = Vec::new();
     let four_with = |w: u32| [(1, 1), (2, 1), (3, w), (4, 1)];
+    let backend_1 = |action: &str| {
+        for s in &SERVICES {
+            let path = format!(
+                "/api/v1/services/{}/backends/{}/{action}",
+                s.name,
+                (s.address)(1)
+            );
+            api_post(&lab, &path);
+        }
+    };
     for cycle in 0..cycles {
         let t = cycle * CYCLE;
         at(t + 2);
         dir.write_config(&config(&dir, &four_with(1 + cycle as u32 % 2)));
         api_post(&lab, "/api/v1/reload");
         at(t + 5);
-        for (service, address) in [
-            ("web", backend_addr(1).to_string()),
-            ("web6", backend6(1).to_string()),
-        ] {
-            api_post(
-                &lab,
-                &format!("/api/v1/services/{service}/backends/{address}/drain"),
-            );
-        }
+        backend_1("drain");
         at(t + 8);
-        for (service, address) in [
-            ("web", backend_addr(1).to_string()),
-            ("web6", backend6(1).to_string()),
-        ] {
-            api_post(
-                &lab,
-                &format!("/api/v1/services/{service}/backends/{address}/undrain"),
-            );
-        }
+        backend_1("undrain");
         at(t + 11);
         health[1] = None; // backend-2's health endpoint goes away: it flaps down
         at(t + 14);
@@ -159,7 +208,11 @@ fn soak_under_load_with_reloads_drains_flaps_and_restarts() {
         at(t + 32);
         restarts.push(daemon.restart(&lab, &dir, Restart::Kill));
     }
-    let loads = [("IPv4", load.finish()), ("IPv6", load6.finish())];
+    let (loads, probes): (Vec<_>, Vec<_>) = running
+        .into_iter()
+        .zip(&SERVICES)
+        .map(|((load, prober), s)| ((s.family, load.finish()), (s.family, prober.finish())))
+        .unzip();
     // The data plane's own account (counters survive restarts: they are pinned).
     let metrics = api_get(&lab, "/metrics");
     for line in metrics
@@ -168,18 +221,28 @@ fn soak_under_load_with_reloads_drains_flaps_and_restarts() {
     {
         println!("data plane: {line}");
     }
-    // Each family's load went through the balancer, in its own service.
-    for service in ["web", "web6"] {
-        let label = format!("fulcrum_service_packets_total{{service=\"{service}\"}} ");
+    // Each service's load went through the balancer.
+    for s in &SERVICES {
+        let label = format!("fulcrum_service_packets_total{{service=\"{}\"}} ", s.name);
         let packets = metrics
             .lines()
             .find_map(|l| l.strip_prefix(&label)?.parse::<f64>().ok())
             .unwrap_or(0.0);
-        println!("data plane: {packets} packets forwarded for {service}");
-        assert!(packets > 0.0, "nothing forwarded for {service}");
+        println!("data plane: {packets} packets forwarded for {}", s.name);
+        assert!(packets > 0.0, "nothing forwarded for {}", s.name);
     }
-    let probes = [("IPv4", prober.finish()), ("IPv6", prober6.finish())];
     let after = tcp_counters(&lab.client.ns);
+    // The IP-in-IP service's packets arrived tunnelled (counted by the stopped
+    // decapsulators).
+    drop(decaps);
+    let tunnelled: Vec<u64> = (0..lab.backends.len())
+        .map(|i| decapsulated(&dir, i))
+        .collect();
+    println!("decapsulated per backend: {tunnelled:?}");
+    assert!(
+        tunnelled.iter().all(|n| *n > 0),
+        "every backend got IP-in-IP: {tunnelled:?}"
+    );
 
     println!("soak: {cycles} cycle(s) of {CYCLE} s");
     for (family, load) in &loads {

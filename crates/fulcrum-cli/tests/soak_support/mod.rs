@@ -149,6 +149,48 @@ impl Daemon {
     }
 }
 
+/// `fulcrum decap eth0` on every backend, for the tunnelled service, each attached
+/// before this returns, its output in `dir`; stopped on drop.
+pub fn start_decap(lab: &DsrLab, dir: &SoakDir) -> Vec<LabDaemon> {
+    let decaps: Vec<_> = lab
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let log = std::fs::File::create(decap_log(dir, i)).expect("decap log");
+            let mut command = b.ns.command(FULCRUM);
+            command.args(["decap", "eth0"]).stdout(log);
+            LabDaemon::spawn(command).expect("start fulcrum decap")
+        })
+        .collect();
+    for b in &lab.backends {
+        wait_until("fulcrum decap attached", Duration::from_secs(10), || {
+            b.ns.ip(&["-d", "link", "show", "eth0"])
+                .is_ok_and(|l| l.contains("xdp"))
+        });
+    }
+    decaps
+}
+
+fn decap_log(dir: &SoakDir, backend: usize) -> PathBuf {
+    dir.path.join(format!("decap-{}.log", backend + 1))
+}
+
+/// What backend `backend`'s (0-based) stopped decapsulator last counted as decapsulated.
+pub fn decapsulated(dir: &SoakDir, backend: usize) -> u64 {
+    let text = std::fs::read_to_string(decap_log(dir, backend)).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("decapsulated ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 /// The API's answer to a read; panics if it does not answer.
 pub fn api_get(lab: &DsrLab, path: &str) -> String {
     try_api(&lab.balancer.ns, "GET", path, None)
