@@ -4,7 +4,7 @@
 use std::{
     fs::OpenOptions,
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpStream},
+    net::{SocketAddr, TcpStream},
     os::{fd::FromRawFd as _, unix::fs::OpenOptionsExt as _},
     path::PathBuf,
     process::{Child, Stdio},
@@ -12,11 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fulcrum_lab::{
-    daemon::Daemon as LabDaemon,
-    dsr::{DsrLab, VIP},
-    netns::NetNs,
-};
+use fulcrum_lab::{daemon::Daemon as LabDaemon, dsr::DsrLab, netns::NetNs};
 
 use crate::common::{FULCRUM, TOKEN, try_api, wait_until};
 
@@ -153,6 +149,48 @@ impl Daemon {
     }
 }
 
+/// `fulcrum decap eth0` on every backend, for the tunnelled service, each attached
+/// before this returns, its output in `dir`; stopped on drop.
+pub fn start_decap(lab: &DsrLab, dir: &SoakDir) -> Vec<LabDaemon> {
+    let decaps: Vec<_> = lab
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let log = std::fs::File::create(decap_log(dir, i)).expect("decap log");
+            let mut command = b.ns.command(FULCRUM);
+            command.args(["decap", "eth0"]).stdout(log);
+            LabDaemon::spawn(command).expect("start fulcrum decap")
+        })
+        .collect();
+    for b in &lab.backends {
+        wait_until("fulcrum decap attached", Duration::from_secs(10), || {
+            b.ns.ip(&["-d", "link", "show", "eth0"])
+                .is_ok_and(|l| l.contains("xdp"))
+        });
+    }
+    decaps
+}
+
+fn decap_log(dir: &SoakDir, backend: usize) -> PathBuf {
+    dir.path.join(format!("decap-{}.log", backend + 1))
+}
+
+/// What backend `backend`'s (0-based) stopped decapsulator last counted as decapsulated.
+pub fn decapsulated(dir: &SoakDir, backend: usize) -> u64 {
+    let text = std::fs::read_to_string(decap_log(dir, backend)).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("decapsulated ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 /// The API's answer to a read; panics if it does not answer.
 pub fn api_get(lab: &DsrLab, path: &str) -> String {
     try_api(&lab.balancer.ns, "GET", path, None)
@@ -183,8 +221,9 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn start(lab: &DsrLab, duration: Duration) -> Self {
-        let url = format!("http://{VIP}/");
+    /// Load on the service at `vip` (port 80).
+    pub fn start(lab: &DsrLab, vip: SocketAddr, duration: Duration) -> Self {
+        let url = format!("http://{vip}/");
         let secs = duration.as_secs().to_string();
         let wrk = lab
             .client
@@ -281,7 +320,8 @@ impl Probes {
 pub struct Prober(JoinHandle<Probes>);
 
 impl Prober {
-    pub fn start(lab: &DsrLab, duration: Duration) -> Self {
+    /// Probes `vip` from ports `first_port` to `first_port + 31`.
+    pub fn start(lab: &DsrLab, vip: SocketAddr, first_port: u16, duration: Duration) -> Self {
         let ns_name = lab.client.ns.name().to_string();
         Self(std::thread::spawn(move || {
             let file = std::fs::File::open(format!("/run/netns/{ns_name}")).expect("netns");
@@ -299,12 +339,14 @@ impl Prober {
             let mut port = 0u16;
             while Instant::now() < end {
                 port = (port + 1) % 32;
-                match probe(20000 + port) {
+                match probe(vip, first_port + port) {
                     Ok(()) => {
                         probes.answered += 1;
                         probes.times.push(Instant::now());
                     }
-                    Err(e) => probes.failures.push(format!("port {}: {e}", 20000 + port)),
+                    Err(e) => probes
+                        .failures
+                        .push(format!("{vip} from port {}: {e}", first_port + port)),
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -317,8 +359,8 @@ impl Prober {
     }
 }
 
-fn probe(local_port: u16) -> Result<(), String> {
-    let mut stream = connect_from(local_port).map_err(|e| format!("connect: {e}"))?;
+fn probe(vip: SocketAddr, local_port: u16) -> Result<(), String> {
+    let mut stream = connect_from(vip, local_port).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
@@ -335,13 +377,18 @@ fn probe(local_port: u16) -> Result<(), String> {
     Ok(())
 }
 
-/// A TCP connection to the VIP from a chosen local port (SO_REUSEADDR, as clients that
-/// pin source ports do).
-fn connect_from(local_port: u16) -> std::io::Result<TcpStream> {
+/// A TCP connection to `vip` from a chosen local port (SO_REUSEADDR, as clients that
+/// pin source ports do), of the VIP's family.
+fn connect_from(vip: SocketAddr, local_port: u16) -> std::io::Result<TcpStream> {
+    let family = if vip.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
     // SAFETY: plain socket calls on a descriptor this function owns until it hands it to
-    // TcpStream.
+    // TcpStream; the addresses are whole sockaddr_in / sockaddr_in6 of their length.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -365,40 +412,59 @@ fn connect_from(local_port: u16) -> std::io::Result<TcpStream> {
             (&raw const timeout).cast(),
             size_of::<libc::timeval>() as u32,
         );
-        let local = sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, local_port));
-        if libc::bind(
-            fd,
-            (&raw const local).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        ) != 0
-        {
+        let unspecified = if vip.is_ipv6() {
+            SocketAddr::from(([0u16; 8], local_port))
+        } else {
+            SocketAddr::from(([0u8; 4], local_port))
+        };
+        let (local, len) = sockaddr(unspecified);
+        if libc::bind(fd, (&raw const local).cast(), len) != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let remote = sockaddr(SocketAddrV4::new(VIP, 80));
-        if libc::connect(
-            fd,
-            (&raw const remote).cast(),
-            size_of::<libc::sockaddr_in>() as u32,
-        ) != 0
-        {
+        let (remote, len) = sockaddr(vip);
+        if libc::connect(fd, (&raw const remote).cast(), len) != 0 {
             return Err(std::io::Error::last_os_error());
         }
         Ok(stream)
     }
 }
 
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.ip().octets()),
-        },
-        sin_zero: [0; 8],
+/// `addr` as the kernel takes it, and its length.
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, u32) {
+    // SAFETY: all zeroes is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            (storage, size_of::<libc::sockaddr_in>() as u32)
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            (storage, size_of::<libc::sockaddr_in6>() as u32)
+        }
     }
 }
 
-/// The client namespace's TCP counters that tell resets.
+/// The client namespace's TCP counters that tell resets (one TCP MIB for both families).
 pub struct TcpCounters {
     /// Established connections that ended in a reset, sent or received.
     pub estab_resets: u64,

@@ -6,7 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fulcrum::Counter;
 
-use crate::reference::{Expected, Svc, TCP, Tuple, UDP};
+use crate::{
+    reference::{Expected, Inner, Svc, TCP, Tuple, UDP},
+    tunnel,
+};
 
 fn be16(f: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([f[at], f[at + 1]])
@@ -37,7 +40,14 @@ fn set16(f: &mut [u8], at: usize, v: u16) {
 
 /// ICMP (ICMPv6) to the VIP `dst`: its header at `l4` of an IP packet of `ip_len` bytes
 /// at `l3`.
-pub fn icmp(f: &[u8], l3: usize, l4: usize, ip_len: usize, v6: bool, services: &[Svc]) -> Expected {
+pub fn icmp(
+    f: &[u8],
+    l3: usize,
+    l4: usize,
+    ip_len: usize,
+    v6: bool,
+    services: &'static [Svc],
+) -> Expected {
     use Counter::*;
     if ip_len < (l4 - l3) + 8 || f.len() < l4 + 8 {
         return Expected::Drop(DropBadIcmp);
@@ -100,13 +110,30 @@ pub fn icmp(f: &[u8], l3: usize, l4: usize, ip_len: usize, v6: bool, services: &
             .iter()
             .find(|s| s.vip == vip && s.proto == proto && s.port == port)
     };
-    match find(tuple.dport).or_else(|| find(0)) {
-        Some(svc) if !svc.backends.is_empty() => Expected::ForwardIcmp {
-            backends: svc.backends,
+    let Some(svc) = find(tuple.dport)
+        .or_else(|| find(0))
+        .filter(|s| !s.backends.is_empty())
+    else {
+        return Expected::Pass(PassIcmp);
+    };
+    // Forwarded as the flow's packets are, the oversize rule included.
+    let inner = Inner {
+        l3,
+        len: ip_len,
+        v6,
+    };
+    if let Some(t) = &svc.tunnel
+        && let Some(answer) = tunnel::oversize(f, inner, t)
+    {
+        return Expected::Oversize {
+            svc,
             tuple,
-        },
-        _ => Expected::Pass(PassIcmp),
+            answer,
+            icmp: true,
+            syn: false,
+        };
     }
+    Expected::ForwardIcmp { svc, tuple, inner }
 }
 
 /// The request turned into its reply in place, checksums updated incrementally.

@@ -6,10 +6,18 @@
 //!   the backend on a VLAN, the 802.1Q tag (rewritten or pushed), and goes
 //!   to a configured, usable backend of its service, the same one for every packet of a
 //!   5-tuple;
+//! - a tunnelled one (IP-in-IP 4in4, 4in6, 6in6; GUE over IPv4 and IPv6 on its own
+//!   port; fixed and per-flow outer sources) carries the input's IP packet as it came
+//!   behind the outer headers the rules give (`fuzz/tunnel.rs`: addresses, lengths, DF,
+//!   TTL / hop limit, checksum, GUE ports), with the hash's fields (source host bits,
+//!   flow label, GUE source port) in range, agreeing and fixed per 5-tuple; a packet over
+//!   its backends' MTU once encapsulated is answered or dropped as the oversize rule says;
 //! - nothing the rules drop or pass is forwarded, and nothing is changed unless forwarded;
 //! - the frame moved exactly one action counter and one reason counter, by one;
-//! - flow sharing is on, and a frame yields at most one flow event, only when forwarded,
-//!   naming its 5-tuple and the backend it went to: nothing malformed reaches the peers.
+//! - flow sharing is on, and a frame yields at most one flow event, only when forwarded
+//!   (or found too big after its flow was pinned), naming its 5-tuple and the backend it
+//!   went to; an ICMP error only promotes its flow's pending pin: nothing malformed
+//!   reaches the peers.
 //!
 //! `FUZZ_SEED` replays a run (the seed is printed), `FUZZ_FRAMES` sets how many frames
 //! (default a million), `FUZZ_SECONDS` bounds the time. A failure prints the seed, the
@@ -18,114 +26,30 @@
 mod l3;
 mod mutate;
 mod reference;
+mod services;
+mod tunnel;
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    net::{IpAddr, SocketAddr},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, MapData};
 use fulcrum::{
     Counter, Destination, FlowEvent, FlowEvents, FlowRecord, GlobalStats, Protocol, Service,
     ServiceId,
 };
-use fulcrum_common::{BACKEND_V_VLAN, BackendValue, maps};
 use fulcrum_lab::{
-    fixture::{Fixture, VIP, VIP_ALL_PORTS, VIP_EMPTY, VIP6, backend, backend_mac, backend6},
+    fixture::{Fixture, backend_mac},
     testrun::action,
 };
 use mutate::{ETH_HLEN, Rng, corpus, mutant};
-use reference::{Expected, Svc, TCP, Tuple, UDP, classify};
+use reference::{Expected, Inner, Svc, TCP, Tuple, UDP, classify};
+use services::{
+    LINK_MTU, SERVICES, TAGGED_BACKEND, backend_addr, flow_record, forwarded_as, tag_backend,
+};
+use tunnel::Hashed;
 
 const DEFAULT_FRAMES: u64 = 1_000_000;
-
-const SERVICES: &[Svc] = &[
-    Svc {
-        vip: IpAddr::V4(VIP),
-        port: 80,
-        proto: TCP,
-        backends: &[1, 2, 3],
-    },
-    Svc {
-        vip: IpAddr::V4(VIP),
-        port: 53,
-        proto: UDP,
-        backends: &[1, 2],
-    },
-    Svc {
-        vip: IpAddr::V4(VIP_ALL_PORTS),
-        port: 0,
-        proto: TCP,
-        backends: &[4],
-    },
-    Svc {
-        vip: IpAddr::V4(VIP_EMPTY),
-        port: 80,
-        proto: TCP,
-        backends: &[],
-    },
-    Svc {
-        vip: IpAddr::V6(VIP6),
-        port: 80,
-        proto: TCP,
-        backends: &[1, 2, 3],
-    },
-    Svc {
-        vip: IpAddr::V6(VIP6),
-        port: 53,
-        proto: UDP,
-        backends: &[3, 4],
-    },
-];
-
-/// The backend whose value carries `BACKEND_V_VLAN` with [`TRUNK_VLAN`], as the library
-/// writes it for a backend behind a VLAN sub-interface: its frames leave tagged.
-const TAGGED_BACKEND: u8 = 4;
-/// See [`TAGGED_BACKEND`].
-const TRUNK_VLAN: u16 = 300;
-
-/// Puts [`TAGGED_BACKEND`]'s slots on [`TRUNK_VLAN`] (this kernel has no VLAN links for
-/// the library to learn it from).
-fn tag_backend(f: &Fixture) {
-    let mut slots: Array<MapData, BackendValue> =
-        Array::try_from(f.map(maps::BACKENDS)).expect("BACKENDS");
-    for slot in 1..64 {
-        let Ok(mut b) = slots.get(&slot, 0) else {
-            continue;
-        };
-        if b.ifindex != 0 && b.mac == backend_mac(TAGGED_BACKEND) {
-            b.flags |= BACKEND_V_VLAN;
-            b.vlan = TRUNK_VLAN.to_be();
-            slots.set(slot, b, 0).expect("write the backend");
-        }
-    }
-}
-
-/// What leaves for backend `n`: the frame with the MACs rewritten, and for
-/// [`TAGGED_BACKEND`] with its tag (rewritten, or pushed onto an untagged frame).
-fn forwarded_as(frame: &[u8], n: u8, src_mac: [u8; 6]) -> Vec<u8> {
-    let mut want = frame.to_vec();
-    if n == TAGGED_BACKEND {
-        if frame[12..14] == [0x81, 0x00] {
-            want[14..16].copy_from_slice(&TRUNK_VLAN.to_be_bytes());
-        } else {
-            let tag = [[0x81, 0x00], TRUNK_VLAN.to_be_bytes()].concat();
-            want.splice(12..12, tag);
-        }
-    }
-    want[0..6].copy_from_slice(&backend_mac(n));
-    want[6..12].copy_from_slice(&src_mac);
-    want
-}
-
-/// Backend `n`'s address in the family of the service's VIP.
-fn backend_of(vip: IpAddr, n: u8) -> IpAddr {
-    match vip {
-        IpAddr::V4(_) => IpAddr::V4(backend(n)),
-        IpAddr::V6(_) => IpAddr::V6(backend6(n)),
-    }
-}
 
 const ACTIONS: [Counter; 4] = [Counter::Tx, Counter::Redirect, Counter::Pass, Counter::Drop];
 
@@ -148,6 +72,10 @@ struct Fuzz {
     stats: GlobalStats,
     /// The backend each forwarded 5-tuple went to.
     seen: HashMap<Tuple, u8>,
+    /// 5-tuples an oversize SYN pinned, to a backend no output named.
+    pinned_unseen: HashSet<Tuple>,
+    /// The outer fields each tunnelled 5-tuple took from its hash.
+    hashed: HashMap<Tuple, Hashed>,
     /// Frames per expected reason, to show what the run covered.
     covered: BTreeMap<&'static str, u64>,
     events: FlowEvents,
@@ -156,7 +84,8 @@ struct Fuzz {
 
 impl Fuzz {
     fn new(seed: u64) -> Self {
-        let mut f = Fixture::with_builder(|b| b.share_flows(true));
+        let mut f = Fixture::with_builder(|b| b.share_flows(true).max_services(16));
+        tunnel::prepare(&f, SERVICES, LINK_MTU);
         let events = f.lb.flow_events().expect("take the flow event ring");
         for svc in SERVICES {
             let protocol = if svc.proto == TCP {
@@ -165,15 +94,20 @@ impl Fuzz {
                 Protocol::Udp
             };
             let id = ServiceId::new(svc.vip, svc.port, protocol);
-            f.lb.add_service(Service::new(id)).expect("add service");
+            let mut service = Service::new(id);
+            if let Some(t) = &svc.tunnel {
+                service.forwarding = t.forwarding();
+            }
+            f.lb.add_service(service).expect("add service");
             let dests: Vec<_> = svc
                 .backends
                 .iter()
-                .map(|n| Destination::new(backend_of(svc.vip, *n)))
+                .map(|n| Destination::new(backend_addr(svc, *n)))
                 .collect();
             f.lb.set_destinations(&id, &dests)
                 .expect("set destinations");
         }
+        f.lb.refresh_neighbours().expect("refresh");
         tag_backend(&f);
         let stats = f.stats();
         Self {
@@ -181,6 +115,8 @@ impl Fuzz {
             seed,
             stats,
             seen: HashMap::new(),
+            hashed: HashMap::new(),
+            pinned_unseen: HashSet::new(),
             covered: BTreeMap::new(),
             events,
             drained: Vec::new(),
@@ -200,6 +136,60 @@ impl Fuzz {
         records
     }
 
+    /// Checks what left for the service's backend against the rules (L2 DSR: the frame
+    /// with new MACs and the backend's tag; tunnels: `tunnel`, the hashed fields held to
+    /// the flow's earlier packets); returns the backend.
+    fn sent(
+        &mut self,
+        svc: &Svc,
+        inner: Inner,
+        frame: &[u8],
+        out: &[u8],
+        tuple: &Tuple,
+    ) -> Result<u8, String> {
+        let Some(t) = &svc.tunnel else {
+            let dst: [u8; 6] = out
+                .get(0..6)
+                .and_then(|m| m.try_into().ok())
+                .unwrap_or_default();
+            let Some(n) = svc
+                .backends
+                .iter()
+                .copied()
+                .find(|n| backend_mac(*n) == dst)
+            else {
+                return Err(format!(
+                    "destination MAC {dst:02x?} is none of the service's backends {:?}",
+                    svc.backends
+                ));
+            };
+            if n == TAGGED_BACKEND {
+                *self.covered.entry("vlan_retagged").or_default() += 1;
+            }
+            if out != forwarded_as(frame, n, self.f.fx0_mac) {
+                return Err(
+                    "differs from the input beyond the MACs and the backend's VLAN tag".into(),
+                );
+            }
+            return Ok(n);
+        };
+        let (n, hashed) = tunnel::check_output(out, frame, inner, t, svc.backends, self.f.fx0_mac)?;
+        if let Some(before) = self.hashed.insert(*tuple, hashed)
+            && before != hashed
+        {
+            return Err(format!(
+                "the flow's hashed outer fields changed: {before:?}, now {hashed:?}"
+            ));
+        }
+        *self.covered.entry(t.label(svc.vip)).or_default() += 1;
+        Ok(n)
+    }
+
+    /// Whether `tuple`'s flow may be pinned to `n`: it is, or to a backend not seen.
+    fn pinned(&self, tuple: &Tuple, n: u8) -> bool {
+        self.seen.get(tuple) == Some(&n) || self.pinned_unseen.contains(tuple)
+    }
+
     fn check(&mut self, index: u64, frame: &[u8]) {
         let expected = classify(frame, SERVICES);
         let ran = self.f.run(frame);
@@ -208,15 +198,18 @@ impl Fuzz {
         let delta = now.since(&self.stats);
         self.stats = now;
         let moved: Vec<(Counter, u64)> = delta.iter().filter(|(_, v)| *v != 0).collect();
+        let seed = self.seed;
         let fail = |why: String| -> ! {
-            let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = |b: &[u8]| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
             panic!(
-                "fuzz seed {} (FUZZ_SEED={}), frame {index}: {why}\n  frame ({} bytes): {hex}\n  \
-                 rules say {expected:?}; program said action {}, counters moved {moved:?}",
-                self.seed,
-                self.seed,
+                "fuzz seed {seed} (FUZZ_SEED={seed}), frame {index}: {why}\n  frame ({} bytes): \
+                 {}\n  rules say {expected:?}; program said action {}, counters moved \
+                 {moved:?}, sent ({} bytes): {}",
                 frame.len(),
-                ran.action
+                hex(frame),
+                ran.action,
+                ran.frame.len(),
+                hex(&ran.frame)
             )
         };
         let actions: Vec<_> = moved.iter().filter(|(c, _)| ACTIONS.contains(c)).collect();
@@ -224,7 +217,13 @@ impl Fuzz {
             .iter()
             .filter(|(c, _)| !ACTIONS.contains(c) && !SHARING.contains(c))
             .collect();
-        if !matches!(expected, Expected::Forward { .. }) && !shared.is_empty() {
+        // An ICMP error may only share the flow it is about, already pinned (a SYN's
+        // pending choice earns its place in the table on the flow's next packet).
+        let may_share = matches!(
+            expected,
+            Expected::Forward { .. } | Expected::Oversize { .. } | Expected::ForwardIcmp { .. }
+        );
+        if !may_share && !shared.is_empty() {
             fail(format!(
                 "a frame that is not forwarded was shared: {shared:?}"
             ));
@@ -264,23 +263,13 @@ impl Fuzz {
                     fail("the answer differs from the rules' reply".into());
                 }
             }
-            Expected::ForwardIcmp { backends, tuple } => {
+            Expected::ForwardIcmp { svc, tuple, inner } => {
                 if ran.action != action::TX || reason != Counter::IcmpErrorForwarded {
                     fail("an ICMP error about a flow was not forwarded".into());
                 }
-                let dst: [u8; 6] = ran
-                    .frame
-                    .get(0..6)
-                    .and_then(|m| m.try_into().ok())
-                    .unwrap_or_default();
-                let Some(n) = backends.iter().copied().find(|n| backend_mac(*n) == dst) else {
-                    fail(format!(
-                        "destination MAC {dst:02x?} is none of the service's backends {backends:?}"
-                    ));
-                };
-                if ran.frame != forwarded_as(frame, n, self.f.fx0_mac) {
-                    fail("the forwarded ICMP error differs from the input beyond the MACs".into());
-                }
+                let n = self
+                    .sent(svc, *inner, frame, &ran.frame, tuple)
+                    .unwrap_or_else(|why| fail(format!("forwarded ICMP error: {why}")));
                 if let Some(b) = self.seen.get(tuple)
                     && *b != n
                 {
@@ -288,46 +277,75 @@ impl Fuzz {
                         "ICMP error for {tuple:?} went to {n}, its flow to {b}"
                     ));
                 }
+                if let Some(record) = shared.first() {
+                    if !self.pinned(tuple, n) || *record != flow_record(svc, tuple, n) {
+                        fail(format!(
+                            "an ICMP error sent to {n} shared {record:?}, not its pinned flow's"
+                        ));
+                    }
+                    self.seen.insert(*tuple, n);
+                }
+            }
+            Expected::Oversize {
+                svc,
+                tuple,
+                answer,
+                icmp,
+                syn,
+            } => {
+                match answer {
+                    Some(want) => {
+                        if ran.action != action::TX
+                            || counted_action != Counter::Tx
+                            || reason != Counter::IcmpTooBigSent
+                        {
+                            fail("an oversize packet was not answered".into());
+                        }
+                        if ran.frame != *want {
+                            fail("the oversize answer differs from the rules'".into());
+                        }
+                    }
+                    None => untouched(action::DROP, Counter::Drop, Counter::DropTooBig),
+                }
+                // A new flow is pinned before its packet is found too big; an ICMP error
+                // pins nothing new.
+                if let Some(record) = shared.first() {
+                    let n = svc
+                        .backends
+                        .iter()
+                        .copied()
+                        .find(|n| *record == flow_record(svc, tuple, *n));
+                    let Some(n) = n.filter(|n| !*icmp || self.pinned(tuple, *n)) else {
+                        fail(format!(
+                            "shared {record:?} for an oversize packet of {tuple:?}"
+                        ));
+                    };
+                    if self.seen.insert(*tuple, n).is_some_and(|b| b != n) {
+                        fail(format!("5-tuple pinned to {n}, earlier to another"));
+                    }
+                } else if *syn && !self.seen.contains_key(tuple) {
+                    // Cached, pending the flow's next packet: no event yet.
+                    self.pinned_unseen.insert(*tuple);
+                }
             }
             Expected::Forward {
-                backends,
+                svc,
                 tuple,
                 syn,
+                inner,
             } => {
                 if ran.action != action::TX || counted_action != Counter::Tx {
                     fail("not forwarded (XDP_TX) though the rules forward it".into());
                 }
-                let dst: [u8; 6] = ran
-                    .frame
-                    .get(0..6)
-                    .and_then(|m| m.try_into().ok())
-                    .unwrap_or_default();
-                let Some(n) = backends.iter().copied().find(|n| backend_mac(*n) == dst) else {
+                let n = self
+                    .sent(svc, *inner, frame, &ran.frame, tuple)
+                    .unwrap_or_else(|why| fail(format!("forwarded frame: {why}")));
+                if let Some(record) = shared.first()
+                    && *record != flow_record(svc, tuple, n)
+                {
                     fail(format!(
-                        "destination MAC {dst:02x?} is none of the service's backends {backends:?}"
+                        "shared {record:?} for a frame of {tuple:?} sent to {n}"
                     ));
-                };
-                if n == TAGGED_BACKEND {
-                    *self.covered.entry("vlan_retagged").or_default() += 1;
-                }
-                if ran.frame != forwarded_as(frame, n, self.f.fx0_mac) {
-                    fail(
-                        "the forwarded frame differs from the input beyond the MACs and the \
-                         backend's VLAN tag"
-                            .into(),
-                    );
-                }
-                if let Some(record) = shared.first() {
-                    let want = (
-                        SocketAddr::new(tuple.src, tuple.sport),
-                        SocketAddr::new(tuple.dst, tuple.dport),
-                        backend_of(tuple.dst, n),
-                    );
-                    if (record.client, record.vip, record.backend) != want {
-                        fail(format!(
-                            "shared {record:?} for a frame of {tuple:?} sent to {n}"
-                        ));
-                    }
                 }
                 let before = self.seen.insert(*tuple, n);
                 if before.is_some_and(|b| b != n) {
@@ -340,9 +358,10 @@ impl Fuzz {
                 } else {
                     Counter::FlowMissNonSyn
                 };
+                let unseen = self.pinned_unseen.remove(tuple);
                 let ok = if *syn {
                     reason == Counter::FlowNewSyn
-                } else if before.is_none() {
+                } else if before.is_none() && !unseen {
                     reason == fresh
                 } else {
                     reason == fresh || reason == Counter::FlowHit
@@ -407,6 +426,15 @@ fn every_frame_follows_the_documented_rules() {
             .filter(|c| !fuzz.covered.contains_key(c.label()))
             .collect();
         assert!(missed.is_empty(), "{index} frames never reached {missed:?}");
+        let modes: Vec<_> = SERVICES
+            .iter()
+            .filter_map(|s| Some(s.tunnel?.label(s.vip)))
+            .filter(|l| !fuzz.covered.contains_key(l))
+            .collect();
+        assert!(
+            modes.is_empty(),
+            "{index} frames never tunnelled in {modes:?}"
+        );
     }
 }
 
@@ -430,4 +458,9 @@ const REACHABLE: &[Counter] = &[
     Counter::FlowNewSyn,
     Counter::FlowNewUdp,
     Counter::FlowMissNonSyn,
+    Counter::DropBadIcmp,
+    Counter::IcmpEchoReply,
+    Counter::IcmpErrorForwarded,
+    Counter::IcmpTooBigSent,
+    Counter::DropTooBig,
 ];

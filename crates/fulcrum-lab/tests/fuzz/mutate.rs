@@ -3,12 +3,15 @@
 //! EtherTypes, TCP data offsets, UDP lengths, IPv6 payload lengths, next headers and
 //! extension headers), plus plain random bytes.
 
-use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use fulcrum_lab::{
     fixture::{CLIENT, CLIENT6, VIP, VIP_ALL_PORTS, VIP_EMPTY, VIP6},
     frame::{FrameBuilder, IPV6_DSTOPTS, IPV6_HOPOPTS, IPV6_ROUTING, TCP_ACK, TCP_PSH},
+    frame_l3::{ip_packet, router_too_big},
 };
+
+use crate::tunnel::{VIP_TUNNEL, VIP6_TUNNEL};
 
 /// splitmix64: tiny, seedable, good enough to pick mutations.
 pub struct Rng(u64);
@@ -109,8 +112,98 @@ pub fn corpus() -> Vec<Vec<u8>> {
                 .build(),
             );
         }
+        tunnelled(&mut out, vlan);
     }
     out
+}
+
+/// For the tunnelled services (`main.rs`): small packets, packets that just fit their
+/// backends' MTU once encapsulated and ones a byte or more over it (IPv4 with and without
+/// DF), a non-zero ToS / traffic class, and ICMP "too big" errors about their flows' (and
+/// the L2 services') replies.
+fn tunnelled(out: &mut Vec<Vec<u8>>, vlan: Option<u16>) {
+    let tag = |b: FrameBuilder| match vlan {
+        Some(id) => b.vlan(id),
+        None => b,
+    };
+    let client = |v6: bool, port: u16| -> SocketAddr {
+        if v6 {
+            SocketAddrV6::new(CLIENT6, port, 0, 0).into()
+        } else {
+            SocketAddrV4::new(CLIENT, port).into()
+        }
+    };
+    let vip = |v6: bool, port: u16| -> SocketAddr {
+        if v6 {
+            SocketAddrV6::new(VIP6_TUNNEL, port, 0, 0).into()
+        } else {
+            SocketAddrV4::new(VIP_TUNNEL, port).into()
+        }
+    };
+    // (IPv6, port, TCP, payload sizes around the oversize rule's edges).
+    let services: [(bool, u16, bool, &[usize]); 5] = [
+        (false, 80, true, &[540, 541]),         // 4in4, room 580
+        (false, 53, false, &[544, 545]),        // GUE 4in4, room 572
+        (false, 443, true, &[1220, 1221]),      // 4in6, room 1260
+        (true, 80, true, &[1200, 1201, 1221]),  // 6in6: room 1260, drop to 1280
+        (true, 53, false, &[1204, 1205, 1233]), // GUE 6in6: room 1252, drop to 1280
+    ];
+    for (v6, port, tcp, sizes) in services {
+        for sport in [41000, 41001] {
+            let (src, dst) = (client(v6, sport), vip(v6, port));
+            let b = if tcp {
+                FrameBuilder::tcp(src, dst)
+            } else {
+                FrameBuilder::udp(src, dst)
+            };
+            if tcp {
+                out.push(tag(b.clone().syn()).build());
+            }
+            out.push(tag(b.clone().payload(b"GET / HTTP/1.1\r\n\r\n")).build());
+            let mut tos = tag(b.clone().payload(b"tos")).build();
+            let l3 = if vlan.is_some() { 18 } else { 14 };
+            if v6 {
+                tos[l3] = 0x6b; // traffic class 0xb8
+                tos[l3 + 1] = 0x80;
+            } else {
+                tos[l3 + 1] = 0xb8; // the reference reads no IPv4 checksum
+            }
+            out.push(tos);
+            if sport != 41000 {
+                continue;
+            }
+            for size in sizes {
+                let big = b.clone().payload(&vec![0x5a; *size]);
+                out.push(tag(big.clone().fragment(0x4000)).build());
+                if !v6 {
+                    out.push(tag(big).build());
+                }
+            }
+        }
+    }
+    // "Too big" from a router about replies of flows of a tunnel and an L2 service, one
+    // quoting enough to be too big to tunnel itself.
+    let router4 = IpAddr::V4(Ipv4Addr::new(10, 88, 7, 1));
+    let router6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x88, 7, 0, 0, 0, 1));
+    let replies: [(SocketAddr, IpAddr, usize); 6] = [
+        (vip(false, 80), router4, 64),
+        (vip(false, 443), router4, 64),
+        (vip(true, 80), router6, 64),
+        (vip(true, 80), router6, 1276),
+        (SocketAddrV4::new(VIP, 80).into(), router4, 64),
+        (SocketAddrV6::new(VIP6, 80, 0, 0).into(), router6, 64),
+    ];
+    for (from, router, quote) in replies {
+        let to = client(from.is_ipv6(), 41000);
+        let reply = FrameBuilder::tcp(from, to).payload(&[1u8; 1400]).build();
+        let mut icmp = router_too_big(router, ip_packet(&reply), 1280, quote);
+        if let Some(id) = vlan {
+            let mut t = vec![0x81, 0x00];
+            t.extend_from_slice(&id.to_be_bytes());
+            icmp.splice(12..12, t);
+        }
+        out.push(icmp);
+    }
 }
 
 /// The shortest frame BPF_PROG_TEST_RUN takes for XDP (and a NIC delivers).
@@ -142,8 +235,14 @@ pub fn mutant(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
     for _ in 0..rounds {
         mutate_once(rng, &mut f);
     }
+    f.truncate(MAX_FRAME);
     f
 }
+
+/// The longest frame fuzzed: one buffer, as a NIC delivers it. BPF_PROG_TEST_RUN puts the
+/// bytes past about 3.5 KiB (a page less headroom and tail room) in fragments, which the
+/// program, not loaded for multi-buffer XDP, does not see.
+const MAX_FRAME: usize = 3072;
 
 /// IPv6 mutations: payload length, next headers, extension headers added or cut.
 fn mutate6(rng: &mut Rng, f: &mut Vec<u8>, l3: usize) {

@@ -6,11 +6,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fulcrum::Counter;
 
+use crate::tunnel::{self, Tun};
+
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 const ICMP: u8 = 1;
 
 /// A configured service, as the reference sees it.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Svc {
     pub vip: IpAddr,
     /// 0: every port.
@@ -18,6 +21,8 @@ pub struct Svc {
     pub proto: u8,
     /// Fixture backend numbers; empty: no usable backend.
     pub backends: &'static [u8],
+    /// `None`: L2 DSR.
+    pub tunnel: Option<Tun>,
 }
 
 /// A flow's identity, in host order.
@@ -30,6 +35,16 @@ pub struct Tuple {
     pub proto: u8,
 }
 
+/// Where the IP packet of a frame is: what a tunnel carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inner {
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// IP length (header and payload, no Ethernet padding).
+    pub len: usize,
+    pub v6: bool,
+}
+
 /// What must happen to a frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expected {
@@ -37,20 +52,34 @@ pub enum Expected {
     Pass(Counter),
     /// Dropped untouched, for this reason.
     Drop(Counter),
-    /// Sent to one of `backends` with only the MACs rewritten.
+    /// Sent to one of the service's backends: only the MACs rewritten (L2 DSR), or
+    /// encapsulated (`tunnel`).
     Forward {
-        backends: &'static [u8],
+        svc: &'static Svc,
         tuple: Tuple,
+        /// TCP SYN without ACK.
+        syn: bool,
+        inner: Inner,
+    },
+    /// A tunnelled service's packet that does not fit its backends' MTU once
+    /// encapsulated: answered with exactly `answer`, or dropped (`None`); `icmp`: an
+    /// ICMP error about `tuple`'s flow, which pins nothing (`tunnel`).
+    Oversize {
+        svc: &'static Svc,
+        tuple: Tuple,
+        answer: Option<Vec<u8>>,
+        icmp: bool,
         /// TCP SYN without ACK.
         syn: bool,
     },
     /// Answered in place (`XDP_TX`) with exactly this frame, for this reason (`l3`).
     Reply { frame: Vec<u8>, reason: Counter },
-    /// An ICMP error about `tuple`'s flow, sent to its backend with only the MACs
-    /// rewritten (`l3`).
+    /// An ICMP error about `tuple`'s flow, sent to its backend as the service forwards
+    /// (`l3`).
     ForwardIcmp {
-        backends: &'static [u8],
+        svc: &'static Svc,
         tuple: Tuple,
+        inner: Inner,
     },
 }
 
@@ -69,7 +98,7 @@ fn addr6(f: &[u8], at: usize) -> IpAddr {
 }
 
 /// The rules, in the order they apply.
-pub fn classify(f: &[u8], services: &[Svc]) -> Expected {
+pub fn classify(f: &[u8], services: &'static [Svc]) -> Expected {
     use Counter::*;
     use Expected::Pass;
     if f.len() < 14 {
@@ -91,7 +120,7 @@ pub fn classify(f: &[u8], services: &[Svc]) -> Expected {
     }
 }
 
-fn ipv4(f: &[u8], l3: usize, services: &[Svc]) -> Expected {
+fn ipv4(f: &[u8], l3: usize, services: &'static [Svc]) -> Expected {
     use Counter::*;
     use Expected::{Drop, Pass};
     if f.len() < l3 + 20 {
@@ -120,20 +149,17 @@ fn ipv4(f: &[u8], l3: usize, services: &[Svc]) -> Expected {
     if proto == ICMP {
         return crate::l3::icmp(f, l3, l3 + 20, total, false, services);
     }
-    transport(
-        f,
-        services,
-        addr(f, l3 + 12),
-        dst,
-        proto,
-        l3 + 20,
-        total - 20,
-    )
+    let inner = Inner {
+        l3,
+        len: total,
+        v6: false,
+    };
+    transport(f, services, addr(f, l3 + 12), dst, proto, l3 + 20, inner)
 }
 
 /// IPv6: Hop-by-Hop, Routing and Destination Options skipped, at most 4; a Fragment
 /// header drops; ICMPv6 (ND or not) passes.
-fn ipv6(f: &[u8], l3: usize, services: &[Svc]) -> Expected {
+fn ipv6(f: &[u8], l3: usize, services: &'static [Svc]) -> Expected {
     use Counter::*;
     use Expected::{Drop, Pass};
     const SKIPPED: [u8; 3] = [0, 43, 60];
@@ -179,29 +205,27 @@ fn ipv6(f: &[u8], l3: usize, services: &[Svc]) -> Expected {
         }
         return crate::l3::icmp(f, l3, l4, ip_len, true, services);
     }
-    transport(
-        f,
-        services,
-        addr6(f, l3 + 8),
-        dst,
-        next,
-        l4,
-        l3 + ip_len - l4,
-    )
+    let inner = Inner {
+        l3,
+        len: ip_len,
+        v6: true,
+    };
+    transport(f, services, addr6(f, l3 + 8), dst, next, l4, inner)
 }
 
-/// TCP or UDP at `l4` with `l4_len` bytes of IP payload from there, of either family.
+/// TCP or UDP at `l4` in the IP packet `inner`, of either family.
 fn transport(
     f: &[u8],
-    services: &[Svc],
+    services: &'static [Svc],
     src: IpAddr,
     dst: IpAddr,
     proto: u8,
     l4: usize,
-    l4_len: usize,
+    inner: Inner,
 ) -> Expected {
     use Counter::*;
     use Expected::{Drop, Pass};
+    let l4_len = inner.l3 + inner.len - l4;
     let syn = match proto {
         TCP => {
             if l4_len < 20 {
@@ -249,9 +273,21 @@ fn transport(
     if svc.backends.is_empty() {
         return Drop(DropNoBackend);
     }
+    if let Some(t) = &svc.tunnel
+        && let Some(answer) = tunnel::oversize(f, inner, t)
+    {
+        return Expected::Oversize {
+            svc,
+            tuple,
+            answer,
+            icmp: false,
+            syn,
+        };
+    }
     Expected::Forward {
-        backends: svc.backends,
+        svc,
         tuple,
         syn,
+        inner,
     }
 }
