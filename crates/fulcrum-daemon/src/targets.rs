@@ -3,7 +3,9 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use fulcrum::{Balancer, BalancerError, Forwarding, Protocol, Scheduler, ServiceId, Tunnel, TunnelSource};
+use fulcrum::{
+    Balancer, BalancerError, Forwarding, Protocol, Scheduler, ServiceId, Tunnel, TunnelSource,
+};
 use fulcrum_config::{CheckKind, Config, HealthRule};
 use fulcrum_health::{BackendId, CheckSpec, HttpCheck, Probe, Rule, Target, Via};
 use tracing::warn;

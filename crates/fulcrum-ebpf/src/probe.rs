@@ -67,7 +67,10 @@ fn send(ctx: &TcContext, mark: u32) -> Result<i32, Dropped> {
     // SAFETY: as above.
     let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     let (inner_v6, tos) = match protocol {
-        ETH_P_IP => (false, ctx.load::<[u8; 2]>(ETH_LEN).map_err(|_| Dropped::Failed)?[1]),
+        ETH_P_IP => (
+            false,
+            ctx.load::<[u8; 2]>(ETH_LEN).map_err(|_| Dropped::Failed)?[1],
+        ),
         ETH_P_IPV6 => {
             let [b0, b1] = ctx.load::<[u8; 2]>(ETH_LEN).map_err(|_| Dropped::Failed)?;
             (true, (b0 << 4) | (b1 >> 4))
@@ -120,9 +123,8 @@ fn send(ctx: &TcContext, mark: u32) -> Result<i32, Dropped> {
     ctx.store(0, &eth, 0).map_err(|_| Dropped::Failed)?;
     if b.flags & BACKEND_V_VLAN != 0 {
         // SAFETY: the helper only needs the program's skb.
-        let ret = unsafe {
-            bpf_skb_vlan_push(ctx.skb.skb, ETH_P_8021Q.to_be(), u16::from_be(b.vlan))
-        };
+        let ret =
+            unsafe { bpf_skb_vlan_push(ctx.skb.skb, ETH_P_8021Q.to_be(), u16::from_be(b.vlan)) };
         if ret != 0 {
             return Err(Dropped::Failed);
         }

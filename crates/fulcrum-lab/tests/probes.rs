@@ -40,7 +40,11 @@ fn marked_get(ns: &NetNs, vip: IpAddr, mark: u32) -> Result<String, String> {
             .read_to_string(&mut answer)
             .map_err(|e| format!("read: {e}"))?;
         let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-        Ok(body.split_whitespace().next().unwrap_or_default().to_owned())
+        Ok(body
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
     })
     .map_err(|e| format!("netns: {e}"))?
 }
@@ -92,7 +96,10 @@ fn a_marked_probe_reaches_the_vip_on_its_backend_only() {
         assert_eq!(marked_get(ns, vip, one).as_deref(), Ok("backend-1"));
     }
     let sent = lb.probe_stats().expect("stats").sent;
-    assert!(sent >= 9, "every packet of the probes was encapsulated: {sent}");
+    assert!(
+        sent >= 9,
+        "every packet of the probes was encapsulated: {sent}"
+    );
     assert!(
         marked_get(ns, vip, two).is_err(),
         "a backend without the VIP does not answer probes to it"
@@ -100,12 +107,16 @@ fn a_marked_probe_reaches_the_vip_on_its_backend_only() {
 
     let before = lb.probe_stats().expect("stats");
     let unknown = PROBE_MARK | 0xfff0;
-    assert!(marked_get(ns, vip, unknown).is_err(), "an unknown probe mark");
+    assert!(
+        marked_get(ns, vip, unknown).is_err(),
+        "an unknown probe mark"
+    );
     let after = lb.probe_stats().expect("stats");
     assert!(after.no_path > before.no_path, "{before:?} -> {after:?}");
     assert_eq!(after.sent, before.sent, "nothing unknown was encapsulated");
 
-    lb.set_probes(&wanted[..1]).expect("withdraw backend 2's probes");
+    lb.set_probes(&wanted[..1])
+        .expect("withdraw backend 2's probes");
     assert_eq!(
         lb.set_probes(&wanted[..1]).expect("again")[0].mark,
         one,

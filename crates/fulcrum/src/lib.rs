@@ -18,9 +18,8 @@ mod service;
 mod stats;
 
 pub use balancer::{
-    ProbeRoute, ProbeStats,
     AttachMode, Balancer, BalancerBuilder, DesiredDestination, DestinationInfo, FlowEvents,
-    ImportReport, NextHop, ServiceInfo, Unresolved,
+    ImportReport, NextHop, ProbeRoute, ProbeStats, ServiceInfo, Unresolved,
 };
 pub use decap::{DecapCounter, DecapStats, Decapsulator, DecapsulatorBuilder};
 pub use error::BalancerError;

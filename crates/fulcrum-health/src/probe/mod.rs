@@ -243,7 +243,10 @@ fn set_mark(socket: &impl std::os::fd::AsRawFd, mark: u32) -> Result<(), ProbeEr
     if ret == 0 {
         Ok(())
     } else {
-        Err(ProbeError::io("setsockopt SO_MARK", &io::Error::last_os_error()))
+        Err(ProbeError::io(
+            "setsockopt SO_MARK",
+            &io::Error::last_os_error(),
+        ))
     }
 }
 

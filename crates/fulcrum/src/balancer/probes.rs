@@ -20,7 +20,7 @@ use aya::{
 };
 use fulcrum_common::{
     BackendValue,
-    probe::{MAX_PROBES, PROBE_MARK, ProbeCounters, maps, PROGRAM},
+    probe::{MAX_PROBES, PROBE_MARK, PROGRAM, ProbeCounters, maps},
 };
 use tracing::{debug, info};
 
@@ -170,11 +170,13 @@ impl Balancer {
             .stats
             .get(&0, 0)
             .map_err(BalancerError::map(maps::PROBE_STATS, "read"))?;
-        Ok(values.iter().fold(ProbeStats::default(), |s, c| ProbeStats {
-            sent: s.sent + c.sent,
-            no_path: s.no_path + c.no_path,
-            failed: s.failed + c.failed,
-        }))
+        Ok(values
+            .iter()
+            .fold(ProbeStats::default(), |s, c| ProbeStats {
+                sent: s.sent + c.sent,
+                no_path: s.no_path + c.no_path,
+                failed: s.failed + c.failed,
+            }))
     }
 
     /// Finds the probe's path and next hop again (by the data plane's rule) and writes its
