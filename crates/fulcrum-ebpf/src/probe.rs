@@ -42,7 +42,7 @@ pub fn egress(ctx: &TcContext) -> i32 {
     // SAFETY: the context's skb is valid for the whole call.
     let mark = unsafe { (*ctx.skb.skb).mark };
     if mark & PROBE_MARK_MASK != PROBE_MARK {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
     let outcome = send(ctx, mark);
     if let Some(c) = PROBE_STATS.get_ptr_mut(0) {
@@ -54,13 +54,13 @@ pub fn egress(ctx: &TcContext) -> i32 {
             Err(Dropped::Failed) => c.failed += 1,
         }
     }
-    outcome.unwrap_or(TC_ACT_SHOT as i32)
+    outcome.unwrap_or(TC_ACT_SHOT)
 }
 
 #[inline(always)]
 fn send(ctx: &TcContext, mark: u32) -> Result<i32, Dropped> {
     // SAFETY: a lookup; the value is only read.
-    let b: &BackendValue = unsafe { PROBES.get(&mark) }.ok_or(Dropped::NoPath)?;
+    let b: &BackendValue = unsafe { PROBES.get(mark) }.ok_or(Dropped::NoPath)?;
     if b.ifindex == 0 || (b.mode != FORWARD_IPIP && b.mode != FORWARD_GUE) {
         return Err(Dropped::NoPath);
     }
@@ -133,7 +133,7 @@ fn send(ctx: &TcContext, mark: u32) -> Result<i32, Dropped> {
     ctx.set_mark(0);
     // SAFETY: as above.
     if b.ifindex == unsafe { (*ctx.skb.skb).ifindex } {
-        return Ok(TC_ACT_OK as i32);
+        return Ok(TC_ACT_OK);
     }
     // SAFETY: the helper only needs a device index.
     Ok(unsafe { bpf_redirect(b.ifindex, 0) } as i32)
