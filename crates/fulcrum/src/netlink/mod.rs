@@ -22,7 +22,7 @@
 //!   fails the whole message: until 0.34.0 (2026-11) every RTM_NEWLINK from a kernel older
 //!   than 6.9 failed on IFLA_STATS64's size, and VXLAN links on 6.5 and empty IFLA_VFINFO_LIST
 //!   did the same before. Our neighbour refresh runs every second on production kernels of
-//!   any age; we read 5 route, 6 link and 2 neighbour attributes and skip the rest unread,
+//!   any age; we read 5 route, 7 link and 2 neighbour attributes and skip the rest unread,
 //!   so an attribute we do not use cannot stop it. 0.34.0 also broke its API seven times.
 //!
 //! So the bytes stay here ([`wire`]): pure functions, tested on recorded kernel answers, a
