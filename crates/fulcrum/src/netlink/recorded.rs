@@ -42,6 +42,7 @@ const ROUTE6_GATEWAY: &str = include_str!("recorded/route6_gateway.hex");
 const ROUTE4_MTU: &str = include_str!("recorded/route4_mtu.hex");
 const ROUTE4_VIA6: &str = include_str!("recorded/route4_via6.hex");
 const ROUTE6_MTU: &str = include_str!("recorded/route6_mtu.hex");
+const ROUTE6_PMTU: &str = include_str!("recorded/route6_pmtu.hex");
 const LINK_MTU: &str = include_str!("recorded/link_mtu.hex");
 const LINK6_MTU: &str = include_str!("recorded/link6_mtu.hex");
 const NEIGH6: &str = include_str!("recorded/neigh6.hex");
@@ -89,6 +90,21 @@ fn ipv6_route_with_an_mtu() {
         mtu: Some(1300),
     };
     assert_eq!(route, want);
+}
+
+#[test]
+fn ipv6_path_mtu_learnt_from_packet_too_big() {
+    // A cached exception (RTM_F_CLONED) carries the learnt MTU in RTA_METRICS too.
+    let (_, payload) = recorded(ROUTE6_PMTU, RTM_NEWROUTE);
+    let route = wire::parse_route(&payload).expect("parse");
+    assert_eq!(
+        u32::from_ne_bytes(payload[8..12].try_into().expect("rtm_flags")),
+        0x200
+    );
+    assert_eq!(
+        (route.ifindex, route.gateway, route.mtu),
+        (3, Some(v6("2001:db8:99::2")), Some(1300))
+    );
 }
 
 #[test]
@@ -319,7 +335,13 @@ fn truncated_input_is_malformed_not_a_panic() {
     assert!(malformed(wire::parse_neighbour(
         &datagram[NLMSG_HDRLEN..][..22]
     )));
-    for hex in [ROUTE6_GATEWAY, ROUTE4_MTU, ROUTE4_VIA6, ROUTE6_MTU] {
+    for hex in [
+        ROUTE6_GATEWAY,
+        ROUTE4_MTU,
+        ROUTE4_VIA6,
+        ROUTE6_MTU,
+        ROUTE6_PMTU,
+    ] {
         cuts_are_malformed_not_panics(&recorded(hex, RTM_NEWROUTE).1, wire::parse_route);
     }
     cuts_are_malformed_not_panics(&recorded(LINK_MTU, RTM_NEWLINK).1, wire::parse_link);
