@@ -7,7 +7,9 @@
 //! it is on-link; its MAC comes from the neighbour table like an L2 backend's. The outer
 //! source is the route's preferred source, a fixed address, or a prefix whose host bits
 //! (in the address's last 32 bits) the data plane takes from the flow hash. The egress
-//! MTU is the route's when it has one, else the link's.
+//! MTU is the route's when it has one, else the link's: for an IPv6 outer header the
+//! link's IPv6 MTU, which a router advertisement or sysctl may set below IFLA_MTU (and
+//! which no route shows); never more than the link carries.
 
 use std::net::IpAddr;
 
@@ -18,7 +20,7 @@ use tracing::{info, warn};
 use super::{Balancer, NextHop};
 use crate::{
     BalancerError, Forwarding, ServiceId, TunnelSource,
-    netlink::{Netlink, NetlinkError, RouteKind},
+    netlink::{Link, Netlink, NetlinkError, RouteKind},
 };
 
 impl Balancer {
@@ -140,8 +142,8 @@ pub(crate) fn resolve(
     if route.kind == RouteKind::Local {
         return Err(tunnel_error(backend, "it is an address of this host"));
     }
-    let link_mtu = netlink.link(route.ifindex)?.mtu;
-    let mtu = route.mtu.filter(|m| *m != 0).unwrap_or(link_mtu);
+    let link = netlink.link(route.ifindex)?;
+    let mtu = egress_mtu(route.mtu, &link, backend.is_ipv6());
     let source = match backend {
         IpAddr::V4(_) => &tunnel.ipv4_source,
         IpAddr::V6(_) => &tunnel.ipv6_source,
@@ -162,6 +164,24 @@ pub(crate) fn resolve(
         dst: words(backend),
         src,
     }))
+}
+
+/// The MTU a tunnelled packet leaving by `link` must fit: the kernel's own rule (the
+/// route's MTU, else the link's for the outer family), capped at IFLA_MTU, since a route
+/// may claim more than the link sends and XDP drops what exceeds the device's MTU.
+fn egress_mtu(route: Option<u32>, link: &Link, ipv6: bool) -> u32 {
+    let nonzero = |m: &u32| *m != 0;
+    let family = if ipv6 {
+        link.mtu6.filter(nonzero)
+    } else {
+        None
+    };
+    let mtu = route.filter(nonzero).or(family).unwrap_or(link.mtu);
+    if link.mtu == 0 {
+        mtu
+    } else {
+        mtu.min(link.mtu)
+    }
 }
 
 /// The outer source words and host mask (network order) for `backend`'s family.
@@ -239,6 +259,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+    use crate::netlink::live::{in_lab, ip, sysctl};
 
     const B4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5));
 
@@ -271,6 +292,73 @@ mod tests {
             outer_source(&src, backend, None).unwrap().1.to_ne_bytes(),
             [0, 0, 0, 0xff]
         );
+    }
+
+    /// The path to `backend` in the netlink live lab (link `a`, MTU 1400), IP-in-IP.
+    fn path_mtu(nl: &mut Netlink, backend: &str) -> u16 {
+        let vip = if backend.contains(':') {
+            "2001:db8:99::100"
+        } else {
+            "10.99.0.100"
+        };
+        let forwarding = Forwarding::Ipip(crate::Tunnel::default());
+        let backend = backend.parse().expect("address");
+        let path = resolve(nl, vip.parse().expect("VIP"), &forwarding, backend);
+        path.expect("resolve").expect("tunnelled").mtu
+    }
+
+    #[test]
+    fn both_families_take_the_route_mtu_capped_at_the_link() {
+        in_lab(|_| {
+            let mut nl = Netlink::open().expect("open");
+            ip("route add 10.210.0.0/24 via 10.99.0.2 dev a mtu 1300");
+            ip("-6 route add 2001:db8:210::/64 via 2001:db8:99::2 dev a mtu 1300");
+            ip("route add 10.211.0.0/24 via 10.99.0.2 dev a mtu 1500");
+            ip("-6 route add 2001:db8:211::/64 via 2001:db8:99::2 dev a mtu 1500");
+            for (backend, mtu) in [
+                ("10.210.0.7", 1300),
+                ("2001:db8:210::7", 1300),
+                // A route above the link's 1400 would have XDP send frames the device drops.
+                ("10.211.0.7", 1400),
+                ("2001:db8:211::7", 1400),
+                ("10.200.0.7", 1400),
+                ("2001:db8:200::10", 1400),
+            ] {
+                assert_eq!(path_mtu(&mut nl, backend), mtu, "{backend}");
+            }
+        });
+    }
+
+    #[test]
+    fn ipv6_outer_headers_fit_the_links_ipv6_mtu() {
+        in_lab(|_| {
+            let mut nl = Netlink::open().expect("open");
+            // As a router advertisement's MTU option would: IPv6 only, shown by no route.
+            sysctl("net.ipv6.conf.a.mtu", "1320");
+            ip("-6 route add 2001:db8:210::/64 via 2001:db8:99::2 dev a mtu 1300");
+            for (backend, mtu) in [
+                ("2001:db8:200::10", 1320),
+                ("2001:db8:210::7", 1300),
+                ("10.200.0.7", 1400),
+            ] {
+                assert_eq!(path_mtu(&mut nl, backend), mtu, "{backend}");
+            }
+        });
+    }
+
+    #[test]
+    fn egress_mtu_ignores_zeros() {
+        let link = |mtu, mtu6| Link {
+            index: 2,
+            name: "a".into(),
+            mac: None,
+            mtu,
+            mtu6,
+            vlan: None,
+        };
+        assert_eq!(egress_mtu(Some(0), &link(1400, Some(0)), true), 1400);
+        assert_eq!(egress_mtu(Some(1300), &link(0, None), false), 1300);
+        assert_eq!(egress_mtu(None, &link(1400, Some(1320)), false), 1400);
     }
 
     #[test]

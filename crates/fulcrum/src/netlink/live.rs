@@ -1,4 +1,5 @@
-//! The socket against a real kernel, in namespaces of the test's own (root needed).
+//! The socket against a real kernel, in namespaces of the test's own (root needed); the
+//! namespace helpers also serve the tunnel path tests.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,7 +12,7 @@ use libc::NUD_PERMANENT;
 use super::{Neighbour, Netlink, NetlinkError, RouteKind};
 
 /// Runs `ip ARGS` (in the calling thread's netns) and returns its stdout; panics with stderr.
-fn ip(args: &str) -> String {
+pub(crate) fn ip(args: &str) -> String {
     let out = Command::new("ip")
         .args(args.split_whitespace())
         .output()
@@ -33,7 +34,7 @@ impl Drop for NetnsGuard {
 /// 2001:db8:99::1/64, 02:00:00:00:00:0a, MTU 1400) whose peer `b` (10.99.0.2/24,
 /// 2001:db8:99::2/64) lives in the named netns given to `test`, and routes to
 /// 10.200.0.0/24 and 2001:db8:200::/64 through `b`.
-fn in_lab(test: impl FnOnce(&str) + Send + 'static) {
+pub(crate) fn in_lab(test: impl FnOnce(&str) + Send + 'static) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let ns = format!("fulcrum-nltest-{}-{n}", std::process::id());
@@ -62,9 +63,19 @@ fn in_lab(test: impl FnOnce(&str) + Send + 'static) {
     }
 }
 
-fn a_index() -> u32 {
+pub(crate) fn a_index() -> u32 {
     // SAFETY: a NUL-terminated name.
     unsafe { libc::if_nametoindex(c"a".as_ptr()) }
+}
+
+/// Sets a sysctl in the calling thread's netns.
+pub(crate) fn sysctl(key: &str, value: &str) {
+    let out = Command::new("sysctl")
+        .args(["-w", &format!("{key}={value}")])
+        .output()
+        .expect("run sysctl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sysctl {key}={value}: {stderr}");
 }
 
 fn b_mac(ns: &str) -> [u8; 6] {
@@ -184,6 +195,39 @@ fn lab_routes_of_both_families() {
             ),
             want
         );
+    });
+}
+
+#[test]
+fn lab_route_and_ipv6_link_mtus() {
+    in_lab(|_| {
+        let mut nl = Netlink::open().expect("open");
+        ip("route add 10.210.0.0/24 via 10.99.0.2 dev a mtu 1300");
+        ip("-6 route add 2001:db8:210::/64 via 2001:db8:99::2 dev a mtu 1300");
+        // Above the link's 1400: the kernel keeps and reports it as given.
+        ip("route add 10.211.0.0/24 via 10.99.0.2 dev a mtu 1500");
+        ip("-6 route add 2001:db8:211::/64 via 2001:db8:99::2 dev a mtu 1500");
+        for (dst, mtu) in [
+            ("10.210.0.7", Some(1300)),
+            ("2001:db8:210::7", Some(1300)),
+            ("10.211.0.7", Some(1500)),
+            ("2001:db8:211::7", Some(1500)),
+            ("10.200.0.7", None),
+            ("2001:db8:200::10", None),
+        ] {
+            let route = nl.route_get(dst.parse().expect("address")).expect("route");
+            assert_eq!(route.mtu, mtu, "{dst}");
+        }
+        // The link's IPv6 MTU follows IFLA_MTU until set apart, and then no route shows it.
+        let link = nl.link(a_index()).expect("link a");
+        assert_eq!((link.mtu, link.mtu6), (1400, Some(1400)));
+        sysctl("net.ipv6.conf.a.mtu", "1320");
+        let link = nl.link(a_index()).expect("link a");
+        assert_eq!((link.mtu, link.mtu6), (1400, Some(1320)));
+        let route = nl
+            .route_get("2001:db8:200::10".parse().expect("v6"))
+            .expect("route");
+        assert_eq!(route.mtu, None);
     });
 }
 

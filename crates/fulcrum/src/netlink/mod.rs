@@ -22,7 +22,7 @@
 //!   fails the whole message: until 0.34.0 (2026-11) every RTM_NEWLINK from a kernel older
 //!   than 6.9 failed on IFLA_STATS64's size, and VXLAN links on 6.5 and empty IFLA_VFINFO_LIST
 //!   did the same before. Our neighbour refresh runs every second on production kernels of
-//!   any age; we read 5 route, 6 link and 2 neighbour attributes and skip the rest unread,
+//!   any age; we read 5 route, 7 link and 2 neighbour attributes and skip the rest unread,
 //!   so an attribute we do not use cannot stop it. 0.34.0 also broke its API seven times.
 //!
 //! So the bytes stay here ([`wire`]): pure functions, tested on recorded kernel answers, a
@@ -30,7 +30,7 @@
 //! many more message kinds (addresses, rules, tc).
 
 #[cfg(test)]
-mod live;
+pub(crate) mod live;
 #[cfg(test)]
 mod recorded;
 mod wire;
@@ -68,7 +68,8 @@ pub struct Route {
     /// Local destinations must not be forwarded to.
     pub kind: RouteKind,
     /// The route's MTU when one is set or learnt (RTAX_MTU: `ip route ... mtu N`, or a path
-    /// MTU the kernel cached); below the link's MTU when present.
+    /// MTU the kernel cached), in both families alike. The kernel does not clamp it: it may
+    /// exceed the link's MTU.
     pub mtu: Option<u32>,
 }
 
@@ -102,6 +103,10 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
     /// IFLA_MTU; 0 if the kernel sent none.
     pub mtu: u32,
+    /// The link's IPv6 MTU (`net.ipv6.conf.IFACE.mtu`, lowered by a router advertisement's
+    /// MTU option): the kernel sends IPv6 by it, not by `mtu`, and `ip -6 route get` does
+    /// not show it. `None` when the link has no IPv6.
+    pub mtu6: Option<u32>,
     /// Set for an 802.1Q sub-interface (`ip link add link PARENT name X type vlan id N`):
     /// the data plane runs on the parent and tags frames with the id.
     pub vlan: Option<VlanLink>,

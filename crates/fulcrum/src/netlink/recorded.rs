@@ -41,7 +41,10 @@ fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 const ROUTE6_GATEWAY: &str = include_str!("recorded/route6_gateway.hex");
 const ROUTE4_MTU: &str = include_str!("recorded/route4_mtu.hex");
 const ROUTE4_VIA6: &str = include_str!("recorded/route4_via6.hex");
+const ROUTE6_MTU: &str = include_str!("recorded/route6_mtu.hex");
+const ROUTE6_PMTU: &str = include_str!("recorded/route6_pmtu.hex");
 const LINK_MTU: &str = include_str!("recorded/link_mtu.hex");
+const LINK6_MTU: &str = include_str!("recorded/link6_mtu.hex");
 const NEIGH6: &str = include_str!("recorded/neigh6.hex");
 const NEIGH_DUMP: &str = include_str!("recorded/neigh_dump.hex");
 
@@ -75,6 +78,36 @@ fn ipv4_route_with_an_mtu() {
 }
 
 #[test]
+fn ipv6_route_with_an_mtu() {
+    // The same RTA_METRICS / RTAX_MTU as IPv4's, after RTA_PREFSRC rather than last.
+    let (_, payload) = recorded(ROUTE6_MTU, RTM_NEWROUTE);
+    let route = wire::parse_route(&payload).expect("parse");
+    let want = Route {
+        ifindex: 2,
+        gateway: Some(v6("2001:db8:99::2")),
+        prefsrc: Some(v6("2001:db8:99::1")),
+        kind: RouteKind::Unicast,
+        mtu: Some(1300),
+    };
+    assert_eq!(route, want);
+}
+
+#[test]
+fn ipv6_path_mtu_learnt_from_packet_too_big() {
+    // A cached exception (RTM_F_CLONED) carries the learnt MTU in RTA_METRICS too.
+    let (_, payload) = recorded(ROUTE6_PMTU, RTM_NEWROUTE);
+    let route = wire::parse_route(&payload).expect("parse");
+    assert_eq!(
+        u32::from_ne_bytes(payload[8..12].try_into().expect("rtm_flags")),
+        0x200
+    );
+    assert_eq!(
+        (route.ifindex, route.gateway, route.mtu),
+        (3, Some(v6("2001:db8:99::2")), Some(1300))
+    );
+}
+
+#[test]
 fn ipv4_route_via_an_ipv6_router() {
     let (_, payload) = recorded(ROUTE4_VIA6, RTM_NEWROUTE);
     let route = wire::parse_route(&payload).expect("parse");
@@ -96,9 +129,18 @@ fn link_with_an_mtu_is_not_a_vlan() {
         name: "ve0".into(),
         mac: Some([2, 0, 0, 0, 0, 0x0a]),
         mtu: 1400,
+        mtu6: Some(1400),
         vlan: None,
     };
     assert_eq!(link, want);
+}
+
+#[test]
+fn link_with_a_lower_ipv6_mtu() {
+    // `sysctl net.ipv6.conf.ve0.mtu=1320`: IFLA_MTU stays 1400.
+    let (_, payload) = recorded(LINK6_MTU, RTM_NEWLINK);
+    let link = wire::parse_link(&payload).expect("parse");
+    assert_eq!((link.mtu, link.mtu6), (1400, Some(1320)));
 }
 
 #[test]
@@ -193,6 +235,7 @@ fn vlan_sub_interface_names_its_parent_and_id() {
         name: "eth0.100".into(),
         mac: Some([2, 0, 0, 0, 1, 0x64]),
         mtu: 1500,
+        mtu6: None,
         vlan: Some(VlanLink { parent: 2, id: 100 }),
     };
     assert_eq!(link, want);
@@ -292,10 +335,17 @@ fn truncated_input_is_malformed_not_a_panic() {
     assert!(malformed(wire::parse_neighbour(
         &datagram[NLMSG_HDRLEN..][..22]
     )));
-    for hex in [ROUTE6_GATEWAY, ROUTE4_MTU, ROUTE4_VIA6] {
+    for hex in [
+        ROUTE6_GATEWAY,
+        ROUTE4_MTU,
+        ROUTE4_VIA6,
+        ROUTE6_MTU,
+        ROUTE6_PMTU,
+    ] {
         cuts_are_malformed_not_panics(&recorded(hex, RTM_NEWROUTE).1, wire::parse_route);
     }
     cuts_are_malformed_not_panics(&recorded(LINK_MTU, RTM_NEWLINK).1, wire::parse_link);
+    cuts_are_malformed_not_panics(&recorded(LINK6_MTU, RTM_NEWLINK).1, wire::parse_link);
     cuts_are_malformed_not_panics(&vlan_link(0x8100, &[]), wire::parse_link);
     cuts_are_malformed_not_panics(&recorded(NEIGH6, RTM_NEWNEIGH).1, wire::parse_neighbour);
     // Lengths below the header size would never advance: refused, not looped on.

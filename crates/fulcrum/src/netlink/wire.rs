@@ -24,6 +24,10 @@ const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_LINK_NETNSID: u16 = 37;
+const IFLA_AF_SPEC: u16 = 26;
+const IFLA_INET6_CONF: u16 = 2;
+/// Index of the IPv6 MTU in IFLA_INET6_CONF's array of s32 (`DEVCONF_MTU6`).
+const DEVCONF_MTU6: usize = 2;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_VLAN_ID: u16 = 1;
@@ -295,7 +299,7 @@ pub(super) fn parse_route(payload: &[u8]) -> Result<Route, NetlinkError> {
 pub(super) fn parse_link(payload: &[u8]) -> Result<Link, NetlinkError> {
     let (ifi, rest) = family_header::<16>(payload)?;
     let index = u32::from_ne_bytes([ifi[4], ifi[5], ifi[6], ifi[7]]);
-    let (mut name, mut mac, mut mtu) = (None, None, 0);
+    let (mut name, mut mac, mut mtu, mut mtu6) = (None, None, 0, None);
     let (mut parent, mut vlan_id, mut foreign_parent) = (None, None, false);
     for (ty, data) in tlvs(rest, attr)? {
         match ty {
@@ -309,6 +313,7 @@ pub(super) fn parse_link(payload: &[u8]) -> Result<Link, NetlinkError> {
             // The parent's index is then one of another namespace: useless here.
             IFLA_LINK_NETNSID => foreign_parent = true,
             IFLA_LINKINFO => vlan_id = vlan_info(data)?,
+            IFLA_AF_SPEC => mtu6 = ipv6_mtu(data)?,
             _ => {}
         }
     }
@@ -322,8 +327,27 @@ pub(super) fn parse_link(payload: &[u8]) -> Result<Link, NetlinkError> {
         name,
         mac,
         mtu,
+        mtu6,
         vlan,
     })
+}
+
+/// The link's IPv6 MTU in IFLA_AF_SPEC (AF_INET6, IFLA_INET6_CONF, `DEVCONF_MTU6`): what
+/// `net.ipv6.conf.IFACE.mtu` or a router advertisement's MTU option set, which the kernel
+/// uses for IPv6 instead of IFLA_MTU. `None` without IPv6 on the link.
+fn ipv6_mtu(af_spec: &[u8]) -> Result<Option<u32>, NetlinkError> {
+    let Some((_, inet6)) = tlvs(af_spec, attr)?
+        .into_iter()
+        .find(|(ty, _)| *ty == u16::from(AF_INET6))
+    else {
+        return Ok(None);
+    };
+    let conf = tlvs(inet6, attr)?
+        .into_iter()
+        .find(|(ty, _)| *ty == IFLA_INET6_CONF);
+    Ok(conf
+        .and_then(|(_, c)| u32_at(c, DEVCONF_MTU6 * 4))
+        .filter(|m| *m != 0))
 }
 
 /// The VLAN id in IFLA_LINKINFO when IFLA_INFO_KIND is "vlan" and the protocol 802.1Q.
