@@ -15,7 +15,9 @@ use std::{
     time::Duration,
 };
 
-use common::{TOKEN, api, config_file, services, start_in, temp_dir, try_api, wait_until};
+use common::{
+    TOKEN, api, backend_list, config_file, services, start_in, temp_dir, try_api, wait_until,
+};
 use fulcrum_lab::{
     l3::{CLIENT, CLIENT6, L3Lab, VIP, VIP6, backend_addr, backend_addr6},
     traffic::{HttpConnection, http_get},
@@ -25,13 +27,10 @@ use fulcrum_lab::{
 const NOWHERE4: &str = "10.79.0.5";
 const NOWHERE6: &str = "fd79::5";
 
-/// A service on port 80 of `vip`, forwarded as `forwarding`, with an HTTP check (to each
-/// backend's own address) and these backends.
+/// A service on port 80 of `vip`, forwarded as `forwarding`, with an HTTP check (to the
+/// VIP, through the tunnel) and these backends.
 fn service(name: &str, vip: IpAddr, forwarding: &str, backends: &[String]) -> String {
-    let list: String = backends
-        .iter()
-        .map(|a| format!("      - address: {a}\n"))
-        .collect();
+    let list = backend_list(backends);
     format!(
         "  - name: {name}\n    vip: {vip}\n    port: 80\n    forwarding: {forwarding}\n    \
          health:\n      - type: http\n        path: /\n        interval: 200ms\n        \

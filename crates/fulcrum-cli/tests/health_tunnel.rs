@@ -8,19 +8,16 @@ mod common;
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
-use common::{config_file, start_in, temp_dir, try_api, wait_until};
+use common::{backend_list, config_file, start_in, temp_dir, try_api, wait_until};
 use fulcrum_lab::{
-    l3::{L3Lab, ROUTER, ROUTER6, VIP, VIP6, backend_addr, backend_addr6, service_addr},
+    l3::{L3Lab, VIP, VIP6, backend_addr, backend_addr6, service_addr},
     traffic::http_get,
 };
 use serde_json::Value;
 
 /// A service on port 80 of `vip`, forwarded as `forwarding`, with an HTTP check.
 fn service(name: &str, vip: IpAddr, forwarding: &str, backends: [IpAddr; 2]) -> String {
-    let list: String = backends
-        .iter()
-        .map(|a| format!("      - address: {a}\n"))
-        .collect();
+    let list = backend_list(&backends);
     format!(
         "  - name: {name}\n    vip: {vip}\n    port: 80\n    forwarding: {forwarding}\n    \
          health:\n      - type: http\n        path: /\n        interval: 300ms\n        \
@@ -64,13 +61,6 @@ fn a_tunnelled_backend_without_the_vip_is_down_until_it_holds_it() {
     let mut lab = L3Lab::new("ht", 2).expect("lab");
     lab.start_decap(&[]).expect("fulcrum decap on the backends");
     let _servers = lab.http_servers().expect("HTTP servers");
-    // Probes to a VIP leave by the kernel's route to it, as on any balancer with a
-    // default route.
-    let lb = &lab.balancer.ns;
-    lb.ip(&["route", "add", "default", "via", &ROUTER.to_string()])
-        .expect("IPv4 default route");
-    lb.ip(&["-6", "route", "add", "default", "via", &ROUTER6.to_string()])
-        .expect("IPv6 default route");
     // Backend 2 still serves HTTP on its own addresses, but holds neither VIP.
     let b2 = &lab.backends[1].ns;
     b2.ip(&["addr", "del", &format!("{VIP}/32"), "dev", "lo"])

@@ -9,7 +9,8 @@
 //!   backend-N 10.78.1.1N fd78:1::1N ─┴─ back bridge   VIPs on each backend's lo
 //! ```
 //! The client routes the VIPs to the balancer; the balancer routes the backends' subnet
-//! through the router (its FIB gives the next hop); backends answer the client directly
+//! and the VIPs (where health probes to them leave) through the router (its FIB gives the
+//! next hop); backends answer the client directly
 //! from the VIP through the router, which routes the VIPs to the balancer, so its ICMP
 //! errors about the backends' replies reach the balancer.
 
@@ -116,6 +117,14 @@ impl L3Lab {
             "via",
             &ROUTER6.to_string(),
         ])?;
+        // Health probes to a VIP leave by the kernel's route to it (a default route on most
+        // balancers; here only the VIPs, so other addresses stay unroutable).
+        for (vip, router) in [
+            (format!("{VIP}/32"), ROUTER.to_string()),
+            (format!("{VIP6}/128"), ROUTER6.to_string()),
+        ] {
+            balancer.ns.ip(&["route", "add", &vip, "via", &router])?;
+        }
         let pass = front
             .run_in(|| PassProgram::attach("p-lb"))?
             .context("attaching XDP_PASS to the balancer's bridge port")?;

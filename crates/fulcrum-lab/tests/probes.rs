@@ -12,7 +12,7 @@ use std::{
 use fulcrum::{Forwarding, Protocol, Service, ServiceId, Tunnel};
 use fulcrum_common::probe::PROBE_MARK;
 use fulcrum_lab::{
-    l3::{L3Lab, ROUTER6, VIP6, backend_addr6},
+    l3::{L3Lab, VIP6, backend_addr6},
     netns::NetNs,
 };
 use socket2::{Domain, Socket, Type};
@@ -54,10 +54,6 @@ fn a_marked_probe_reaches_the_vip_on_its_backend_only() {
     let mut lab = L3Lab::new("pr", 2).expect("lab");
     lab.start_decap(&[]).expect("fulcrum decap on the backends");
     let _servers = lab.http_servers().expect("HTTP servers");
-    lab.balancer
-        .ns
-        .ip(&["-6", "route", "add", "default", "via", &ROUTER6.to_string()])
-        .expect("default route");
     // Backend 2 serves HTTP but does not hold the VIP.
     lab.backends[1]
         .ns

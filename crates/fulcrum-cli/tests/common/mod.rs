@@ -160,13 +160,18 @@ pub fn config_file(dir: &Path, services: &str) -> String {
 /// One service on port 80 of `vip` with an HTTP check, `extra` lines (indented four
 /// spaces) and these backend addresses.
 pub fn web_service(vip: &str, extra: &str, backends: &[String]) -> String {
-    let list: String = backends
-        .iter()
-        .map(|a| format!("      - address: {a}\n"))
-        .collect();
+    let list = backend_list(backends);
     format!(
         "  - name: web\n    vip: {vip}\n    port: 80\n    protocol: tcp\n{extra}    health:\n      - type: http\n        path: /\n        expect_status: 200\n        interval: 200ms\n        timeout: 150ms\n        rise: 2\n        fall: 2\n    backends:\n{list}"
     )
+}
+
+/// A service's `backends:` entries, one per address.
+pub fn backend_list(backends: &[impl std::fmt::Display]) -> String {
+    backends
+        .iter()
+        .map(|a| format!("      - address: {a}\n"))
+        .collect()
 }
 
 /// `promtool check metrics` accepts `metrics` without remarks.
