@@ -12,11 +12,10 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use fulcrum_common::{
-    BackendRecord, BackendValue, FORWARD_L2, FlowKey, FlowKey6, FlowValue, GlobalCounters,
-    SERVICE_F_STICKY, ServiceKey, ServiceKey6, ServiceRecord, ServiceValue, TrafficCounters,
-    VIP_F_ECHO, VipInfo, maps, programs, vip_filter_bucket, vip_filter_bucket6,
+    BackendRecord, BackendValue, FlowKey, FlowKey6, FlowValue, GlobalCounters, SERVICE_F_STICKY,
+    ServiceKey, ServiceKey6, ServiceRecord, ServiceValue, TrafficCounters, VipInfo, maps, programs,
 };
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     BalancerError, Destination, Forwarding, Scheduler, Service, ServiceId,
@@ -37,7 +36,9 @@ mod flow_records;
 mod flow_table;
 mod pinning;
 mod probes;
+mod slots;
 mod tunnel;
+mod vips;
 mod vlan;
 
 pub use builder::BalancerBuilder;
@@ -435,144 +436,6 @@ impl Balancer {
         self.services.get(id).ok_or(BalancerError::NoService(*id))
     }
 
-    /// Gives a resolved destination a backend slot and records it, without touching the
-    /// Maglev table.
-    fn record_destination(
-        &mut self,
-        id: &ServiceId,
-        dest: Destination,
-        egress: u32,
-        neighbour: Option<NextHop>,
-        tunnel: Option<tunnel::TunnelPath>,
-    ) -> Result<(), BalancerError> {
-        let span = info_span!("destination", service = %id, backend = %dest.address);
-        let _enter = span.enter();
-        let backend = self
-            .free_backends
-            .pop_front()
-            .ok_or_else(|| self.too_many_backends(id, dest.address))?;
-        if let Some(t) = tunnel {
-            self.tunnels.insert(backend, t);
-        }
-        if let Err(e) = self.claim_backend(backend, neighbour) {
-            self.tunnels.remove(&backend);
-            self.free_backends.push_front(backend);
-            return Err(e);
-        }
-        match neighbour {
-            Some(n) => info!(mac = %fmt_mac(n.mac), "destination added"),
-            None => info!("destination added; waiting for the kernel to resolve its MAC"),
-        }
-        let state = self
-            .services
-            .get_mut(id)
-            .ok_or(BalancerError::NoService(*id))?;
-        state.destinations.insert(
-            dest.address,
-            DestState {
-                backend,
-                weight: dest.weight,
-                drained: false,
-                egress,
-                neighbour,
-            },
-        );
-        Ok(())
-    }
-
-    fn claim_backend(
-        &mut self,
-        backend: u32,
-        neighbour: Option<NextHop>,
-    ) -> Result<(), BalancerError> {
-        if let Some(g) = self.generations.get_mut(backend as usize) {
-            *g = g.wrapping_add(1);
-        }
-        let zero = per_cpu(TrafficCounters::default())?;
-        self.maps
-            .backend_stats
-            .set(backend, zero, 0)
-            .map_err(BalancerError::map(maps::BACKEND_STATS, "reset"))?;
-        self.write_backend(backend, neighbour)
-    }
-
-    fn write_backend(
-        &mut self,
-        backend: u32,
-        neighbour: Option<NextHop>,
-    ) -> Result<(), BalancerError> {
-        let generation = self
-            .generations
-            .get(backend as usize)
-            .copied()
-            .unwrap_or_default();
-        let tunnel = self.tunnels.get(&backend).copied();
-        let value = match neighbour {
-            Some(n) => self.forward_value(n, tunnel.as_ref(), generation),
-            None => BackendValue {
-                generation,
-                ..Default::default()
-            },
-        };
-        self.maps
-            .backends
-            .set(backend, value, 0)
-            .map_err(BalancerError::map(maps::BACKENDS, "write"))
-    }
-
-    /// How a frame reaches next hop `n`, by `tunnel` if any: the data plane's backend
-    /// value, also what the health probes are encapsulated by.
-    fn forward_value(
-        &mut self,
-        n: NextHop,
-        tunnel: Option<&tunnel::TunnelPath>,
-        generation: u32,
-    ) -> BackendValue {
-        let mut v = BackendValue {
-            mac: n.mac,
-            ifindex: n.ifindex,
-            generation,
-            mode: FORWARD_L2,
-            ..Default::default()
-        };
-        if let Some(vlan) = self.trunk(n.ifindex) {
-            vlan::tag(&mut v, vlan);
-        }
-        v.src_mac = self
-            .interfaces
-            .get(&v.ifindex)
-            .map(|i| i.mac)
-            .unwrap_or_default();
-        // The tunnel's fields last: they keep the VLAN bits.
-        if let Some(t) = tunnel {
-            t.apply(&mut v);
-        }
-        v
-    }
-
-    /// Keeps a departing destination's traffic in its service's total, then frees its slot.
-    fn retire(&mut self, id: &ServiceId, backend: u32) -> Result<(), BalancerError> {
-        let counted = sum_traffic(&self.maps.backend_stats, backend)?;
-        if let Some(state) = self.services.get_mut(id) {
-            state.retired = state.retired + counted;
-            let (slot, retired) = (state.slot, state.retired);
-            self.write_retired(slot, retired)?;
-        }
-        self.free_backend(backend)
-    }
-
-    /// Invalidates a backend slot (flows pinned to it miss from now on) and queues it for reuse.
-    fn free_backend(&mut self, backend: u32) -> Result<(), BalancerError> {
-        if let Some(g) = self.generations.get_mut(backend as usize) {
-            *g = g.wrapping_add(1);
-        }
-        self.tunnels.remove(&backend);
-        self.write_backend(backend, None)?;
-        self.clear_record(backend)?;
-        self.free_backends.push_back(backend);
-        Ok(())
-    }
-
     /// Recomputes a service's Maglev table from its usable destinations and stores the
     /// slots that changed.
     fn rebuild(&mut self, id: &ServiceId) -> Result<(), BalancerError> {
@@ -592,94 +455,6 @@ impl Balancer {
         let changed = self.rings.write(state.slot, &table);
         debug!(service = %id, members = members.len(), changed, "Maglev table written");
         self.write_records(id)
-    }
-
-    /// Writes a service's entry in its family's map.
-    fn write_service(&mut self, id: &ServiceId, value: ServiceValue) -> Result<(), BalancerError> {
-        match id.vip {
-            IpAddr::V4(v4) => self
-                .maps
-                .services
-                .insert(service_key(id, v4), value, 0)
-                .map_err(BalancerError::map(maps::SERVICES, "write")),
-            IpAddr::V6(v6) => self
-                .maps
-                .services6
-                .insert(service_key6(id, v6), value, 0)
-                .map_err(BalancerError::map(maps::SERVICES6, "write")),
-        }
-    }
-
-    /// Counts services per VIP (in its family's map, with the echo flag: on only while
-    /// every service on the VIP answers echo, as `Service::icmp_echo` documents);
-    /// the VIP's filter bucket counts VIPs of both families, so the data plane's first
-    /// test stays exact about "no VIP here".
-    fn set_vip_refs(&mut self, vip: IpAddr, delta: i32) -> Result<(), BalancerError> {
-        let echo = self
-            .services
-            .iter()
-            .filter(|(id, _)| id.vip == vip)
-            .all(|(_, s)| s.icmp_echo);
-        let (now, bucket) = match vip {
-            IpAddr::V4(v4) => {
-                let key = addr::word(v4);
-                let now = self.maps.vips.get(&key, 0).map(|v| v.services);
-                (now.unwrap_or(0), vip_filter_bucket(key))
-            }
-            IpAddr::V6(v6) => {
-                let key = addr::words6(v6);
-                let now = self.maps.vips6.get(&key, 0).map(|v| v.services);
-                (now.unwrap_or(0), vip_filter_bucket6(&key))
-            }
-        };
-        let next = now.saturating_add_signed(delta);
-        let vips_in_bucket = self
-            .maps
-            .vip_filter
-            .get(&bucket, 0)
-            .map_err(BalancerError::map(maps::VIP_FILTER, "read"))?;
-        if next == 0 {
-            match vip {
-                IpAddr::V4(v4) => self
-                    .maps
-                    .vips
-                    .remove(&addr::word(v4))
-                    .map_err(BalancerError::map(maps::VIPS, "remove"))?,
-                IpAddr::V6(v6) => self
-                    .maps
-                    .vips6
-                    .remove(&addr::words6(v6))
-                    .map_err(BalancerError::map(maps::VIPS6, "remove"))?,
-            }
-            return self
-                .maps
-                .vip_filter
-                .set(bucket, vips_in_bucket.saturating_sub(1), 0)
-                .map_err(BalancerError::map(maps::VIP_FILTER, "write"));
-        }
-        let info = VipInfo {
-            services: next,
-            flags: if echo { VIP_F_ECHO } else { 0 },
-        };
-        match vip {
-            IpAddr::V4(v4) => self
-                .maps
-                .vips
-                .insert(addr::word(v4), info, 0)
-                .map_err(BalancerError::map(maps::VIPS, "insert"))?,
-            IpAddr::V6(v6) => self
-                .maps
-                .vips6
-                .insert(addr::words6(v6), info, 0)
-                .map_err(BalancerError::map(maps::VIPS6, "insert"))?,
-        }
-        if now == 0 {
-            self.maps
-                .vip_filter
-                .set(bucket, vips_in_bucket + 1, 0)
-                .map_err(BalancerError::map(maps::VIP_FILTER, "write"))?;
-        }
-        Ok(())
     }
 }
 
