@@ -17,7 +17,7 @@ use std::{
 
 use common::{VIP6, six, wait_until, with_ipv6};
 use fulcrum_lab::{
-    dsr::{DsrLab, VIP, backend_addr},
+    dsr::{CLIENT, DsrLab, VIP, backend_addr},
     host::backend_servers,
     traffic::http_server,
 };
@@ -114,6 +114,18 @@ fn soak_under_load_with_reloads_drains_flaps_and_restarts() {
     for b in &lab.backends {
         b.hold_vip(VIP_IPIP).expect("VIP on lo");
     }
+    // The tunnelled service's health probes go to its VIP, leaving by the balancer's route
+    // to it (any next hop on the segment: the probe program sends them to the backend).
+    lab.balancer
+        .ns
+        .ip(&[
+            "route",
+            "add",
+            &format!("{VIP_IPIP}/32"),
+            "via",
+            &CLIENT.to_string(),
+        ])
+        .expect("route to the IP-in-IP VIP");
     // One listener per backend on [::]:80 takes both families.
     let _servers = backend_servers(&lab.backends, "[::]:80".parse().unwrap(), http_server)
         .expect("HTTP servers");
