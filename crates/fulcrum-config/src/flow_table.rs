@@ -46,8 +46,7 @@ impl Checker<'_> {
                 return self.report(
                     &b.referenced,
                     "flow_table.insert_budget",
-                    "0 would never pin a flow; give inserts per CPU per second, like 10000"
-                        .into(),
+                    "0 would never pin a flow; give inserts per CPU per second, like 10000".into(),
                 );
             }
         };

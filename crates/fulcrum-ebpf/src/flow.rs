@@ -377,7 +377,10 @@ pub enum Fresh {
 pub fn pin<F: Family>(flow: &F::Key, fresh: Fresh, entry: FlowValue, slot: &Slot<F>) {
     let (pending, now) = match fresh {
         Fresh::Syn => take_over::<F>(flow, entry, slot.epoch),
-        Fresh::Stale => (u16::from(!rewrite::<F>(flow, entry)), read_epoch(slot.epoch)),
+        Fresh::Stale => (
+            u16::from(!rewrite::<F>(flow, entry)),
+            read_epoch(slot.epoch),
+        ),
         Fresh::Miss => (1, read_epoch(slot.epoch)),
     };
     if let Some(c) = slot.cache {

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use fulcrum_common::{
-    BackendRecord, BackendValue, CachedFlow, CachedFlow6, FlowEventCounters, FlowInserts, FlowKey, FlowKey6,
-    FlowValue, GlobalCounters, Layout, ServiceKey, ServiceKey6, ServiceRecord, ServiceValue,
-    TrafficCounters, VIP_FILTER_SIZE, VipInfo, probe::ProbeCounters,
+    BackendRecord, BackendValue, CachedFlow, CachedFlow6, FlowEventCounters, FlowInserts, FlowKey,
+    FlowKey6, FlowValue, GlobalCounters, Layout, ServiceKey, ServiceKey6, ServiceRecord,
+    ServiceValue, TrafficCounters, VIP_FILTER_SIZE, VipInfo, probe::ProbeCounters,
 };
 
 /// Written by user space when a service is added or removed; read per packet: a zero

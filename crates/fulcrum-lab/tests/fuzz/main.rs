@@ -416,7 +416,9 @@ impl Fuzz {
                     self.in_table.remove(tuple);
                 } else if *syn {
                     if !shared.is_empty() && !self.in_table.contains(tuple) {
-                        fail(format!("a SYN shared a flow the table did not hold: {shared:?}"));
+                        fail(format!(
+                            "a SYN shared a flow the table did not hold: {shared:?}"
+                        ));
                     }
                 } else if !self.in_table.contains(tuple) {
                     // The further packet that finds the pending choice proves the flow.
@@ -424,6 +426,7 @@ impl Fuzz {
                         fail("a proven flow was not pinned".into());
                     }
                     self.in_table.insert(*tuple);
+                    *self.covered.entry("proven").or_default() += 1;
                 }
             }
         }
@@ -468,6 +471,10 @@ fn every_frame_follows_the_documented_rules() {
     assert!(
         fuzz.covered.get("shared").is_some_and(|n| *n > 0),
         "no forwarded flow was shared"
+    );
+    assert!(
+        fuzz.covered.get("proven").is_some_and(|n| *n > 0),
+        "no flow was proven by a further packet"
     );
     assert!(
         fuzz.covered.contains_key("vlan_retagged"),

@@ -12,8 +12,7 @@ use aya::{
 };
 use fulcrum_common::{
     CPUS_GLOBAL, DEFAULT_FLOW_CACHE, DEFAULT_FLOW_INSERT_BUDGET, FLOW_CACHE_MASK_GLOBAL,
-    FLOW_INSERT_BUDGET_GLOBAL, Layout, RING_SIZE_GLOBAL, SHARE_FLOWS_GLOBAL, maps, probe,
-    programs,
+    FLOW_INSERT_BUDGET_GLOBAL, Layout, RING_SIZE_GLOBAL, SHARE_FLOWS_GLOBAL, maps, probe, programs,
 };
 
 use super::{Balancer, Maps, OBJECT, flow_events, pinning};

@@ -2,7 +2,8 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use fulcrum_common::{
-    COUNTERS, Counter, FlowEventCounters, FlowInserts, GlobalCounters, PACKET_COUNTERS, TrafficCounters, maps,
+    COUNTERS, Counter, FlowEventCounters, FlowInserts, GlobalCounters, PACKET_COUNTERS,
+    TrafficCounters, maps,
 };
 
 use super::{Balancer, builder::wrong_type};
@@ -53,11 +54,13 @@ impl Balancer {
         let array: PerCpuArray<&MapData, FlowInserts> =
             PerCpuArray::try_from(map).map_err(BalancerError::map(name, "open"))?;
         let values = array.get(&0, 0).map_err(BalancerError::map(name, "read"))?;
-        Ok(values.iter().fold(FlowInserts::default(), |t, c| FlowInserts {
-            pinned: t.pinned + c.pinned,
-            over_budget: t.over_budget + c.over_budget,
-            ..t
-        }))
+        Ok(values
+            .iter()
+            .fold(FlowInserts::default(), |t, c| FlowInserts {
+                pinned: t.pinned + c.pinned,
+                over_budget: t.over_budget + c.over_budget,
+                ..t
+            }))
     }
 }
 
