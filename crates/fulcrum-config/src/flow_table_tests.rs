@@ -49,3 +49,11 @@ fn unknown_fields_and_bad_values_are_refused_with_their_place() {
         );
     }
 }
+
+#[test]
+fn a_changed_budget_is_a_difference_a_reload_sees() {
+    let old = with("").expect("valid");
+    let new = with("flow_table:\n  insert_budget: 500\n").expect("valid");
+    assert!(diff(&old, &new).flow_table_changed);
+    assert!(diff(&old, &old).is_empty());
+}
