@@ -304,10 +304,11 @@ pub struct FlowValue {
 
 /// Value of [`FLOW_CACHE`](maps::FLOW_CACHE): a flow table entry remembered by one CPU.
 ///
-/// A SYN for a 5-tuple the flow table does not hold lives only here (`pending`) until
-/// the flow's first non-SYN packet pins it in [`FLOWS`](maps::FLOWS): a SYN flood from
-/// spoofed sources then never churns the shared flow table or evicts established flows
-/// from it. A SYN for a 5-tuple the table holds rewrites that entry in place, and every
+/// A new flow's choice for a 5-tuple the flow table does not hold (a SYN's, or a first
+/// packet's without SYN, or a UDP flow's) lives only here (`pending`) until a further
+/// packet of the flow, on any CPU, pins it in [`FLOWS`](maps::FLOWS) (within the insert
+/// budget, [`FlowInserts`]): a flood of first packets from spoofed sources then never
+/// churns the shared flow table or evicts established flows from it. A SYN for a 5-tuple the table holds rewrites that entry in place, and every
 /// SYN moves its index's [`FLOW_EPOCH`](maps::FLOW_EPOCH) on, so no CPU's copy of an
 /// older connection on the same 5-tuple is used again.
 #[repr(C)]

@@ -292,7 +292,7 @@ pub fn pinned<F: Family>(flow: &F::Key, slot: &Slot<F>) -> Pinned {
     found
 }
 
-/// Most CPUs whose caches a handshake ACK looks through; lookups past the last CPU fail.
+/// Most CPUs whose caches a further packet looks through; lookups past the last CPU fail.
 const MAX_CPUS: u32 = 512;
 
 /// The choice for this flow waiting in another CPU's cache (a SYN's, or an unproven
