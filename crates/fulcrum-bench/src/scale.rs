@@ -41,7 +41,8 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
             Balancer::builder()
                 .max_services(SERVICES.into())
                 .max_backends(1024)
-                .max_flows(TABLE),
+                .max_flows(TABLE)
+                .flow_insert_budget(u32::MAX),
             SERVICES,
             BACKENDS,
         )?;

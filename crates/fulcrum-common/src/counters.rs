@@ -92,6 +92,12 @@ counters! {
     /// Flow sharing: a new or changed flow entry not shared because the ring was full
     /// (user space reads it too slowly).
     FlowEventsLost = "flow_events_lost",
+    /// A flow proven by a further packet and inserted into the shared flow table by the
+    /// data plane (counted in [`FLOW_INSERTS`](crate::maps::FLOW_INSERTS), like the next).
+    FlowPinned = "flow_pinned",
+    /// A proven flow's packet forwarded but not pinned: this CPU's inserts for the second
+    /// were spent (see `FLOW_INSERT_BUDGET`); a later packet pins it.
+    FlowPinOverBudget = "flow_pin_over_budget",
 }
 
 /// Number of global counters.
@@ -99,7 +105,8 @@ pub const COUNTERS: usize = Counter::ALL.len();
 
 /// Counters kept in [`GLOBAL_STATS`](crate::maps::GLOBAL_STATS): those before
 /// [`Counter::FlowEventsEmitted`]. The rest live in
-/// [`FLOW_EVENT_STATS`](crate::maps::FLOW_EVENT_STATS), in [`FlowEventCounters`]' order.
+/// [`FLOW_EVENT_STATS`](crate::maps::FLOW_EVENT_STATS) and
+/// [`FLOW_INSERTS`](crate::maps::FLOW_INSERTS).
 pub const PACKET_COUNTERS: usize = Counter::FlowEventsEmitted as usize;
 
 /// Value of [`GLOBAL_STATS`](crate::maps::GLOBAL_STATS): all packet counters in one per-CPU
@@ -118,7 +125,7 @@ impl Default for GlobalCounters {
     }
 }
 
-const _: () = assert!(COUNTERS == PACKET_COUNTERS + 2);
+const _: () = assert!(COUNTERS == PACKET_COUNTERS + 4);
 // The size GLOBAL_STATS is pinned with in layout version 2: new counters of the data
 // plane need a new layout version, or a map of their own as flow events have.
 const _: () = assert!(size_of::<GlobalCounters>() == 31 * 8);

@@ -58,6 +58,10 @@ pub mod maps {
     /// so [`GLOBAL_STATS`] keeps the size it is pinned with and a pinned instance made
     /// before flow sharing existed is still adopted (its directory gains this map).
     pub const FLOW_EVENT_STATS: &str = "FLOW_EVENT_STATS";
+    /// Per-CPU inserts into [`FLOWS`] by the data plane: this second's budget and the
+    /// counters of proven and over-budget flows ([`crate::FlowInserts`]). A map of its own
+    /// for the reason [`FLOW_EVENT_STATS`] is.
+    pub const FLOW_INSERTS: &str = "FLOW_INSERTS";
     /// User space only: the sizes and version of the pinned layout (one [`crate::Layout`]).
     pub const LAYOUT: &str = "LAYOUT";
     /// User space only: per backend slot, who holds it ([`crate::BackendRecord`]).
@@ -82,6 +86,7 @@ pub mod maps {
         GLOBAL_STATS,
         BACKEND_STATS,
         FLOW_EVENT_STATS,
+        FLOW_INSERTS,
         BACKEND_RECORDS,
         SERVICE_RECORDS,
         LAYOUT,
@@ -116,6 +121,16 @@ pub const CPUS_GLOBAL: &str = "CPUS";
 /// by the loader before verification: off, the verifier prunes the emission and it costs
 /// nothing.
 pub const SHARE_FLOWS_GLOBAL: &str = "SHARE_FLOWS";
+
+/// Name of the global holding each CPU's budget of flow table inserts per second, set
+/// by the loader before verification.
+pub const FLOW_INSERT_BUDGET_GLOBAL: &str = "FLOW_INSERT_BUDGET";
+
+/// Default inserts into the shared flow table per CPU per second. Legitimate new flows
+/// above it are still forwarded by Maglev, only not pinned until a later second; a flood
+/// of flows that prove themselves then replaces at most this many table entries per CPU
+/// per second (a million-flow table outlives 100 s of it on one CPU).
+pub const DEFAULT_FLOW_INSERT_BUDGET: u32 = 10_000;
 
 /// Default Maglev table size: a prime well above 100 × the largest backend set.
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
@@ -289,10 +304,11 @@ pub struct FlowValue {
 
 /// Value of [`FLOW_CACHE`](maps::FLOW_CACHE): a flow table entry remembered by one CPU.
 ///
-/// A SYN for a 5-tuple the flow table does not hold lives only here (`pending`) until
-/// the flow's first non-SYN packet pins it in [`FLOWS`](maps::FLOWS): a SYN flood from
-/// spoofed sources then never churns the shared flow table or evicts established flows
-/// from it. A SYN for a 5-tuple the table holds rewrites that entry in place, and every
+/// A new flow's choice for a 5-tuple the flow table does not hold (a SYN's, or a first
+/// packet's without SYN, or a UDP flow's) lives only here (`pending`) until a further
+/// packet of the flow, on any CPU, pins it in [`FLOWS`](maps::FLOWS) (within the insert
+/// budget, [`FlowInserts`]): a flood of first packets from spoofed sources then never
+/// churns the shared flow table or evicts established flows from it. A SYN for a 5-tuple the table holds rewrites that entry in place, and every
 /// SYN moves its index's [`FLOW_EPOCH`](maps::FLOW_EPOCH) on, so no CPU's copy of an
 /// older connection on the same 5-tuple is used again.
 #[repr(C)]
@@ -374,6 +390,21 @@ pub struct FlowEventCounters {
     pub lost: u64,
 }
 
+/// Value of [`FLOW_INSERTS`](maps::FLOW_INSERTS), per CPU: the insert budget's state and
+/// its counters (user space sums `pinned` and `over_budget`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowInserts {
+    /// The second (of `bpf_ktime_get_ns`) that `this_second` counts.
+    pub second: u64,
+    /// Inserts in that second.
+    pub this_second: u64,
+    /// Flows proven and inserted, ever.
+    pub pinned: u64,
+    /// Proven flows not inserted because the second's budget was spent.
+    pub over_budget: u64,
+}
+
 /// See [`CachedFlow::hits`] (a power of two).
 pub const FLOW_TOUCH_EVERY: u16 = 64;
 
@@ -401,6 +432,7 @@ const _: () = assert!(size_of::<CachedFlow6>() == 56);
 const _: () = assert!(size_of::<TrafficCounters>() == 24);
 const _: () = assert!(size_of::<FlowEvent>() == 56);
 const _: () = assert!(size_of::<FlowEventCounters>() == 16);
+const _: () = assert!(size_of::<FlowInserts>() == 32);
 
 /// One round of the murmur3 finaliser: cheap, well mixed, identical in kernel and user space.
 #[inline(always)]
@@ -543,6 +575,7 @@ mod pod {
     unsafe impl aya::Pod for GlobalCounters {}
     unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for FlowEventCounters {}
+    unsafe impl aya::Pod for FlowInserts {}
     unsafe impl aya::Pod for Layout {}
     unsafe impl aya::Pod for BackendRecord {}
     unsafe impl aya::Pod for ServiceRecord {}

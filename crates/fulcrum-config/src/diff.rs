@@ -22,6 +22,9 @@ pub struct ConfigDiff {
     /// `flow_sharing` changed: flow sharing restarts with the new settings (turning it on
     /// or off takes a restart: the data plane's ring of new flows is sized at load).
     pub flow_sharing_changed: bool,
+    /// `flow_table` changed: its settings are given to the data plane when it is loaded,
+    /// so only a restart applies them.
+    pub flow_table_changed: bool,
     /// `bgp` changed: the speaker is reconfigured (peers added, removed or reset), which a
     /// reload applies.
     pub bgp_changed: bool,
@@ -114,6 +117,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         xdp_mode_changed: old.xdp_mode != new.xdp_mode,
         api_changed: old.api != new.api,
         flow_sharing_changed: old.flow_sharing != new.flow_sharing,
+        flow_table_changed: old.flow_table != new.flow_table,
         bgp_changed: old.bgp != new.bgp,
         ..ConfigDiff::default()
     };

@@ -24,12 +24,15 @@
 mod diff;
 mod error;
 mod flow_sharing;
+mod flow_table;
 mod model;
 mod place;
 mod validate;
 
 #[cfg(test)]
 mod flow_sharing_tests;
+#[cfg(test)]
+mod flow_table_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +45,7 @@ use crate::validate::RawConfig;
 pub use diff::{ConfigDiff, DrainChange, Reweight, ServiceDiff, diff};
 pub use error::{ConfigError, Position, Problem};
 pub use flow_sharing::{FlowMulticast, FlowSharing};
+pub use flow_table::FlowTable;
 pub use model::{
     Announce, Announcement, Api, Backend, Bgp, BgpPeer, CheckKind, Config, DnsCheck, DnsType,
     Forwarding, HealthCheck, HealthRule, HttpCheck, Protocol, Rcode, Scheduler, Service, Tunnel,

@@ -35,6 +35,8 @@ pub struct Config {
     pub places: crate::place::Places,
     /// `flow_sharing` (none): sharing flows with other balancers; off without it.
     pub flow_sharing: Option<crate::flow_sharing::FlowSharing>,
+    /// `flow_table` (defaults): the shared flow table's guard against floods.
+    pub flow_table: crate::flow_table::FlowTable,
     /// `bgp` (none): the BGP speaker that announces the VIPs; without it nothing is
     /// announced.
     pub bgp: Option<Bgp>,

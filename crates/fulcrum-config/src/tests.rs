@@ -128,6 +128,7 @@ fn the_issue_example_parses_to_the_expected_model() {
         }],
         places: Default::default(),
         flow_sharing: None,
+        flow_table: Default::default(),
         bgp: None,
     };
     assert_eq!(valid(EXAMPLE), expected);

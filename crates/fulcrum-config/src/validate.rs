@@ -12,6 +12,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::error::{Position, Problem, quote};
 use crate::flow_sharing::RawFlowSharing;
+use crate::flow_table::RawFlowTable;
 use crate::model::{Api, Config, Protocol, XdpMode};
 use crate::place::{Places, ServicePlaces};
 
@@ -32,6 +33,7 @@ pub(crate) struct RawConfig {
     api: Option<RawApi>,
     services: Option<Vec<Spanned<RawService>>>,
     flow_sharing: Option<Spanned<RawFlowSharing>>,
+    flow_table: Option<Spanned<RawFlowTable>>,
     bgp: Option<Spanned<bgp::RawBgp>>,
 }
 
@@ -145,6 +147,7 @@ impl Checker<'_> {
         }
         let instance = self.instance(c.instance.as_ref());
         let flow_sharing = c.flow_sharing.as_ref().map(|f| self.flow_sharing(f));
+        let flow_table = self.flow_table(c.flow_table.as_ref());
         let bgp = match &c.bgp {
             None => Some(None),
             Some(raw) => self.bgp(raw, &services).map(Some),
@@ -160,6 +163,7 @@ impl Checker<'_> {
                 None => None,
                 Some(f) => Some(f?),
             },
+            flow_table: flow_table?,
             bgp: bgp?,
         })
     }

@@ -142,6 +142,7 @@ impl Owner {
             )
             .pin(fulcrum::pin::instance_dir(&config.instance))
             .share_flows(config.flow_sharing.is_some())
+            .flow_insert_budget(config.flow_table.insert_budget)
             .build()?;
         for iface in &config.interfaces {
             lb.attach(iface, mode)?;

@@ -43,10 +43,11 @@ impl Owner {
             || diff.interfaces_changed
             || diff.xdp_mode_changed
             || diff.api_changed
+            || diff.flow_table_changed
         {
             return Err(ControlError::Rejected(
-                "instance, interfaces, xdp_mode and api take effect at restart only; reload \
-                 refused"
+                "instance, interfaces, xdp_mode, api and flow_table take effect at restart \
+                 only; reload refused"
                     .into(),
             ));
         }

@@ -6,7 +6,7 @@ use fulcrum_common::{
 };
 
 use crate::{
-    flow::{Chosen, Family, Slot, pin},
+    flow::{Chosen, Family, Fresh, Slot, pin},
     maps::{BACKENDS, MAGLEV, SERVICES, SERVICES6},
     verdict::Verdict,
 };
@@ -49,17 +49,17 @@ pub fn service6(flow: &FlowKey6) -> Option<ServiceValue> {
     SERVICES6.get_ptr(key).map(|v| unsafe { *v })
 }
 
-/// A fresh Maglev choice for the flow, pinned (see [`pin`]).
+/// A fresh Maglev choice for the flow, kept as [`pin`] says.
 #[inline(always)]
 pub fn choose<F: Family>(
     flow: &F::Key,
-    syn: bool,
+    fresh: Fresh,
     service: &ServiceValue,
     slot: &Slot<F>,
     reason: Counter,
 ) -> Result<Chosen, Verdict> {
     let (chosen, entry) = maglev::<F>(flow, service, reason)?;
-    pin::<F>(flow, syn, entry, slot);
+    pin::<F>(flow, fresh, entry, slot);
     Ok(chosen)
 }
 

@@ -6,18 +6,20 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::bpf_map_lookup_percpu_elem,
+    helpers::{bpf_ktime_get_ns, bpf_map_lookup_percpu_elem},
     maps::{LruHashMap, PerCpuArray},
 };
 use fulcrum_common::{
-    BackendValue, CachedFlowOf, Counter, DEFAULT_FLOW_CACHE, FLOW_FAMILY_IPV4, FLOW_FAMILY_IPV6,
-    FLOW_TOUCH_EVERY, FlowKey, FlowKey6, FlowValue, ServiceValue, VipInfo, flow_cache_index,
-    flow_cache_index6, flow_hash, flow_hash6,
+    BackendValue, CachedFlowOf, Counter, DEFAULT_FLOW_CACHE, DEFAULT_FLOW_INSERT_BUDGET,
+    FLOW_FAMILY_IPV4, FLOW_FAMILY_IPV6, FLOW_TOUCH_EVERY, FlowKey, FlowKey6, FlowValue,
+    ServiceValue, VipInfo, flow_cache_index, flow_cache_index6, flow_hash, flow_hash6,
 };
 
 use crate::{
     choose, flow_events,
-    maps::{BACKENDS, FLOW_CACHE, FLOW_CACHE6, FLOW_EPOCH, FLOWS, FLOWS6, VIPS, VIPS6},
+    maps::{
+        BACKENDS, FLOW_CACHE, FLOW_CACHE6, FLOW_EPOCH, FLOW_INSERTS, FLOWS, FLOWS6, VIPS, VIPS6,
+    },
 };
 
 /// Flow cache entries − 1; the loader overwrites it before verification.
@@ -27,6 +29,11 @@ static FLOW_CACHE_MASK: u32 = DEFAULT_FLOW_CACHE - 1;
 /// Possible CPUs; the loader overwrites it before verification.
 #[unsafe(no_mangle)]
 static CPUS: u32 = 1;
+
+/// Flows each CPU may insert into the shared flow table per second; the loader
+/// overwrites it before verification.
+#[unsafe(no_mangle)]
+static FLOW_INSERT_BUDGET: u32 = DEFAULT_FLOW_INSERT_BUDGET;
 
 /// An address family: its flow key and the maps that hold its flows and services.
 pub trait Family {
@@ -259,10 +266,11 @@ pub fn pinned<F: Family>(flow: &F::Key, slot: &Slot<F>) -> Pinned {
             && let Pinned::Hit(chosen) = validate(&c.value)
         {
             if c.pending != 0 {
-                // The handshake goes on: the flow earns its place in the shared table.
-                let _ = F::flows().insert(flow, c.value, 0);
-                flow_events::written::<F>(flow, c.value);
-                c.pending = 0;
+                // A further packet: the flow earns its place in the shared table (over
+                // budget, it keeps waiting here).
+                if admit::<F>(flow, c.value) {
+                    c.pending = 0;
+                }
             } else {
                 c.hits = c.hits.wrapping_add(1);
                 if c.hits & (FLOW_TOUCH_EVERY - 1) == 0 {
@@ -284,12 +292,13 @@ pub fn pinned<F: Family>(flow: &F::Key, slot: &Slot<F>) -> Pinned {
     found
 }
 
-/// Most CPUs whose caches a handshake ACK looks through; lookups past the last CPU fail.
+/// Most CPUs whose caches a further packet looks through; lookups past the last CPU fail.
 const MAX_CPUS: u32 = 512;
 
-/// The SYN's choice for this flow, waiting in another CPU's cache: a handshake ACK that
-/// lands on another CPU than its SYN (RPS, a migrating client) must not be chosen anew,
-/// since the backend set may have changed since the SYN. Runs only on a TCP miss.
+/// The choice for this flow waiting in another CPU's cache (a SYN's, or an unproven
+/// first packet's): a further packet that lands on another CPU (RPS, a migrating client)
+/// must not be chosen anew, since the backend set may have changed meanwhile. Runs on a
+/// miss; the flow is proven and pinned, within this CPU's budget.
 #[inline(always)]
 pub fn pending_elsewhere<F: Family>(flow: &F::Key, slot: &Slot<F>) -> Option<Chosen> {
     let now = read_epoch(slot.epoch);
@@ -320,10 +329,9 @@ pub fn pending_elsewhere<F: Family>(flow: &F::Key, slot: &Slot<F>) -> Option<Cho
             let Pinned::Hit(chosen) = validate(&value) else {
                 return None;
             };
-            let _ = F::flows().insert(flow, value, 0);
-            flow_events::written::<F>(flow, value);
+            let pending = u16::from(!admit::<F>(flow, value));
             if let Some(c) = slot.cache {
-                store::<F>(c, flow, value, 0, now);
+                store::<F>(c, flow, value, pending, now);
             }
             return Some(chosen);
         }
@@ -351,21 +359,82 @@ unsafe fn read_flow(v: *const FlowValue) -> FlowValue {
     unsafe { core::mem::transmute::<u64, FlowValue>(core::ptr::read_volatile(v.cast::<u64>())) }
 }
 
-/// Pins a fresh choice: in this CPU's cache, and in the flow table unless it is a SYN's
-/// for a 5-tuple the table does not hold (see `CachedFlow`).
+/// How a fresh choice came about, which decides where it is kept.
+#[derive(Clone, Copy)]
+pub enum Fresh {
+    /// A SYN: it takes its 5-tuple over (see [`take_over`]).
+    Syn,
+    /// Another first packet of a 5-tuple the table does not hold: unproven, it waits in
+    /// this CPU's cache for a further packet (a spoofed flood never reaches the table).
+    Miss,
+    /// The table's entry names a backend no longer there: rewritten in place.
+    Stale,
+}
+
+/// Keeps a fresh choice: in this CPU's cache, and in the flow table only where the
+/// table already holds the 5-tuple (see `CachedFlow`); otherwise it is pending.
 #[inline(always)]
-pub fn pin<F: Family>(flow: &F::Key, syn: bool, entry: FlowValue, slot: &Slot<F>) {
-    let (pending, now) = if syn {
-        take_over::<F>(flow, entry, slot.epoch)
-    } else {
-        // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next packet.
-        let _ = F::flows().insert(flow, entry, 0);
-        flow_events::written::<F>(flow, entry);
-        (0, read_epoch(slot.epoch))
+pub fn pin<F: Family>(flow: &F::Key, fresh: Fresh, entry: FlowValue, slot: &Slot<F>) {
+    let (pending, now) = match fresh {
+        Fresh::Syn => take_over::<F>(flow, entry, slot.epoch),
+        Fresh::Stale => (
+            u16::from(!rewrite::<F>(flow, entry)),
+            read_epoch(slot.epoch),
+        ),
+        Fresh::Miss => (1, read_epoch(slot.epoch)),
     };
     if let Some(c) = slot.cache {
         store::<F>(c, flow, entry, pending, now);
     }
+}
+
+/// Inserts a proven flow into the shared table if this CPU's budget for the current
+/// second allows; counts it either way. A full LRU evicts its oldest flow, which is why
+/// inserts are bounded; a failed insert only costs a re-hash next packet.
+#[inline(always)]
+fn admit<F: Family>(flow: &F::Key, value: FlowValue) -> bool {
+    let Some(b) = FLOW_INSERTS.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a plain read of a global the loader sets before verification.
+    let budget = u64::from(unsafe { core::ptr::read_volatile(&FLOW_INSERT_BUDGET) });
+    // SAFETY: a helper without arguments.
+    let second = unsafe { bpf_ktime_get_ns() } / 1_000_000_000;
+    // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+    unsafe {
+        if (*b).second != second {
+            (*b).second = second;
+            (*b).this_second = 0;
+        }
+        if (*b).this_second >= budget {
+            (*b).over_budget += 1;
+            return false;
+        }
+        (*b).this_second += 1;
+        (*b).pinned += 1;
+    }
+    let _ = F::flows().insert(flow, value, 0);
+    flow_events::written::<F>(flow, value);
+    true
+}
+
+/// Rewrites the table's entry for the 5-tuple in place, if it holds one: an update that
+/// allocates nothing, so it evicts nothing. Returns whether it did.
+#[inline(always)]
+fn rewrite<F: Family>(flow: &F::Key, entry: FlowValue) -> bool {
+    let Some(old) = F::flows().get_ptr_mut(flow) else {
+        return false;
+    };
+    // SAFETY: an entry of the flow table; one aligned 8-byte store, so a reader sees the
+    // old value or the new one (see read_flow).
+    unsafe {
+        if read_flow(old) != entry {
+            let bits = core::mem::transmute::<FlowValue, u64>(entry);
+            core::ptr::write_volatile(old.cast::<u64>(), bits);
+            flow_events::written::<F>(flow, entry);
+        }
+    }
+    true
 }
 
 /// A SYN takes its 5-tuple over from any older connection on it: an entry the flow table
@@ -376,21 +445,7 @@ pub fn pin<F: Family>(flow: &F::Key, syn: bool, entry: FlowValue, slot: &Slot<F>
 /// under.
 #[inline(always)]
 fn take_over<F: Family>(flow: &F::Key, entry: FlowValue, epoch: Option<*mut u64>) -> (u16, u32) {
-    let pending = match F::flows().get_ptr_mut(flow) {
-        Some(old) => {
-            // SAFETY: an entry of the flow table; one aligned 8-byte store, so a reader
-            // sees the old value or the new one (see read_flow).
-            unsafe {
-                if read_flow(old) != entry {
-                    let bits = core::mem::transmute::<FlowValue, u64>(entry);
-                    core::ptr::write_volatile(old.cast::<u64>(), bits);
-                    flow_events::written::<F>(flow, entry);
-                }
-            }
-            0
-        }
-        None => 1,
-    };
+    let pending = u16::from(!rewrite::<F>(flow, entry));
     if let Some(e) = epoch {
         // SAFETY: an array element shared by all CPUs, only ever changed atomically.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(e, 1) };

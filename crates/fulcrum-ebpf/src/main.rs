@@ -34,12 +34,10 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use fulcrum_common::{
-    Counter, IPPROTO_TCP, IPPROTO_UDP, VipInfo, vip_filter_bucket, vip_filter_bucket6,
-};
+use fulcrum_common::{Counter, IPPROTO_UDP, VipInfo, vip_filter_bucket, vip_filter_bucket6};
 use fulcrum_ebpf::header::{ETH_P_IP, ETH_P_IPV6, Ipv4, Ipv6, frame_len, ptr_at};
 
-use flow::{Chosen, Family, Pinned, Slot, V4, V6};
+use flow::{Chosen, Family, Fresh, Pinned, Slot, V4, V6};
 use maps::VIP_FILTER;
 use parse::{L2, L4, Packet};
 use verdict::Verdict;
@@ -132,29 +130,29 @@ fn balance_ip<F: icmp::IcmpFamily>(
     let slot = Slot::<F>::of(flow);
     let proto = F::proto(flow);
     // Established flows: this CPU's cache, else the flow table; no service lookup.
-    let mut reason = if pkt.syn {
-        Counter::FlowNewSyn
+    let (mut fresh, mut reason) = if pkt.syn {
+        (Fresh::Syn, Counter::FlowNewSyn)
     } else if proto == IPPROTO_UDP {
-        Counter::FlowNewUdp
+        (Fresh::Miss, Counter::FlowNewUdp)
     } else {
-        Counter::FlowMissNonSyn
+        (Fresh::Miss, Counter::FlowMissNonSyn)
     };
     if !pkt.syn {
         match flow::pinned::<F>(flow, &slot) {
             Pinned::Hit(chosen) => return forward::<F>(ctx, &pkt, chosen),
-            Pinned::Stale => reason = Counter::FlowStale,
-            Pinned::Miss if proto == IPPROTO_TCP => {
+            Pinned::Stale => (fresh, reason) = (Fresh::Stale, Counter::FlowStale),
+            // Unproven on this CPU: maybe proven by this packet on another.
+            Pinned::Miss => {
                 if let Some(chosen) = flow::pending_elsewhere::<F>(flow, &slot) {
                     return forward::<F>(ctx, &pkt, chosen);
                 }
             }
-            Pinned::Miss => {}
         }
     }
     let Some(service) = F::service(flow) else {
         return confirm_vip::<F>(dst, Verdict::Pass(Counter::PassNoService));
     };
-    match choose::choose::<F>(flow, pkt.syn, &service, &slot, reason) {
+    match choose::choose::<F>(flow, fresh, &service, &slot, reason) {
         Ok(chosen) => forward::<F>(ctx, &pkt, chosen),
         Err(v) => v,
     }

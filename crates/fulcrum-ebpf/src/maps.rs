@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use fulcrum_common::{
-    BackendRecord, BackendValue, CachedFlow, CachedFlow6, FlowEventCounters, FlowKey, FlowKey6,
-    FlowValue, GlobalCounters, Layout, ServiceKey, ServiceKey6, ServiceRecord, ServiceValue,
-    TrafficCounters, VIP_FILTER_SIZE, VipInfo, probe::ProbeCounters,
+    BackendRecord, BackendValue, CachedFlow, CachedFlow6, FlowEventCounters, FlowInserts, FlowKey,
+    FlowKey6, FlowValue, GlobalCounters, Layout, ServiceKey, ServiceKey6, ServiceRecord,
+    ServiceValue, TrafficCounters, VIP_FILTER_SIZE, VipInfo, probe::ProbeCounters,
 };
 
 /// Written by user space when a service is added or removed; read per packet: a zero
@@ -78,6 +78,11 @@ pub static FLOW_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// Written here with each [`FLOW_EVENTS`] entry, or its loss; summed by user space.
 #[map]
 pub static FLOW_EVENT_STATS: PerCpuArray<FlowEventCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written here when a proven flow is inserted into [`FLOWS`] or refused by the budget;
+/// user space sums its counters.
+#[map]
+pub static FLOW_INSERTS: PerCpuArray<FlowInserts> = PerCpuArray::with_max_entries(1, 0);
 
 /// Written by user space when it attaches to an interface; read to redirect.
 #[map]

@@ -267,6 +267,8 @@ fn state_pinned_before_flow_sharing_is_adopted_with_sharing_on() {
     assert!(lb.adopted());
     let mut events = lb.flow_events().expect("the event ring");
     assert_eq!(forwarded_to(&lb, 40100, false), n, "the flow is kept");
+    // A flow without a SYN is pinned, and reported, by its second packet.
+    forwarded_to(&lb, 40101, false);
     forwarded_to(&lb, 40101, false);
     let mut got = Vec::new();
     events.drain(&mut got);

@@ -17,7 +17,10 @@
 //! - flow sharing is on, and a frame yields at most one flow event, only when forwarded
 //!   (or found too big after its flow was pinned), naming its 5-tuple and the backend it
 //!   went to; an ICMP error only promotes its flow's pending pin: nothing malformed
-//!   reaches the peers.
+//!   reaches the peers;
+//! - a flow enters the shared table (is pinned, counted, shared) only once proven: never
+//!   by its first packet (unless that packet rewrites an entry the table holds), always
+//!   by the further packet that finds its pending choice.
 //!
 //! `FUZZ_SEED` replays a run (the seed is printed), `FUZZ_FRAMES` sets how many frames
 //! (default a million), `FUZZ_SECONDS` bounds the time. A failure prints the seed, the
@@ -53,8 +56,14 @@ const DEFAULT_FRAMES: u64 = 1_000_000;
 
 const ACTIONS: [Counter; 4] = [Counter::Tx, Counter::Redirect, Counter::Pass, Counter::Drop];
 
-/// Counters of the flow event ring, checked through the events themselves.
-const SHARING: [Counter; 2] = [Counter::FlowEventsEmitted, Counter::FlowEventsLost];
+/// Counters of the flow event ring, checked through the events themselves, and of the
+/// flow table's inserts, checked against them.
+const SHARING: [Counter; 4] = [
+    Counter::FlowEventsEmitted,
+    Counter::FlowEventsLost,
+    Counter::FlowPinned,
+    Counter::FlowPinOverBudget,
+];
 
 fn env_u64(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
@@ -72,8 +81,11 @@ struct Fuzz {
     stats: GlobalStats,
     /// The backend each forwarded 5-tuple went to.
     seen: HashMap<Tuple, u8>,
-    /// 5-tuples an oversize SYN pinned, to a backend no output named.
+    /// 5-tuples an oversize first packet chose, to a backend no output named.
     pinned_unseen: HashSet<Tuple>,
+    /// 5-tuples shared, so in the flow table as far as the run knows (the LRU may still
+    /// drop them: their next first-packet miss takes them out).
+    in_table: HashSet<Tuple>,
     /// The outer fields each tunnelled 5-tuple took from its hash.
     hashed: HashMap<Tuple, Hashed>,
     /// Frames per expected reason, to show what the run covered.
@@ -84,7 +96,13 @@ struct Fuzz {
 
 impl Fuzz {
     fn new(seed: u64) -> Self {
-        let mut f = Fixture::with_builder(|b| b.share_flows(true).max_services(16));
+        // No insert budget to speak of: the fixtures show the budget, this run the rule
+        // that every proven flow is pinned.
+        let mut f = Fixture::with_builder(|b| {
+            b.share_flows(true)
+                .max_services(16)
+                .flow_insert_budget(u32::MAX)
+        });
         tunnel::prepare(&f, SERVICES, LINK_MTU);
         let events = f.lb.flow_events().expect("take the flow event ring");
         for svc in SERVICES {
@@ -117,6 +135,7 @@ impl Fuzz {
             seen: HashMap::new(),
             hashed: HashMap::new(),
             pinned_unseen: HashSet::new(),
+            in_table: HashSet::new(),
             covered: BTreeMap::new(),
             events,
             drained: Vec::new(),
@@ -234,6 +253,16 @@ impl Fuzz {
                 shared.len()
             ));
         }
+        let pinned = delta.get(Counter::FlowPinned);
+        if delta.get(Counter::FlowPinOverBudget) != 0 {
+            fail("over an unbounded budget".into());
+        }
+        if pinned > 1 || (pinned == 1 && shared.len() != 1) {
+            fail(format!(
+                "{pinned} flows pinned, {} shared: every insert is shared",
+                shared.len()
+            ));
+        }
         if actions.len() != 1 || actions[0].1 != 1 || reasons.len() != 1 || reasons[0].1 != 1 {
             fail("not counted exactly once per action and once per reason".into());
         }
@@ -284,6 +313,7 @@ impl Fuzz {
                         ));
                     }
                     self.seen.insert(*tuple, n);
+                    self.in_table.insert(*tuple);
                 }
             }
             Expected::Oversize {
@@ -291,7 +321,7 @@ impl Fuzz {
                 tuple,
                 answer,
                 icmp,
-                syn,
+                syn: _,
             } => {
                 match answer {
                     Some(want) => {
@@ -323,7 +353,8 @@ impl Fuzz {
                     if self.seen.insert(*tuple, n).is_some_and(|b| b != n) {
                         fail(format!("5-tuple pinned to {n}, earlier to another"));
                     }
-                } else if *syn && !self.seen.contains_key(tuple) {
+                    self.in_table.insert(*tuple);
+                } else if !*icmp && !self.seen.contains_key(tuple) {
                     // Cached, pending the flow's next packet: no event yet.
                     self.pinned_unseen.insert(*tuple);
                 }
@@ -372,6 +403,31 @@ impl Fuzz {
                         before.is_some()
                     ));
                 }
+                // Unproven: a first packet (a miss) waits in the cache and pins nothing;
+                // a SYN may only rewrite an entry the table holds.
+                let first = *syn || reason == fresh;
+                if first && pinned != 0 {
+                    fail("a flow's first packet inserted it into the flow table".into());
+                }
+                if reason == fresh {
+                    if !shared.is_empty() {
+                        fail(format!("an unproven flow was shared: {shared:?}"));
+                    }
+                    self.in_table.remove(tuple);
+                } else if *syn {
+                    if !shared.is_empty() && !self.in_table.contains(tuple) {
+                        fail(format!(
+                            "a SYN shared a flow the table did not hold: {shared:?}"
+                        ));
+                    }
+                } else if !self.in_table.contains(tuple) {
+                    // The further packet that finds the pending choice proves the flow.
+                    if pinned != 1 {
+                        fail("a proven flow was not pinned".into());
+                    }
+                    self.in_table.insert(*tuple);
+                    *self.covered.entry("proven").or_default() += 1;
+                }
             }
         }
         *self.covered.entry(reason.label()).or_default() += 1;
@@ -415,6 +471,10 @@ fn every_frame_follows_the_documented_rules() {
     assert!(
         fuzz.covered.get("shared").is_some_and(|n| *n > 0),
         "no forwarded flow was shared"
+    );
+    assert!(
+        fuzz.covered.get("proven").is_some_and(|n| *n > 0),
+        "no flow was proven by a further packet"
     );
     assert!(
         fuzz.covered.contains_key("vlan_retagged"),

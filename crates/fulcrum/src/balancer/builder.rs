@@ -11,8 +11,8 @@ use aya::{
     programs::Xdp,
 };
 use fulcrum_common::{
-    CPUS_GLOBAL, DEFAULT_FLOW_CACHE, FLOW_CACHE_MASK_GLOBAL, Layout, RING_SIZE_GLOBAL,
-    SHARE_FLOWS_GLOBAL, maps, probe, programs,
+    CPUS_GLOBAL, DEFAULT_FLOW_CACHE, DEFAULT_FLOW_INSERT_BUDGET, FLOW_CACHE_MASK_GLOBAL,
+    FLOW_INSERT_BUDGET_GLOBAL, Layout, RING_SIZE_GLOBAL, SHARE_FLOWS_GLOBAL, maps, probe, programs,
 };
 
 use super::{Balancer, Maps, OBJECT, flow_events, pinning};
@@ -33,6 +33,7 @@ pub struct BalancerBuilder {
     pub(super) flow_cache: u32,
     pub(super) pin: Option<PathBuf>,
     pub(super) share_flows: bool,
+    pub(super) insert_budget: u32,
 }
 
 impl Default for BalancerBuilder {
@@ -45,6 +46,7 @@ impl Default for BalancerBuilder {
             flow_cache: DEFAULT_FLOW_CACHE,
             pin: None,
             share_flows: false,
+            insert_budget: DEFAULT_FLOW_INSERT_BUDGET,
         }
     }
 }
@@ -99,6 +101,16 @@ impl BalancerBuilder {
         self
     }
 
+    /// Flows each CPU may insert into the shared flow table per second (at least 1;
+    /// [`DEFAULT_FLOW_INSERT_BUDGET`] by default). A flow is inserted once it proves itself
+    /// with a second packet; over budget it is forwarded by Maglev and pinned by a later
+    /// packet, so a flood cannot churn established flows out of a full table faster.
+    /// Not pinned state: a restarted process sets its own.
+    pub fn flow_insert_budget(mut self, per_second: u32) -> Self {
+        self.insert_budget = per_second;
+        self
+    }
+
     /// Loads and verifies the program and creates its maps (or opens the pinned ones);
     /// nothing is attached yet.
     pub fn build(mut self) -> Result<Balancer, BalancerError> {
@@ -140,6 +152,12 @@ impl BalancerBuilder {
                 });
             }
         }
+        if self.insert_budget == 0 {
+            return Err(BalancerError::Limit {
+                what: "flow insert budget",
+                why: "0 would never pin a flow".into(),
+            });
+        }
         if !self.flow_cache.is_power_of_two() {
             return Err(BalancerError::Limit {
                 what: "flow cache",
@@ -169,6 +187,7 @@ impl BalancerBuilder {
             .override_global(FLOW_CACHE_MASK_GLOBAL, &cache_mask, true)
             .override_global(CPUS_GLOBAL, &cpus, true)
             .override_global(SHARE_FLOWS_GLOBAL, &share_flows, true)
+            .override_global(FLOW_INSERT_BUDGET_GLOBAL, &self.insert_budget, true)
             .map_max_entries(maps::FLOW_EVENTS, event_ring)
             .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
             .map_max_entries(maps::FLOW_CACHE6, self.flow_cache)

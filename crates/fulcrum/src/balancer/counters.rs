@@ -2,7 +2,8 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use fulcrum_common::{
-    COUNTERS, Counter, FlowEventCounters, GlobalCounters, PACKET_COUNTERS, TrafficCounters, maps,
+    COUNTERS, Counter, FlowEventCounters, FlowInserts, GlobalCounters, PACKET_COUNTERS,
+    TrafficCounters, maps,
 };
 
 use super::{Balancer, builder::wrong_type};
@@ -27,6 +28,9 @@ impl Balancer {
         counts[..PACKET_COUNTERS].copy_from_slice(&total.counts);
         counts[Counter::FlowEventsEmitted as usize] = events.emitted;
         counts[Counter::FlowEventsLost as usize] = events.lost;
+        let inserts = self.flow_inserts()?;
+        counts[Counter::FlowPinned as usize] = inserts.pinned;
+        counts[Counter::FlowPinOverBudget as usize] = inserts.over_budget;
         Ok(GlobalStats(counts))
     }
 
@@ -41,6 +45,21 @@ impl Balancer {
             .fold(FlowEventCounters::default(), |t, c| FlowEventCounters {
                 emitted: t.emitted + c.emitted,
                 lost: t.lost + c.lost,
+            }))
+    }
+
+    fn flow_inserts(&self) -> Result<FlowInserts, BalancerError> {
+        let name = maps::FLOW_INSERTS;
+        let map = self.ebpf.map(name).ok_or_else(|| wrong_type(name))?;
+        let array: PerCpuArray<&MapData, FlowInserts> =
+            PerCpuArray::try_from(map).map_err(BalancerError::map(name, "open"))?;
+        let values = array.get(&0, 0).map_err(BalancerError::map(name, "read"))?;
+        Ok(values
+            .iter()
+            .fold(FlowInserts::default(), |t, c| FlowInserts {
+                pinned: t.pinned + c.pinned,
+                over_budget: t.over_budget + c.over_budget,
+                ..t
             }))
     }
 }
