@@ -47,7 +47,7 @@ const IDLE: usize = 24;
 const ACTIVE: usize = 8;
 /// Small enough that the flood's inserts would evict every idle flow many times over.
 const MAX_FLOWS: u32 = 1024;
-/// Generator threads, one pinned per CPU (the machines have 2).
+/// Generator threads at most, one pinned per CPU (the machines have 2).
 const GEN_THREADS: usize = 2;
 const FRAME_LEN: usize = 64;
 /// The spoofed sources: 198.18.0.0/16 (benchmarking range, routed nowhere in the lab).
@@ -294,7 +294,8 @@ fn run_lab() -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let (idle, active) = conns.split_at_mut(IDLE);
     let gen_results = thread::scope(|s| {
-        let gens: Vec<_> = (0..GEN_THREADS)
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        let gens: Vec<_> = (0..GEN_THREADS.min(cpus))
             .map(|cpu| {
                 let (stop, switch) = (&stop, &switch);
                 s.spawn(move || generate(program, switch, cpu, stop))
