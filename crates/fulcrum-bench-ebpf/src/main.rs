@@ -138,6 +138,93 @@ pub fn bench_count(ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// Frame kinds of the flood generator: a SYN, an ACK (TCP) and a UDP datagram.
+const FLOOD_KINDS: u32 = 3;
+/// Offset of the IPv4 header checksum.
+const FLOOD_IP_CSUM_OFFSET: usize = 14 + 10;
+/// Offset of the low 16 bits of the IPv4 source address.
+const FLOOD_SADDR_LO_OFFSET: usize = 14 + 14;
+
+/// One frame kind of the flood generator (same layout as in the flood lab): its source
+/// address ends in 0.0 and its source port is 0, checksums computed so.
+#[repr(C)]
+pub struct FloodTemplate {
+    /// The frame, as 8-byte words.
+    pub frame: [u64; GEN_FRAME_LEN / 8],
+    /// 1 for TCP (its checksum covers the changed address and port), 0 for UDP (checksum 0).
+    pub tcp: u32,
+    /// 0 sends nothing: a kind user space has not written.
+    pub enabled: u32,
+}
+
+/// The flood's frame kinds, indexed by kind, written by user space.
+#[map]
+static FLOOD_TEMPLATE: Array<FloodTemplate> = Array::with_max_entries(FLOOD_KINDS, 0);
+
+/// Frames each CPU has generated in the flood.
+#[map]
+static FLOOD_SENT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Folds a one's-complement sum into 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// The spoofed-flood generator, run like `bench_gen` with live frames: every frame is a
+/// new flow from a new source (address low 16 bits and port from a per-CPU sequence,
+/// the CPU in the top bits), cycling SYN, ACK and UDP.
+#[xdp]
+pub fn bench_flood(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + GEN_FRAME_LEN > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(sent) = FLOOD_SENT.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map; nothing else writes it during this run.
+    let seq = unsafe {
+        let seq = *sent;
+        *sent = seq.wrapping_add(1);
+        seq
+    };
+    let Some(template) = FLOOD_TEMPLATE.get(seq % FLOOD_KINDS) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    if template.enabled == 0 {
+        return xdp_action::XDP_DROP;
+    }
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    // 2^24 flows per CPU before a source repeats.
+    let n = (cpu << 24) | (seq & 0x00ff_ffff);
+    let addr_lo = (n >> 16) as u16;
+    let port = n as u16;
+    // SAFETY: the frame holds GEN_FRAME_LEN bytes (checked above) and starts at an
+    // 8-byte aligned offset (XDP headroom) of its page.
+    unsafe {
+        let words = start as *mut u64;
+        for (i, word) in template.frame.iter().enumerate() {
+            core::ptr::write_volatile(words.add(i), *word);
+        }
+        // The template's address ends in 0.0 and its port is 0: the updates only add.
+        let ip = (start + FLOOD_IP_CSUM_OFFSET) as *mut [u8; 2];
+        let old = u16::from_be_bytes(*ip);
+        *ip = (!fold(u32::from(!old) + u32::from(addr_lo))).to_be_bytes();
+        *((start + FLOOD_SADDR_LO_OFFSET) as *mut [u8; 2]) = addr_lo.to_be_bytes();
+        if template.tcp != 0 {
+            let l4 = (start + GEN_TCP_CSUM_OFFSET) as *mut [u8; 2];
+            let old = u16::from_be_bytes(*l4);
+            let sum = u32::from(!old) + u32::from(addr_lo) + u32::from(port);
+            *l4 = (!fold(sum)).to_be_bytes();
+        }
+        *((start + GEN_SPORT_OFFSET) as *mut [u8; 2]) = port.to_be_bytes();
+    }
+    xdp_action::XDP_TX
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

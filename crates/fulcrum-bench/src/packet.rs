@@ -75,6 +75,9 @@ struct Case {
     /// The target, as the most the case's net cost may be in MAC-swap calls of the same
     /// rounds: a ratio holds on a machine that runs everything twice as slowly this week.
     target: Option<f64>,
+    /// The flood target, as the most the case's net cost may be in net costs of a new SYN
+    /// every packet of the same rounds (the path a flood of spoofed SYNs takes).
+    per_syn: Option<f64>,
     program: Which,
     frames: Frames,
 }
@@ -94,6 +97,33 @@ enum Frames {
     /// The first ACK of a flow whose SYN was just sent (untimed): where a new flow is
     /// pinned in the shared flow table.
     FirstAck { next: u32 },
+    /// A packet of an unknown flow from a source never seen before on every call: a
+    /// flood of spoofed ACKs, UDP, or both with SYNs.
+    Flood { kind: Flood, next: u32 },
+}
+
+/// What a spoofed flood sends.
+#[derive(Clone, Copy)]
+enum Flood {
+    Ack,
+    Udp,
+    /// SYN, ACK and UDP in turn.
+    Mix,
+}
+
+/// Packet `n` of a `kind` flood: each from a new spoofed source.
+fn flood_frame(kind: Flood, n: u32) -> Vec<u8> {
+    let kind = match kind {
+        Flood::Mix => n % 3,
+        Flood::Ack => 1,
+        Flood::Udp => 2,
+    };
+    let tcp = FrameBuilder::tcp(client(n), SocketAddrV4::new(VIP, 80));
+    match kind {
+        0 => tcp.syn().build(),
+        1 => tcp.build(),
+        _ => FrameBuilder::udp(client(n), SocketAddrV4::new(VIP, 53)).build(),
+    }
 }
 
 /// Runs the suite.
@@ -136,60 +166,100 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
         Case {
             name: "XDP_PASS",
             target: None,
+            per_syn: None,
             program: Which::Pass,
             frames: Frames::Fixed(vec![est.clone()]),
         },
         Case {
             name: "MAC-swap XDP_TX",
             target: None,
+            per_syn: None,
             program: Which::MacSwap,
             frames: Frames::Fixed(vec![est.clone()]),
         },
         Case {
             name: "TCP established (flow hit)",
             target: Some(1.0),
+            per_syn: None,
             program: Which::Balancer,
             frames: Frames::Fixed(vec![est]),
         },
         Case {
             name: "TCP SYN to a VIP",
             target: Some(3.0),
+            per_syn: None,
             program: Which::Balancer,
             frames: Frames::Fixed(vec![syn]),
         },
         Case {
             name: "UDP to a VIP (flow hit)",
             target: Some(1.0),
+            per_syn: None,
             program: Which::Balancer,
             frames: Frames::Fixed(vec![udp]),
         },
         Case {
             name: "new flow every packet (SYN)",
             target: Some(10.0),
+            per_syn: None,
             program: Which::Balancer,
             frames: Frames::Fresh { next: 1 << 20 },
         },
         Case {
             name: "first ACK of each new flow",
             target: None,
+            per_syn: None,
             program: Which::Balancer,
             frames: Frames::FirstAck { next: 1 << 22 },
         },
         Case {
+            name: "new ACK every packet (spoofed)",
+            target: None,
+            per_syn: Some(2.0),
+            program: Which::Balancer,
+            frames: Frames::Flood {
+                kind: Flood::Ack,
+                next: 1 << 23,
+            },
+        },
+        Case {
+            name: "new UDP flow every packet (spoofed)",
+            target: None,
+            per_syn: Some(2.0),
+            program: Which::Balancer,
+            frames: Frames::Flood {
+                kind: Flood::Udp,
+                next: 1 << 24,
+            },
+        },
+        Case {
+            name: "flood mix: 1/3 each SYN, ACK, UDP",
+            target: None,
+            per_syn: Some(2.0),
+            program: Which::Balancer,
+            frames: Frames::Flood {
+                kind: Flood::Mix,
+                next: 1 << 25,
+            },
+        },
+        Case {
             name: "no VIP (pass)",
             target: Some(0.25),
+            per_syn: None,
             program: Which::Balancer,
             frames: Frames::Fixed(vec![other]),
         },
         Case {
             name: "VLAN-tagged established",
             target: Some(1.0),
+            per_syn: None,
             program: Which::Balancer,
             frames: Frames::Fixed(vec![vlan]),
         },
         Case {
             name: "IPv6 TCP established (flow hit)",
             target: Some(1.0),
+            per_syn: None,
             program: Which::Balancer,
             frames: Frames::Fixed(vec![est6]),
         },
@@ -227,6 +297,15 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
                     }
                     total as f64 / CALLS as f64
                 }
+                Frames::Flood { kind, next } => {
+                    let mut total = 0u128;
+                    for _ in 0..CALLS {
+                        let frame = flood_frame(*kind, *next);
+                        *next += 1;
+                        total += run_frame(program, &frame, ingress)?.duration.as_nanos();
+                    }
+                    total as f64 / CALLS as f64
+                }
             };
             // Round 0 warms caches and the flow table; it is not reported.
             if round > 0 {
@@ -238,6 +317,16 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
     let stats: Vec<(f64, f64)> = means.iter_mut().map(|m| median_spread(m)).collect();
     let (pass, _) = stats[0];
     let (macswap, _) = stats[1];
+    let syn_net = cases
+        .iter()
+        .position(|c| matches!(c.frames, Frames::Fresh { .. }))
+        .map(|i| stats[i].0 - pass)
+        .unwrap_or(f64::NAN);
+    let known_syn_net = cases
+        .iter()
+        .position(|c| c.name == "TCP SYN to a VIP")
+        .map(|i| stats[i].0 - pass)
+        .unwrap_or(f64::NAN);
     let mut figures = Vec::new();
     for (case, (median, spread)) in cases.iter().zip(&stats) {
         let net = median - pass;
@@ -257,6 +346,17 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
                 Figure::new("packet", format!("{} net", case.name), net, "ns")
                     .against("MAC-swap net", macswap - pass)
                     .note("case − XDP_PASS of the same rounds"),
+            );
+        }
+        if let Some(ratio) = case.per_syn {
+            figures.push(
+                Figure::new("packet", format!("{} vs SYN", case.name), net, "ns")
+                    .against("new-SYN net", syn_net)
+                    .target(format!("net <= {ratio}x new SYN"), net <= ratio * syn_net)
+                    .note(format!(
+                        "both net of XDP_PASS, same rounds; {:.2}x a SYN of a known flow",
+                        net / known_syn_net
+                    )),
             );
         }
     }
