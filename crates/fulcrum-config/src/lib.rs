@@ -26,6 +26,7 @@ mod error;
 mod flow_sharing;
 mod model;
 mod place;
+mod top_talkers;
 mod validate;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use model::{
     TunnelSource, XdpMode,
 };
 pub use place::Places;
+pub use top_talkers::TopTalkers;
 
 /// Reads and checks the configuration file at `path`; problems name the file as given. A
 /// file that is not UTF-8 is a [`Problem`] with its position, like any other, so that start

@@ -9,6 +9,7 @@ mod forwarding;
 mod health;
 mod problems;
 mod services;
+mod top_talkers;
 
 /// The example of issue 4, which must be accepted as written.
 const EXAMPLE: &str = "\
@@ -129,6 +130,7 @@ fn the_issue_example_parses_to_the_expected_model() {
         places: Default::default(),
         flow_sharing: None,
         bgp: None,
+        top_talkers: Default::default(),
     };
     assert_eq!(valid(EXAMPLE), expected);
 }

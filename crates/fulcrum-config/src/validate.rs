@@ -33,6 +33,7 @@ pub(crate) struct RawConfig {
     services: Option<Vec<Spanned<RawService>>>,
     flow_sharing: Option<Spanned<RawFlowSharing>>,
     bgp: Option<Spanned<bgp::RawBgp>>,
+    top_talkers: Option<Spanned<crate::top_talkers::RawTopTalkers>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -145,6 +146,10 @@ impl Checker<'_> {
         }
         let instance = self.instance(c.instance.as_ref());
         let flow_sharing = c.flow_sharing.as_ref().map(|f| self.flow_sharing(f));
+        let top_talkers = match &c.top_talkers {
+            None => Some(Default::default()),
+            Some(raw) => self.top_talkers(raw),
+        };
         let bgp = match &c.bgp {
             None => Some(None),
             Some(raw) => self.bgp(raw, &services).map(Some),
@@ -161,6 +166,7 @@ impl Checker<'_> {
                 Some(f) => Some(f?),
             },
             bgp: bgp?,
+            top_talkers: top_talkers?,
         })
     }
 
