@@ -49,7 +49,7 @@ fn flood(client: &NetNs, stop: &AtomicBool) {
             let mut n: u32 = 0;
             while !stop.load(Ordering::Relaxed) {
                 n = n.wrapping_add(1);
-                let net = if n % 10 == 0 { TRICKLE } else { FLOOD };
+                let net = if n.is_multiple_of(10) { TRICKLE } else { FLOOD };
                 let src = Ipv4Addr::new(net[0], net[1], net[2], (n % 250) as u8 + 1);
                 let port = 1024 + (n % 60000) as u16;
                 let frame =
@@ -71,7 +71,7 @@ fn flood(client: &NetNs, stop: &AtomicBool) {
                     // A full queue: let it drain.
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                if n % 2000 == 0 {
+                if n.is_multiple_of(2000) {
                     // A few hundred thousand packets per second at most: a flood, not a
                     // machine-wide stall.
                     std::thread::sleep(Duration::from_millis(2));

@@ -141,6 +141,8 @@ pub fn mask(addr: IpAddr, len: u8) -> IpAddr {
 }
 
 type RawKey = (ServiceId, u32, IpAddr);
+/// Packets and new flows of each raw key, as last read.
+type Counts = HashMap<RawKey, (u64, u64)>;
 
 /// Per-second rates from successive reads of [`Balancer::talker_counts`]: prefixes of
 /// every configured length (each no longer than the sampled one), the `top` busiest per
@@ -150,7 +152,7 @@ pub struct TopTalkers {
     ipv4_prefixes: Vec<u8>,
     ipv6_prefixes: Vec<u8>,
     top: usize,
-    last: Option<(Instant, HashMap<RawKey, (u64, u64)>)>,
+    last: Option<(Instant, Counts)>,
 }
 
 impl TopTalkers {
@@ -172,7 +174,7 @@ impl TopTalkers {
     /// The rates between the previous counts and `counts`, read at `at`. A count below
     /// its previous value was evicted and counted again: all of it is new.
     pub fn update(&mut self, counts: Vec<TalkerCount>, at: Instant) -> Vec<ServiceTalkers> {
-        let now: HashMap<RawKey, (u64, u64)> = counts
+        let now: Counts = counts
             .iter()
             .map(|c| {
                 (
