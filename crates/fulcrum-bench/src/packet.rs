@@ -361,6 +361,7 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
         }
     }
     figures.extend(breakdown(&cases, &stats, pass));
+    figures.extend(talkers_cost()?);
     if let Some(insns) = dp.balancer()?.info()?.verified_instruction_count() {
         figures.push(
             Figure::new(
@@ -410,4 +411,79 @@ fn breakdown(cases: &[Case], stats: &[(f64, f64)], pass: f64) -> Vec<Figure> {
     .into_iter()
     .map(|(name, v, how)| Figure::new("packet", name, v, "ns").note(how))
     .collect()
+}
+
+/// Top talkers' counting cost: for sampling off, 1 in 16 and every packet, a balancer
+/// loaded that way measures an established packet and a SYN from a new /24 every packet
+/// (the worst case: a map insert per sampled packet), each net of the XDP_PASS of its
+/// own rounds. The balancers are loaded one after another, so each compares with the
+/// sampling-off one of the same run.
+fn talkers_cost() -> anyhow::Result<Vec<Figure>> {
+    use fulcrum::TalkerSampling;
+    let mut figures = Vec::new();
+    let mut off = (f64::NAN, f64::NAN);
+    for sample in [0u32, 16, 1] {
+        let builder = Balancer::builder()
+            .max_services(8)
+            .max_flows(1 << 20)
+            .top_talkers(TalkerSampling {
+                sample,
+                ..TalkerSampling::default()
+            });
+        let dp = DataPlane::new(builder, 1, 3)?;
+        let vip = SocketAddrV4::new(VIP, 80);
+        let est = FrameBuilder::tcp(client(0), vip).build();
+        run_frame(
+            dp.balancer()?,
+            &FrameBuilder::tcp(client(0), vip).syn().build(),
+            dp.fx0,
+        )?;
+        let mut next = 0u32;
+        let mut means = [Vec::new(), Vec::new(), Vec::new()];
+        for round in 0..=ROUNDS {
+            let pass = mean_ns(dp.pass()?, std::slice::from_ref(&est), dp.fp0, CALLS)?;
+            let hit = mean_ns(dp.balancer()?, std::slice::from_ref(&est), dp.fx0, CALLS)?;
+            let mut total = 0u128;
+            for _ in 0..CALLS {
+                // A new /24 every packet, each a new flow.
+                let src = Ipv4Addr::from(0x0b00_0000 + ((next & 0xffff) << 8) + 7);
+                next += 1;
+                let frame = FrameBuilder::tcp(SocketAddrV4::new(src, 1024), vip)
+                    .syn()
+                    .build();
+                total += run_frame(dp.balancer()?, &frame, dp.fx0)?
+                    .duration
+                    .as_nanos();
+            }
+            if round > 0 {
+                means[0].push(pass);
+                means[1].push(hit);
+                means[2].push(total as f64 / CALLS as f64);
+            }
+        }
+        let [pass, hit, fresh] = means.map(|mut m| median_spread(&mut m).0);
+        let (hit_net, fresh_net) = (hit - pass, fresh - pass);
+        let label = match sample {
+            0 => "top talkers off".to_string(),
+            n => format!("top talkers 1 in {n}"),
+        };
+        let how = format!("median of {ROUNDS} rounds x {CALLS} calls, CPU 0; net of XDP_PASS");
+        let mut a = Figure::new("packet", format!("{label}: established net"), hit_net, "ns")
+            .note(how.clone());
+        let mut b = Figure::new(
+            "packet",
+            format!("{label}: SYN from a new /24 every packet, net"),
+            fresh_net,
+            "ns",
+        )
+        .note(how);
+        if sample == 0 {
+            off = (hit_net, fresh_net);
+        } else {
+            a = a.against("top talkers off", off.0);
+            b = b.against("top talkers off", off.1);
+        }
+        figures.extend([a, b]);
+    }
+    Ok(figures)
 }

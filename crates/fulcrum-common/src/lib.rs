@@ -9,6 +9,7 @@ use core::mem::size_of;
 mod counters;
 pub mod decap;
 pub mod probe;
+pub mod talkers;
 
 pub use counters::*;
 

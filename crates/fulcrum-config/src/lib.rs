@@ -27,6 +27,7 @@ mod flow_sharing;
 mod flow_table;
 mod model;
 mod place;
+mod top_talkers;
 mod validate;
 
 #[cfg(test)]
@@ -52,6 +53,7 @@ pub use model::{
     TunnelSource, XdpMode,
 };
 pub use place::Places;
+pub use top_talkers::TopTalkers;
 
 /// Reads and checks the configuration file at `path`; problems name the file as given. A
 /// file that is not UTF-8 is a [`Problem`] with its position, like any other, so that start

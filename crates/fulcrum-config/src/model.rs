@@ -40,6 +40,9 @@ pub struct Config {
     /// `bgp` (none): the BGP speaker that announces the VIPs; without it nothing is
     /// announced.
     pub bgp: Option<Bgp>,
+    /// `top_talkers` (on, see [`crate::TopTalkers`]): the busiest client prefixes per
+    /// service.
+    pub top_talkers: crate::top_talkers::TopTalkers,
 }
 
 /// How XDP is attached; native is the fast path, generic works on any driver.

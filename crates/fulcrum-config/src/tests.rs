@@ -9,6 +9,7 @@ mod forwarding;
 mod health;
 mod problems;
 mod services;
+mod top_talkers;
 
 /// The example of issue 4, which must be accepted as written.
 const EXAMPLE: &str = "\
@@ -130,6 +131,7 @@ fn the_issue_example_parses_to_the_expected_model() {
         flow_sharing: None,
         flow_table: Default::default(),
         bgp: None,
+        top_talkers: Default::default(),
     };
     assert_eq!(valid(EXAMPLE), expected);
 }

@@ -35,6 +35,7 @@ pub(crate) struct RawConfig {
     flow_sharing: Option<Spanned<RawFlowSharing>>,
     flow_table: Option<Spanned<RawFlowTable>>,
     bgp: Option<Spanned<bgp::RawBgp>>,
+    top_talkers: Option<Spanned<crate::top_talkers::RawTopTalkers>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -148,6 +149,10 @@ impl Checker<'_> {
         let instance = self.instance(c.instance.as_ref());
         let flow_sharing = c.flow_sharing.as_ref().map(|f| self.flow_sharing(f));
         let flow_table = self.flow_table(c.flow_table.as_ref());
+        let top_talkers = match &c.top_talkers {
+            None => Some(Default::default()),
+            Some(raw) => self.top_talkers(raw),
+        };
         let bgp = match &c.bgp {
             None => Some(None),
             Some(raw) => self.bgp(raw, &services).map(Some),
@@ -165,6 +170,7 @@ impl Checker<'_> {
             },
             flow_table: flow_table?,
             bgp: bgp?,
+            top_talkers: top_talkers?,
         })
     }
 

@@ -72,6 +72,10 @@ pub trait Control: Send + Sync + 'static {
     fn bgp(&self) -> crate::bgp::BgpStatus {
         crate::bgp::BgpStatus::default()
     }
+    /// The busiest client prefixes per service; empty (sample 0) where there are none.
+    fn top_talkers(&self) -> crate::talkers::TopTalkersStatus {
+        crate::talkers::TopTalkersStatus::default()
+    }
 }
 
 struct Shared<C> {
@@ -122,6 +126,7 @@ pub fn router<C: Control>(control: C, token: Option<String>) -> Router {
         .route("/api/v1/reload", post(reload::<C>))
         .route("/api/v1/flow-sharing", get(flow_sharing::<C>))
         .route("/api/v1/bgp", get(bgp::<C>))
+        .route("/api/v1/top-talkers", get(top_talkers::<C>))
         .with_state(shared)
 }
 
@@ -142,6 +147,7 @@ async fn metrics_text<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Respo
         text.push_str(&crate::flow_metrics::render(&flows));
     }
     text.push_str(&metrics::render_bgp(&shared.control.bgp()));
+    text.push_str(&crate::talkers::render(&shared.control.top_talkers()));
     (
         [(
             header::CONTENT_TYPE,
@@ -165,6 +171,12 @@ async fn services<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Json<Snap
 
 async fn bgp<C: Control>(State(shared): State<Arc<Shared<C>>>) -> Json<crate::bgp::BgpStatus> {
     Json(shared.control.bgp())
+}
+
+async fn top_talkers<C: Control>(
+    State(shared): State<Arc<Shared<C>>>,
+) -> Json<crate::talkers::TopTalkersStatus> {
+    Json(shared.control.top_talkers())
 }
 
 async fn drain<C: Control>(

@@ -111,6 +111,7 @@ pub async fn serve(
             source,
         })?;
     let restarted = owner.lb.adopted();
+    let talkers = owner.talkers.view.subscribe();
     let (commands, inbox) = mpsc::channel();
     let (announce_gate_tx, announce_gate) = watch::channel(true);
     let (flows, flow_view) =
@@ -127,7 +128,8 @@ pub async fn serve(
     info!(%listen, "API listening");
     let handle = DaemonHandle::new(commands.clone(), reader)
         .with_flow_sharing(flow_view)
-        .with_bgp(bgp_reader);
+        .with_bgp(bgp_reader)
+        .with_top_talkers(talkers);
     let app = crate::api::router(handle, token);
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::http::serve(

@@ -21,6 +21,7 @@ pub struct DaemonHandle {
     view: watch::Receiver<Arc<Snapshot>>,
     flow_sharing: Option<FlowSharingView>,
     bgp: Option<watch::Receiver<crate::bgp::BgpView>>,
+    talkers: Option<watch::Receiver<Arc<crate::talkers::TopTalkersStatus>>>,
 }
 
 impl DaemonHandle {
@@ -33,6 +34,7 @@ impl DaemonHandle {
             view,
             flow_sharing: None,
             bgp: None,
+            talkers: None,
         }
     }
 
@@ -44,6 +46,15 @@ impl DaemonHandle {
     /// Reads BGP status from the BGP task's watch.
     pub(crate) fn with_bgp(mut self, bgp: watch::Receiver<crate::bgp::BgpView>) -> Self {
         self.bgp = Some(bgp);
+        self
+    }
+
+    /// Reads top talkers from the owner's watch.
+    pub(crate) fn with_top_talkers(
+        mut self,
+        talkers: watch::Receiver<Arc<crate::talkers::TopTalkersStatus>>,
+    ) -> Self {
+        self.talkers = Some(talkers);
         self
     }
 
@@ -95,6 +106,12 @@ impl Control for DaemonHandle {
     fn bgp(&self) -> crate::bgp::BgpStatus {
         (self.bgp.as_ref())
             .map(|b| b.borrow().status(std::time::Instant::now()))
+            .unwrap_or_default()
+    }
+
+    fn top_talkers(&self) -> crate::talkers::TopTalkersStatus {
+        (self.talkers.as_ref())
+            .map(|t| crate::talkers::TopTalkersStatus::clone(&t.borrow()))
             .unwrap_or_default()
     }
 }

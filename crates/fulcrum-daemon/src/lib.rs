@@ -15,6 +15,7 @@ pub mod metrics;
 mod owner;
 mod reload;
 pub mod status;
+pub mod talkers;
 mod targets;
 pub mod token;
 mod view;

@@ -331,7 +331,8 @@ mod tests {
             .write_all(
                 (render(&status())
                     + &render_bgp(&bgp::tests::status())
-                    + &crate::flow_metrics::render(&crate::flow_metrics::tests::status()))
+                    + &crate::flow_metrics::render(&crate::flow_metrics::tests::status())
+                    + &crate::talkers::render(&crate::talkers::tests::status()))
                     .as_bytes(),
             )
             .expect("write");

@@ -114,6 +114,8 @@ pub(crate) struct Owner {
     /// Where a reload that changed `flow_sharing` sends the new settings.
     pub(crate) flow_restart:
         Option<tokio::sync::mpsc::UnboundedSender<fulcrum_config::FlowSharing>>,
+    /// Top talkers' rates, sampled every tick.
+    pub(crate) talkers: crate::talkers::Sampler,
 }
 
 impl Owner {
@@ -143,6 +145,7 @@ impl Owner {
             .pin(fulcrum::pin::instance_dir(&config.instance))
             .share_flows(config.flow_sharing.is_some())
             .flow_insert_budget(config.flow_table.insert_budget)
+            .top_talkers(crate::talkers::Sampler::sampling(&config.top_talkers))
             .build()?;
         for iface in &config.interfaces {
             lb.attach(iface, mode)?;
@@ -162,6 +165,7 @@ impl Owner {
         let serving = adopt::serving(&adopted, &config);
         let vias = targets::probe_vias(&mut lb, &config)?;
         checker.set_targets_adopting(targets::targets(&config, &vias), &serving)?;
+        let talkers = crate::talkers::Sampler::new(&config.top_talkers);
         let mut owner = Self {
             lb,
             checker,
@@ -183,6 +187,7 @@ impl Owner {
             imports: watch::Sender::new(Default::default()),
             held_imports: None,
             flow_restart: None,
+            talkers,
         };
         owner.reindex();
         owner.read_health();
@@ -380,6 +385,7 @@ impl Owner {
             }
         }
         self.sample_rates();
+        self.talkers.sample(&self.lb, &self.by_id);
         self.publish();
     }
 

@@ -27,6 +27,7 @@ mod icmp;
 mod maps;
 mod parse;
 mod probe;
+mod talkers;
 mod verdict;
 
 use aya_ebpf::{
@@ -186,6 +187,7 @@ fn forward<F: Family>(ctx: &XdpContext, pkt: &Packet<F::Key>, chosen: Chosen) ->
     let b = unsafe { &*chosen.backend };
     let new_flow = !matches!(chosen.reason, Counter::FlowHit) as u64;
     counters::traffic(chosen.backend_slot, frame_len(ctx) as u64, new_flow);
+    talkers::count::<F>(&pkt.flow, chosen.backend_slot, new_flow);
     let hash = if forward::needs_hash(b) {
         F::hash(&pkt.flow, false)
     } else {

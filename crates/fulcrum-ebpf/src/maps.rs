@@ -3,12 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use fulcrum_common::{
     BackendRecord, BackendValue, CachedFlow, CachedFlow6, FlowEventCounters, FlowInserts, FlowKey,
     FlowKey6, FlowValue, GlobalCounters, Layout, ServiceKey, ServiceKey6, ServiceRecord,
-    ServiceValue, TrafficCounters, VIP_FILTER_SIZE, VipInfo, probe::ProbeCounters,
+    ServiceValue, TrafficCounters, VIP_FILTER_SIZE, VipInfo,
+    probe::ProbeCounters,
+    talkers::{TalkerCounts, TalkerKey},
 };
 
 /// Written by user space when a service is added or removed; read per packet: a zero
@@ -119,3 +121,9 @@ pub static PROBES: HashMap<u32, BackendValue> = HashMap::with_max_entries(1024, 
 /// Written by the probe program; summed by user space.
 #[map]
 pub static PROBE_STATS: PerCpuArray<ProbeCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Written here for sampled packets (see `talkers`), when sampling is on; summed by user
+/// space. LRU lists per CPU, as for [`FLOWS`]: a flood of prefixes takes no shared lock.
+#[map]
+pub static TOP_TALKERS: LruPerCpuHashMap<TalkerKey, TalkerCounts> =
+    LruPerCpuHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU);

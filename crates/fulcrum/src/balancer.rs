@@ -37,6 +37,7 @@ mod flow_table;
 mod pinning;
 mod probes;
 mod slots;
+mod talkers;
 mod tunnel;
 mod vips;
 mod vlan;
@@ -49,6 +50,7 @@ pub use destinations::{DesiredDestination, Unresolved};
 pub use flow_events::FlowEvents;
 pub use flow_import::ImportReport;
 pub use probes::{ProbeRoute, ProbeStats};
+pub use talkers::{ServiceTalkers, Talker, TalkerCount, TalkerSampling, TopTalkers};
 
 /// The compiled XDP object, embedded at build time.
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fulcrum"));

@@ -19,7 +19,8 @@ mod stats;
 
 pub use balancer::{
     AttachMode, Balancer, BalancerBuilder, DesiredDestination, DestinationInfo, FlowEvents,
-    ImportReport, NextHop, ProbeRoute, ProbeStats, ServiceInfo, Unresolved,
+    ImportReport, NextHop, ProbeRoute, ProbeStats, ServiceInfo, ServiceTalkers, Talker,
+    TalkerCount, TalkerSampling, TopTalkers, Unresolved,
 };
 pub use decap::{DecapCounter, DecapStats, Decapsulator, DecapsulatorBuilder};
 pub use error::BalancerError;

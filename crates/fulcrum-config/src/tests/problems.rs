@@ -9,7 +9,7 @@ fn unknown_field_at_top_level() {
     assert_eq!(
         problem(&format!("{EXAMPLE}listen: 0.0.0.0:80\n")),
         "f.yaml:23:1: listen: unknown field `listen`, expected one of instance, interfaces, \
-         xdp_mode, api, services, flow_sharing, flow_table, bgp"
+         xdp_mode, api, services, flow_sharing, flow_table, bgp, top_talkers"
     );
 }
 

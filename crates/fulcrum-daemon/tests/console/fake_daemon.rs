@@ -138,6 +138,11 @@ fn serve(mut stream: TcpStream, state: &FakeState) {
                 }
             }
         }
+        ("GET", "/api/v1/top-talkers") => (
+            "200 OK",
+            "application/json",
+            crate::fixture::TOP_TALKERS.to_string(),
+        ),
         _ => ("404 Not Found", "text/plain", "not found".to_string()),
     };
     let response = format!(

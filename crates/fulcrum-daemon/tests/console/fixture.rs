@@ -158,3 +158,12 @@ pub fn fixture(generation: usize, reload_refused: bool, all_up: bool) -> String 
     };
     serde_json::to_string(&snapshot).expect("snapshot serializes")
 }
+
+/// `GET /api/v1/top-talkers`: a flood from one /24 of web's, a hostile service name.
+pub const TOP_TALKERS: &str = r#"{"sample":16,"top":10,"ipv4_prefixes":[24,20],"ipv6_prefixes":[48],
+"services":[{"service":"web","talkers":[
+{"prefix":"10.200.0.0/20","packets_per_second":250000.0,"new_flows_per_second":240000.0},
+{"prefix":"10.200.5.0/24","packets_per_second":248000.0,"new_flows_per_second":239000.0},
+{"prefix":"10.1.2.0/24","packets_per_second":120.0,"new_flows_per_second":3.0}]},
+{"service":"<img src=x onerror=alert(1)>","talkers":[
+{"prefix":"2001:db8:11::/48","packets_per_second":16.0,"new_flows_per_second":0.0}]}]}"#;

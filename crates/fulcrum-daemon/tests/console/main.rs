@@ -12,6 +12,7 @@
 mod browser;
 mod fake_daemon;
 mod fixture;
+mod talkers;
 
 use std::sync::atomic::Ordering;
 

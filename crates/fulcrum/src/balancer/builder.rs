@@ -13,6 +13,7 @@ use aya::{
 use fulcrum_common::{
     CPUS_GLOBAL, DEFAULT_FLOW_CACHE, DEFAULT_FLOW_INSERT_BUDGET, FLOW_CACHE_MASK_GLOBAL,
     FLOW_INSERT_BUDGET_GLOBAL, Layout, RING_SIZE_GLOBAL, SHARE_FLOWS_GLOBAL, maps, probe, programs,
+    talkers,
 };
 
 use super::{Balancer, Maps, OBJECT, flow_events, pinning};
@@ -34,6 +35,7 @@ pub struct BalancerBuilder {
     pub(super) pin: Option<PathBuf>,
     pub(super) share_flows: bool,
     pub(super) insert_budget: u32,
+    pub(super) talkers: super::talkers::TalkerSampling,
 }
 
 impl Default for BalancerBuilder {
@@ -47,6 +49,7 @@ impl Default for BalancerBuilder {
             pin: None,
             share_flows: false,
             insert_budget: DEFAULT_FLOW_INSERT_BUDGET,
+            talkers: Default::default(),
         }
     }
 }
@@ -111,6 +114,14 @@ impl BalancerBuilder {
         self
     }
 
+    /// Counts 1 in `sampling.sample` forwarded packets per client prefix for
+    /// [`Balancer::talker_counts`]. Off (0) by default, and then free: the verifier
+    /// removes the counting.
+    pub fn top_talkers(mut self, sampling: super::talkers::TalkerSampling) -> Self {
+        self.talkers = sampling;
+        self
+    }
+
     /// Loads and verifies the program and creates its maps (or opens the pinned ones);
     /// nothing is attached yet.
     pub fn build(mut self) -> Result<Balancer, BalancerError> {
@@ -164,6 +175,17 @@ impl BalancerBuilder {
                 why: format!("{} is not a power of two", self.flow_cache),
             });
         }
+        if self.talkers.ipv4_prefix > 32 || self.talkers.ipv6_prefix > 128 {
+            return Err(BalancerError::Limit {
+                what: "top talkers prefix",
+                why: format!(
+                    "/{} (IPv4) or /{} (IPv6) is longer than an address",
+                    self.talkers.ipv4_prefix, self.talkers.ipv6_prefix
+                ),
+            });
+        }
+        let talker_mask4 = talkers::mask_word(u32::from(self.talkers.ipv4_prefix));
+        let talker_mask6 = talkers::mask6(u32::from(self.talkers.ipv6_prefix));
         let cache_mask = self.flow_cache - 1;
         let cpus = u32::try_from(
             aya::util::nr_cpus().map_err(|(call, source)| BalancerError::Sys { call, source })?,
@@ -188,6 +210,10 @@ impl BalancerBuilder {
             .override_global(CPUS_GLOBAL, &cpus, true)
             .override_global(SHARE_FLOWS_GLOBAL, &share_flows, true)
             .override_global(FLOW_INSERT_BUDGET_GLOBAL, &self.insert_budget, true)
+            .override_global(talkers::SAMPLE_GLOBAL, &self.talkers.sample, true)
+            .override_global(talkers::MASK4_GLOBAL, &talker_mask4, true)
+            .override_global(talkers::MASK6_GLOBAL, &talker_mask6, true)
+            .map_max_entries(talkers::MAP, talkers::DEFAULT_ENTRIES)
             .map_max_entries(maps::FLOW_EVENTS, event_ring)
             .map_max_entries(maps::FLOW_CACHE, self.flow_cache)
             .map_max_entries(maps::FLOW_CACHE6, self.flow_cache)
