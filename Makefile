@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build demo test bench fuzz soak lint clean
+.PHONY: setup build demo test bench fuzz soak flood lint clean
 
 setup:
 	@./scripts/setup.sh
@@ -34,6 +34,12 @@ soak: build
 # FUZZ_SEED override); `make test` runs a million.
 fuzz: build
 	FUZZ_FRAMES=$${FUZZ_FRAMES:-10000000} $(CARGO) test --release -p fulcrum-lab --test fuzz -- --nocapture
+
+# The flood lab in its full form: a 10-second spoofed flood (FLOOD_SECONDS overrides);
+# `make test` runs 3 seconds.
+FLOOD_SECONDS ?= 10
+flood: build
+	FLOOD_SECONDS=$(FLOOD_SECONDS) $(CARGO) test --release -p fulcrum-bench --test flood -- --nocapture
 
 lint: setup
 	$(CARGO) fmt --all -- --check

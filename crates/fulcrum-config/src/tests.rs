@@ -224,6 +224,9 @@ fn the_commented_example_file_parses_and_sets_every_field() {
         sharing.multicast.as_ref().map(|m| &*m.interface),
         Some("eth0")
     );
+    assert_eq!(config.flow_table.insert_budget, 20000);
+    assert_eq!(config.top_talkers.top, 5);
+    assert_eq!(config.top_talkers.ipv4_prefixes, [24, 20]);
     let [web, dns, all, web6] = &config.services[..] else {
         unreachable!("four services")
     };

@@ -58,7 +58,7 @@ pub fn count<F: Family>(flow: &F::Key, backend_slot: u32, new_flow: u64) {
             k.src[3] & m[3],
         ];
     }
-    match TOP_TALKERS.get_ptr_mut(&key) {
+    match TOP_TALKERS.get_ptr_mut(key) {
         // SAFETY: this CPU's value; only this CPU writes it while the program runs.
         Some(c) => unsafe {
             (*c).packets += 1;
@@ -70,7 +70,7 @@ pub fn count<F: Family>(flow: &F::Key, backend_slot: u32, new_flow: u64) {
                 new_flows: new_flow,
             };
             // Full or raced: the LRU evicts, and a lost sample is only a sample.
-            let _ = TOP_TALKERS.insert(&key, &first, 0);
+            let _ = TOP_TALKERS.insert(key, first, 0);
         }
     }
 }
