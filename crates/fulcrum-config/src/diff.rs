@@ -25,6 +25,9 @@ pub struct ConfigDiff {
     /// `flow_table` changed: its settings are given to the data plane when it is loaded,
     /// so only a restart applies them.
     pub flow_table_changed: bool,
+    /// `top_talkers` changed: its sampling and prefix lengths are set in the data plane
+    /// when it is loaded, so only a restart applies them.
+    pub top_talkers_changed: bool,
     /// `bgp` changed: the speaker is reconfigured (peers added, removed or reset), which a
     /// reload applies.
     pub bgp_changed: bool,
@@ -118,6 +121,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         api_changed: old.api != new.api,
         flow_sharing_changed: old.flow_sharing != new.flow_sharing,
         flow_table_changed: old.flow_table != new.flow_table,
+        top_talkers_changed: old.top_talkers != new.top_talkers,
         bgp_changed: old.bgp != new.bgp,
         ..ConfigDiff::default()
     };

@@ -56,4 +56,7 @@ fn a_changed_budget_is_a_difference_a_reload_sees() {
     let new = with("flow_table:\n  insert_budget: 500\n").expect("valid");
     assert!(diff(&old, &new).flow_table_changed);
     assert!(diff(&old, &old).is_empty());
+    let talkers = with("top_talkers:\n  sample: 4\n").expect("valid");
+    assert!(diff(&old, &talkers).top_talkers_changed);
+    assert!(!diff(&old, &talkers).flow_table_changed);
 }

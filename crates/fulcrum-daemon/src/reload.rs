@@ -44,10 +44,11 @@ impl Owner {
             || diff.xdp_mode_changed
             || diff.api_changed
             || diff.flow_table_changed
+            || diff.top_talkers_changed
         {
             return Err(ControlError::Rejected(
-                "instance, interfaces, xdp_mode, api and flow_table take effect at restart \
-                 only; reload refused"
+                "instance, interfaces, xdp_mode, api, flow_table and top_talkers take effect \
+                 at restart only; reload refused"
                     .into(),
             ));
         }
