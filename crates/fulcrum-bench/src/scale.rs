@@ -50,10 +50,17 @@ pub fn run() -> anyhow::Result<Vec<Figure>> {
         let mut filled = 0u32;
         let mut one_flow: Option<f64> = None;
         for target in [1u32, 100_000, 1 << 20] {
+            // A SYN and its ACK: the ACK proves the flow and pins it.
             while filled < target {
                 run_frame(program, &frame(filled, true), dp.fx0)?;
+                run_frame(program, &frame(filled, false), dp.fx0)?;
                 filled += 1;
             }
+            let held = dp.lb.scan_flows()?.len();
+            anyhow::ensure!(
+                held >= target as usize,
+                "the flow table holds {held} flows after {target} were pinned"
+            );
             // One flow of the table, hot in the caches: what the table's size costs a lookup.
             let hot = vec![frame(target / 2, false)];
             // Many flows of the table in turn: what memory latency adds when they are cold.

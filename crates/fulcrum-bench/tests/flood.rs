@@ -321,14 +321,17 @@ fn run_lab() -> anyhow::Result<Outcome> {
         });
         thread::sleep(Duration::from_secs(flood_seconds()));
         stop.store(true, Ordering::Relaxed);
+        let generated = gens
+            .into_iter()
+            .map(|g| g.join().unwrap_or_else(|_| bail!("generator panicked")))
+            .collect::<anyhow::Result<Vec<()>>>();
+        // The flood's length; a request in flight may still wait out its read timeout.
+        out.seconds = started.elapsed().as_secs_f64();
         (out.answered_during, out.errors_during) = requests
             .join()
             .unwrap_or_else(|_| (0, BTreeMap::from([("panicked".into(), 1)])));
-        gens.into_iter()
-            .map(|g| g.join().unwrap_or_else(|_| bail!("generator panicked")))
-            .collect::<anyhow::Result<Vec<()>>>()
+        generated
     });
-    out.seconds = started.elapsed().as_secs_f64();
     gen_results?;
     out.sent = read_sent(&generator)?
         .iter()
