@@ -85,6 +85,13 @@ impl DataPlane {
         })
     }
 
+    /// Enters this data plane's namespace until the guard drops: test runs resolve the
+    /// ingress interface there, so several data planes measured in the same rounds take
+    /// turns. Drop data planes in the reverse order of their creation.
+    pub fn enter(&self) -> anyhow::Result<NsGuard> {
+        self._ns.enter()
+    }
+
     /// The balancer program.
     pub fn balancer(&self) -> anyhow::Result<&Xdp> {
         Ok(self.lb.program()?)

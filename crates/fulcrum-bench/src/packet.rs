@@ -469,16 +469,17 @@ fn breakdown(cases: &[Case], stats: &[(f64, f64)], pass: f64) -> Vec<Figure> {
     .collect()
 }
 
-/// Top talkers' counting cost: for sampling off, 1 in 16 and every packet, a balancer
-/// loaded that way measures an established packet and a SYN from a new /24 every packet
-/// (the worst case: a map insert per sampled packet), each net of the XDP_PASS of its
-/// own rounds. The balancers are loaded one after another, so each compares with the
-/// sampling-off one of the same run.
+/// Top talkers' counting cost: balancers loaded with sampling off, 1 in 16 and every
+/// packet take turns in the same rounds, each measuring an established packet and a SYN
+/// from a new /24 every packet (the worst case: a map insert per sampled packet), net of
+/// its own namespace's XDP_PASS.
 fn talkers_cost() -> anyhow::Result<Vec<Figure>> {
     use fulcrum::TalkerSampling;
-    let mut figures = Vec::new();
-    let mut off = (f64::NAN, f64::NAN);
-    for sample in [0u32, 16, 1] {
+    const SAMPLES: [u32; 3] = [0, 16, 1];
+    let vip = SocketAddrV4::new(VIP, 80);
+    let est = FrameBuilder::tcp(client(0), vip).build();
+    let mut planes = Vec::new();
+    for sample in SAMPLES {
         let builder = Balancer::builder()
             .max_services(8)
             .max_flows(1 << 20)
@@ -487,18 +488,62 @@ fn talkers_cost() -> anyhow::Result<Vec<Figure>> {
                 ..TalkerSampling::default()
             });
         let dp = DataPlane::new(builder, 1, 3)?;
-        let vip = SocketAddrV4::new(VIP, 80);
-        let est = FrameBuilder::tcp(client(0), vip).build();
         run_frame(
             dp.balancer()?,
             &FrameBuilder::tcp(client(0), vip).syn().build(),
             dp.fx0,
         )?;
-        let mut next = 0u32;
-        let mut means = [Vec::new(), Vec::new(), Vec::new()];
-        for round in 0..=ROUNDS {
-            let pass = mean_ns(dp.pass()?, std::slice::from_ref(&est), dp.fp0, CALLS)?;
-            let hit = mean_ns(dp.balancer()?, std::slice::from_ref(&est), dp.fx0, CALLS)?;
+        planes.push(dp);
+    }
+    let measured = talkers_rounds(&planes, &est);
+    // Each plane's guard returns to the namespace the previous one was created from.
+    while let Some(dp) = planes.pop() {
+        drop(dp);
+    }
+    let [(off_hit, off_fresh), rest @ ..] = measured?;
+    let how = format!(
+        "median of {ROUNDS} rounds x {CALLS} calls, CPU 0; net of XDP_PASS; the three balancers in the same rounds"
+    );
+    let mut figures = Vec::new();
+    for (sample, (hit, fresh)) in SAMPLES
+        .into_iter()
+        .zip([(off_hit, off_fresh)].into_iter().chain(rest))
+    {
+        let label = match sample {
+            0 => "top talkers off".to_string(),
+            n => format!("top talkers 1 in {n}"),
+        };
+        let mut a =
+            Figure::new("packet", format!("{label}: established net"), hit, "ns").note(how.clone());
+        let mut b = Figure::new(
+            "packet",
+            format!("{label}: SYN from a new /24 every packet, net"),
+            fresh,
+            "ns",
+        )
+        .note(how.clone());
+        if sample != 0 {
+            a = a.against("top talkers off", off_hit);
+            b = b.against("top talkers off", off_fresh);
+        }
+        figures.extend([a, b]);
+    }
+    Ok(figures)
+}
+
+/// Per data plane, the median net cost of an established packet and of a SYN from a new
+/// /24 every packet, the planes taking turns in every round.
+fn talkers_rounds(planes: &[DataPlane], est: &[u8]) -> anyhow::Result<[(f64, f64); 3]> {
+    let vip = SocketAddrV4::new(VIP, 80);
+    let mut means = vec![[Vec::new(), Vec::new()]; planes.len()];
+    let mut next = 0u32;
+    for round in 0..=ROUNDS {
+        for k in 0..planes.len() {
+            let i = (k + round) % planes.len();
+            let dp = &planes[i];
+            let _inside = dp.enter()?;
+            let pass = mean_ns(dp.pass()?, &[est.to_vec()], dp.fp0, CALLS)?;
+            let hit = mean_ns(dp.balancer()?, &[est.to_vec()], dp.fx0, CALLS)?;
             let mut total = 0u128;
             for _ in 0..CALLS {
                 // A new /24 every packet, each a new flow.
@@ -512,34 +557,14 @@ fn talkers_cost() -> anyhow::Result<Vec<Figure>> {
                     .as_nanos();
             }
             if round > 0 {
-                means[0].push(pass);
-                means[1].push(hit);
-                means[2].push(total as f64 / CALLS as f64);
+                means[i][0].push(hit - pass);
+                means[i][1].push(total as f64 / CALLS as f64 - pass);
             }
         }
-        let [pass, hit, fresh] = means.map(|mut m| median_spread(&mut m).0);
-        let (hit_net, fresh_net) = (hit - pass, fresh - pass);
-        let label = match sample {
-            0 => "top talkers off".to_string(),
-            n => format!("top talkers 1 in {n}"),
-        };
-        let how = format!("median of {ROUNDS} rounds x {CALLS} calls, CPU 0; net of XDP_PASS");
-        let mut a = Figure::new("packet", format!("{label}: established net"), hit_net, "ns")
-            .note(how.clone());
-        let mut b = Figure::new(
-            "packet",
-            format!("{label}: SYN from a new /24 every packet, net"),
-            fresh_net,
-            "ns",
-        )
-        .note(how);
-        if sample == 0 {
-            off = (hit_net, fresh_net);
-        } else {
-            a = a.against("top talkers off", off.0);
-            b = b.against("top talkers off", off.1);
-        }
-        figures.extend([a, b]);
     }
-    Ok(figures)
+    let mut out = [(f64::NAN, f64::NAN); 3];
+    for (o, [hit, fresh]) in out.iter_mut().zip(&mut means) {
+        *o = (median_spread(hit).0, median_spread(fresh).0);
+    }
+    Ok(out)
 }

@@ -31,15 +31,19 @@ pub fn finish(verdict: Verdict) -> u32 {
 }
 
 /// One forwarded packet of `bytes` for a backend slot; `new_flow` 1 when it was chosen.
+/// Returns the backend's packets on this CPU so far (0 without an entry), which top
+/// talkers samples by.
 #[inline(always)]
-pub fn traffic(slot: u32, bytes: u64, new_flow: u64) {
+pub fn traffic(slot: u32, bytes: u64, new_flow: u64) -> u64 {
     let counters: Option<*mut TrafficCounters> = BACKEND_STATS.get_ptr_mut(slot);
-    if let Some(c) = counters {
-        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
-            (*c).new_flows += new_flow;
-        }
+    let Some(c) = counters else {
+        return 0;
+    };
+    // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+    unsafe {
+        (*c).packets += 1;
+        (*c).bytes += bytes;
+        (*c).new_flows += new_flow;
+        (*c).packets
     }
 }

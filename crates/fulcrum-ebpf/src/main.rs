@@ -186,8 +186,8 @@ fn forward<F: Family>(ctx: &XdpContext, pkt: &Packet<F::Key>, chosen: Chosen) ->
     // SAFETY: an entry of BACKENDS (array values stay put); plain data.
     let b = unsafe { &*chosen.backend };
     let new_flow = !matches!(chosen.reason, Counter::FlowHit) as u64;
-    counters::traffic(chosen.backend_slot, frame_len(ctx) as u64, new_flow);
-    talkers::count::<F>(&pkt.flow, chosen.backend_slot, new_flow);
+    let seen = counters::traffic(chosen.backend_slot, frame_len(ctx) as u64, new_flow);
+    talkers::count::<F>(&pkt.flow, chosen.backend_slot, new_flow, seen);
     let hash = if forward::needs_hash(b) {
         F::hash(&pkt.flow, false)
     } else {
