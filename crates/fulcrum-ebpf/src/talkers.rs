@@ -45,7 +45,7 @@ pub fn count<F: Family>(flow: &F::Key, backend_slot: u32, new_flow: u64, seen: u
     if sample == 0 {
         return;
     }
-    if sample > 1 && scatter(seen as u32) % sample != 0 {
+    if sample > 1 && !scatter(seen as u32).is_multiple_of(sample) {
         return;
     }
     let mut key = TalkerKey {
