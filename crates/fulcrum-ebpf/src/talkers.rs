@@ -4,7 +4,7 @@
 //! count (a helper call for a random number cost 20 ns here, half an established packet).
 
 use fulcrum_common::{
-    FLOW_FAMILY_IPV4, FlowKey, FlowKey6,
+    FLOW_FAMILY_IPV4, FlowKey, FlowKey6, mix32,
     talkers::{FAMILY_IPV4, FAMILY_IPV6, TalkerCounts, TalkerKey},
 };
 
@@ -22,21 +22,10 @@ static TALKER_MASK4: u32 = 0;
 #[unsafe(no_mangle)]
 static TALKER_MASK6: [u32; 4] = [0; 4];
 
-/// Murmur3's 32-bit finaliser, a bijection: consecutive counts land on scattered
-/// residues, so traffic that repeats with a period (sources in round robin) is not
-/// sampled in step with it.
-#[inline(always)]
-fn scatter(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
 /// Counts a forwarded packet of `flow` for `backend_slot`, if sampled: 1 in
 /// `TALKER_SAMPLE` of the packets the backend forwards on this CPU, picked by `seen`
-/// (its count so far), whoever sends them. `new_flow` is 1 when the flow was chosen
+/// (its count so far) through a bijective mix, so that sources sending in round robin
+/// are not sampled in step with their period. `new_flow` is 1 when the flow was chosen
 /// rather than found pinned.
 #[inline(always)]
 pub fn count<F: Family>(flow: &F::Key, backend_slot: u32, new_flow: u64, seen: u64) {
@@ -45,7 +34,7 @@ pub fn count<F: Family>(flow: &F::Key, backend_slot: u32, new_flow: u64, seen: u
     if sample == 0 {
         return;
     }
-    if sample > 1 && !scatter(seen as u32).is_multiple_of(sample) {
+    if sample > 1 && !mix32(seen as u32).is_multiple_of(sample) {
         return;
     }
     let mut key = TalkerKey {
