@@ -8,6 +8,7 @@
 mod endpoint;
 mod response;
 mod table;
+mod talkers;
 mod text;
 
 use std::{
@@ -105,6 +106,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         && flows.get("enabled") == Some(&serde_json::Value::Bool(true))
     {
         text.push_str(&crate::flow_status::render(&flows));
+    }
+    // Older daemons answer 404; with counting off or no traffic there is nothing to add.
+    if let Ok(talkers) = api.request("GET", "/api/v1/top-talkers", None)
+        && talkers.status == 200
+        && let Ok(talkers) = serde_json::from_slice::<serde_json::Value>(&talkers.body)
+    {
+        text.push_str(&talkers::render(&talkers));
     }
     output(&text)
 }

@@ -228,13 +228,14 @@ web  10.66.99.1:80/tcp                     2.5k   20 Mb/s
     assert_eq!(stdout(&out), want);
     assert!(want.lines().all(|l| l.chars().count() <= 100));
     let requests = api.requests();
-    // The services, the BGP peers (which this stand-in does not have), then flow sharing
-    // (answered with no `enabled`: no lines).
-    assert_eq!(requests.len(), 3);
+    // The services, the BGP peers (which this stand-in does not have), flow sharing
+    // (answered with no `enabled`: no lines), then top talkers (no talkers: no lines).
+    assert_eq!(requests.len(), 4);
     assert_eq!(requests[0].method, "GET");
     assert_eq!(requests[0].path, "/api/v1/services");
     assert_eq!(requests[1].path, "/api/v1/bgp");
     assert_eq!(requests[2].path, "/api/v1/flow-sharing");
+    assert_eq!(requests[3].path, "/api/v1/top-talkers");
     assert_eq!(requests[0].header("authorization"), None);
     assert_eq!(requests[0].header("connection"), Some("close"));
 
@@ -270,8 +271,8 @@ fn status_reads_a_chunked_answer_from_the_api_in_fulcrum_api() {
     );
     assert_eq!(
         api.requests().len(),
-        3,
-        "services, then BGP peers, then flow sharing"
+        4,
+        "services, then BGP peers, flow sharing and top talkers"
     );
 }
 

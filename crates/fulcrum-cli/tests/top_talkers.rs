@@ -12,7 +12,8 @@ use std::{
 };
 
 use common::{
-    api, assert_promtool_accepts, config_file, start_daemon, temp_dir, wait_for_up, web_service,
+    API, FULCRUM, api, assert_promtool_accepts, config_file, start_daemon, temp_dir, wait_for_up,
+    web_service,
 };
 use fulcrum_lab::{
     dsr::{DsrLab, VIP, backend_addr},
@@ -130,7 +131,7 @@ fn a_flood_from_one_prefix_tops_the_api_within_seconds() {
     );
 
     let stop = AtomicBool::new(false);
-    let (seen, metrics) = std::thread::scope(|scope| {
+    let (seen, metrics, status) = std::thread::scope(|scope| {
         scope.spawn(|| flood(&lab.client.ns, &stop));
         // Stops the sender even if a call below panics.
         let _stop = StopOnDrop(&stop);
@@ -144,7 +145,16 @@ fn a_flood_from_one_prefix_tops_the_api_within_seconds() {
                 break;
             }
         }
-        (seen, api(&lab.balancer.ns, "GET", "/metrics", None).1)
+        let status = lab
+            .balancer
+            .ns
+            .exec(FULCRUM, &["status", "--api", &format!("http://{API}")])
+            .expect("fulcrum status");
+        (
+            seen,
+            api(&lab.balancer.ns, "GET", "/metrics", None).1,
+            status,
+        )
     });
     let v = seen.expect("both prefixes reported within 10 s of the flood");
 
@@ -169,4 +179,21 @@ fn a_flood_from_one_prefix_tops_the_api_within_seconds() {
         .count();
     assert!(series <= 3 * 3, "at most top × lengths series: {series}");
     assert_promtool_accepts(&metrics);
+
+    // `fulcrum status` ends with the busiest prefixes, the flood's first.
+    let section = status
+        .split_once("\ntop talkers (1 in 4 packets sampled")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("a top talkers section: {status}"));
+    let rows: Vec<&str> = section.lines().skip(1).map(str::trim).collect();
+    assert_eq!(rows.first(), Some(&"web"), "{status}");
+    let first24 = rows.iter().find(|r| {
+        r.split_whitespace()
+            .next()
+            .is_some_and(|p| p.ends_with("/24"))
+    });
+    assert!(
+        first24.is_some_and(|r| r.starts_with("10.200.5.0/24 ")),
+        "the flood's /24 first of the /24s: {status}"
+    );
 }

@@ -223,7 +223,7 @@ fn rates(traffic: &Traffic) -> [String; 2] {
 
 /// A rate with an SI prefix and two or three significant digits: `0`, `4.5`, `950`,
 /// `12k`, `1.2M`.
-fn si(value: f64) -> String {
+pub(super) fn si(value: f64) -> String {
     let (number, prefix) = scaled(value);
     format!("{number}{prefix}")
 }
