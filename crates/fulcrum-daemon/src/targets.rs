@@ -39,6 +39,7 @@ pub(crate) fn probe_vias(lb: &mut Balancer, config: &Config) -> Result<Vias, Bal
             let via = Via {
                 vip: r.service.vip,
                 mark: r.mark,
+                device: r.device,
             };
             ((name, r.address), via)
         })

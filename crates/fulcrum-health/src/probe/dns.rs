@@ -67,7 +67,7 @@ pub(crate) fn check_answer(answer: &[u8], id: u16, want: Rcode) -> Result<(), Pr
 pub(super) async fn query(
     addr: SocketAddr,
     source: Option<IpAddr>,
-    mark: Option<u32>,
+    via: Option<&super::Via>,
     check: &DnsCheck,
 ) -> Result<(), ProbeError> {
     let id = super::random_u64(u64::from(addr.port())) as u16;
@@ -76,8 +76,8 @@ pub(super) async fn query(
     let socket = UdpSocket::bind(super::local_addr(addr.ip(), source)?)
         .await
         .map_err(|e| ProbeError::io("bind", &e))?;
-    if let Some(mark) = mark {
-        super::set_mark(&socket, mark)?;
+    if let Some(via) = via {
+        super::steer(&socket, via)?;
     }
     // Connected, so the kernel drops datagrams from anyone else and reports ICMP unreachable.
     socket

@@ -137,6 +137,10 @@ pub struct Via {
     /// The socket mark that has the balancer encapsulate them to this backend. While the
     /// balancer has no path to it, its probe program drops them: the probes time out.
     pub mark: u32,
+    /// The interface probes must leave by (`SO_BINDTODEVICE`): one the balancer's probe
+    /// program runs on, so that no probe leaves untunnelled by another route to the VIP
+    /// (where any host holding the VIP, or the balancer itself, could answer it).
+    pub device: Option<String>,
 }
 
 /// Runs one probe of `spec` against `target`, from `source` if given. Returns the latency of a
@@ -152,34 +156,34 @@ pub async fn probe(
 /// Runs one probe of `spec` through the tunnel `via` says (see [`Via`]); the kernel picks
 /// the source, by its route to the VIP.
 pub async fn probe_via(via: &Via, spec: &CheckSpec) -> Result<Duration, ProbeError> {
-    run(via.vip, spec, None, Some(via.mark)).await
+    run(via.vip, spec, None, Some(via)).await
 }
 
 async fn run(
     target: IpAddr,
     spec: &CheckSpec,
     source: Option<IpAddr>,
-    mark: Option<u32>,
+    via: Option<&Via>,
 ) -> Result<Duration, ProbeError> {
     let start = Instant::now();
     let addr = SocketAddr::new(target, spec.port);
     let run = async {
         match &spec.probe {
-            Probe::Tcp => connect(addr, source, mark).await.map(drop),
+            Probe::Tcp => connect(addr, source, via).await.map(drop),
             Probe::Http(check) => {
-                let stream = connect(addr, source, mark).await?;
+                let stream = connect(addr, source, via).await?;
                 http::get(stream, addr, check, false).await
             }
             Probe::Https {
                 http: check,
                 insecure,
             } => {
-                let stream = connect(addr, source, mark).await?;
+                let stream = connect(addr, source, via).await?;
                 let stream =
                     tls::handshake(stream, target, check.host.as_deref(), *insecure).await?;
                 http::get(stream, addr, check, true).await
             }
-            Probe::Dns(check) => dns::query(addr, source, mark, check).await,
+            Probe::Dns(check) => dns::query(addr, source, via, check).await,
         }
     };
     match tokio::time::timeout(spec.timeout, run).await {
@@ -202,15 +206,15 @@ fn local_addr(target: IpAddr, source: Option<IpAddr>) -> Result<SocketAddr, Prob
 async fn connect(
     addr: SocketAddr,
     source: Option<IpAddr>,
-    mark: Option<u32>,
+    via: Option<&Via>,
 ) -> Result<TcpStream, ProbeError> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| ProbeError::io("socket", &e))?;
-    if let Some(mark) = mark {
-        set_mark(&socket, mark)?;
+    if let Some(via) = via {
+        steer(&socket, via)?;
     }
     if source.is_some() {
         let local = local_addr(addr.ip(), source)?;
@@ -227,27 +231,43 @@ async fn connect(
     Ok(stream)
 }
 
-/// Sets `SO_MARK` (needs CAP_NET_ADMIN): the balancer's probe program encapsulates
-/// packets with its marks.
-fn set_mark(socket: &impl std::os::fd::AsRawFd, mark: u32) -> Result<(), ProbeError> {
+/// Marks a probe's socket for the balancer's probe program (`SO_MARK`, which needs
+/// CAP_NET_ADMIN) and binds it to the interface that program runs on.
+fn steer(socket: &impl std::os::fd::AsRawFd, via: &Via) -> Result<(), ProbeError> {
+    let fd = socket.as_raw_fd();
+    let mark = via.mark;
     // SAFETY: a valid socket and a 4-byte option value that outlives the call.
     let ret = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_MARK,
             (&raw const mark).cast(),
             size_of::<u32>() as libc::socklen_t,
         )
     };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(ProbeError::io(
-            "setsockopt SO_MARK",
-            &io::Error::last_os_error(),
-        ))
+    if ret != 0 {
+        let e = io::Error::last_os_error();
+        return Err(ProbeError::io("setsockopt SO_MARK", &e));
     }
+    let Some(device) = &via.device else {
+        return Ok(());
+    };
+    // SAFETY: a valid socket and the name's bytes, which outlive the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            device.as_ptr().cast(),
+            device.len() as libc::socklen_t,
+        )
+    };
+    if ret != 0 {
+        let e = io::Error::last_os_error();
+        return Err(ProbeError::io("SO_BINDTODEVICE", &e));
+    }
+    Ok(())
 }
 
 /// A random 64-bit value from the standard library's per-process keyed hasher, which is all

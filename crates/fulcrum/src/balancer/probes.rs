@@ -38,7 +38,12 @@ pub struct ProbeRoute {
     pub mark: u32,
     /// Why the tunnel cannot reach the backend now, if it cannot: its probes are dropped
     /// (and time out) until the path is found, which every neighbour refresh looks for.
+    /// Also set when the kernel's route to the VIP leaves by an interface the balancer
+    /// does not run on: bound to `device`, the probes then need a route there.
     pub unreachable: Option<String>,
+    /// The attached interface probes must be bound to (`SO_BINDTODEVICE`), so that none
+    /// leaves untunnelled by another route to the VIP; `None` while nothing is attached.
+    pub device: Option<String>,
 }
 
 /// What the probe program did with marked packets since the balancer was built.
@@ -153,14 +158,49 @@ impl Balancer {
                 );
             }
             let (id, unreachable) = self.resolve_probe(&key);
+            let (device, misrouted) = self.probe_device(service.id.vip);
             routes.push(ProbeRoute {
                 service: service.id,
                 address: *address,
                 mark: PROBE_MARK | id,
-                unreachable: unreachable.map(|e| e.to_string()),
+                unreachable: unreachable.map(|e| e.to_string()).or(misrouted),
+                device,
             });
         }
         Ok(routes)
+    }
+
+    /// The interface probes to `vip` leave by: the one the kernel's route to the VIP
+    /// takes if the balancer runs there, else the first it runs on (where the probes need
+    /// a route to the VIP, which the second value says).
+    fn probe_device(&mut self, vip: IpAddr) -> (Option<String>, Option<String>) {
+        let routed = self
+            .netlink()
+            .and_then(|nl| nl.route_get(vip).map_err(BalancerError::from));
+        let chosen = match &routed {
+            Ok(r) if self.interfaces.contains_key(&r.ifindex) => Some(r.ifindex),
+            _ => self.interfaces.keys().next().copied(),
+        };
+        let mut name = |ifindex: u32| {
+            self.netlink()
+                .ok()
+                .and_then(|nl| nl.link(ifindex).ok())
+                .map_or_else(|| format!("ifindex {ifindex}"), |l| l.name)
+        };
+        let device = chosen.map(&mut name);
+        let misrouted = match (&routed, &device) {
+            (Ok(r), _) if Some(r.ifindex) == chosen => None,
+            (_, None) => None,
+            (Ok(r), Some(d)) => Some(format!(
+                "the route to {vip} leaves by {}, where the balancer does not run; probes \
+                 are bound to {d} and need a route to {vip} there",
+                name(r.ifindex)
+            )),
+            (Err(e), Some(d)) => Some(format!(
+                "no route to {vip} ({e}); probes are bound to {d} and need one there"
+            )),
+        };
+        (device, misrouted)
     }
 
     /// Counters of the probe program, summed over CPUs.
