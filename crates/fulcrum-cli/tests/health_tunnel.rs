@@ -101,16 +101,9 @@ fn a_tunnelled_backend_without_the_vip_is_down_until_it_holds_it() {
 
     b2.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])
         .expect("restore the IPv4 VIP");
-    b2.ip(&[
-        "-6",
-        "addr",
-        "add",
-        &format!("{VIP6}/128"),
-        "dev",
-        "lo",
-        "nodad",
-    ])
-    .expect("restore the IPv6 VIP");
+    lab.backends[1]
+        .hold_vip6(VIP6)
+        .expect("restore the IPv6 VIP");
     for (name, backends) in [("web", four), ("web6", six)] {
         wait_until(
             &format!("{name}: backend 2 up once it holds the VIP"),

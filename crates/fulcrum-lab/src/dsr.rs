@@ -168,18 +168,7 @@ pub fn with_ipv6(lab: &DsrLab) {
     add_ipv6(&lab.balancer, 2);
     for (i, backend) in lab.backends.iter().enumerate() {
         add_ipv6(backend, 11 + i as u16);
-        backend
-            .ns
-            .ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{VIP6}/128"),
-                "dev",
-                "lo",
-                "nodad",
-            ])
-            .expect("VIP on lo");
+        backend.hold_vip6(VIP6).expect("VIP on lo");
     }
     route6_via(&lab.client.ns, 2);
 }

@@ -1,7 +1,7 @@
 //! Lab hosts on a bridge: the switch namespace, hosts plugged into it, and what makes a
 //! host a DSR backend. Shared by the DSR and ECMP labs.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use fulcrum::{AttachMode, Balancer};
 
@@ -26,6 +26,16 @@ impl Host {
             .ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
         self.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
         self.ns.sysctl("net.ipv4.conf.all.arp_announce", "2")
+    }
+
+    /// Makes the host a DSR backend of the IPv6 `vip`: the VIP on `lo`, without duplicate
+    /// address detection (every backend holds the same address, and it must be usable at
+    /// once).
+    pub fn hold_vip6(&self, vip: Ipv6Addr) -> anyhow::Result<()> {
+        let vip = format!("{vip}/128");
+        self.ns
+            .ip(&["-6", "addr", "add", &vip, "dev", "lo", "nodad"])
+            .map(drop)
     }
 
     /// A balancer loaded in this host's namespace (room for 4 services and 65536 flows)

@@ -178,15 +178,7 @@ impl L3Lab {
             host.ns
                 .ip(&["-6", "route", "add", "default", "via", "fd78:1::fe"])?;
             host.hold_vip(VIP)?;
-            host.ns.ip(&[
-                "-6",
-                "addr",
-                "add",
-                &format!("{VIP6}/128"),
-                "dev",
-                "lo",
-                "nodad",
-            ])?;
+            host.hold_vip6(VIP6)?;
             lab.backends.push(host);
         }
         // Fresh veths on a bridge take a moment to carry traffic: wait until the balancer
