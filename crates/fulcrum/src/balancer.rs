@@ -43,7 +43,7 @@ mod vips;
 mod vlan;
 
 pub use builder::BalancerBuilder;
-pub(crate) use builder::{program_error, typed, xdp_mut};
+pub(crate) use builder::{program_error, program_ref, typed, xdp_mut};
 
 use counters::sum_traffic;
 pub use destinations::{DesiredDestination, Unresolved};
@@ -209,17 +209,7 @@ impl Balancer {
     /// The verified balancer program, for running frames through it with
     /// `BPF_PROG_TEST_RUN` (fixtures, benchmarks).
     pub fn program(&self) -> Result<&Xdp, BalancerError> {
-        let name = programs::BALANCER;
-        self.ebpf
-            .program(name)
-            .ok_or_else(|| {
-                program_error(
-                    format!("finding program {name}"),
-                    aya::programs::ProgramError::NotLoaded,
-                )
-            })?
-            .try_into()
-            .map_err(|e| program_error(format!("program {name}"), e))
+        program_ref(&self.ebpf, programs::BALANCER)
     }
 
     /// Flows pinned in the shared flow table. SYNs wait in a per-CPU cache until their

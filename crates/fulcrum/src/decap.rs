@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::{
     AttachMode, BalancerError, DEFAULT_GUE_PORT,
-    balancer::{attach_error, ifindex, program_error, typed, xdp_mut},
+    balancer::{attach_error, ifindex, program_error, program_ref, typed, xdp_mut},
 };
 
 /// The compiled decapsulator, embedded at build time.
@@ -147,16 +147,7 @@ impl Decapsulator {
 
     /// The verified program, for running frames through it with `BPF_PROG_TEST_RUN`.
     pub fn program(&self) -> Result<&Xdp, BalancerError> {
-        self.ebpf
-            .program(PROGRAM)
-            .ok_or_else(|| {
-                program_error(
-                    format!("finding program {PROGRAM}"),
-                    aya::programs::ProgramError::NotLoaded,
-                )
-            })?
-            .try_into()
-            .map_err(|e| program_error(format!("program {PROGRAM}"), e))
+        program_ref(&self.ebpf, PROGRAM)
     }
 
     /// The interface it is attached to, if any.

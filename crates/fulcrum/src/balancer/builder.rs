@@ -8,7 +8,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, Map, MapData},
-    programs::Xdp,
+    programs::{Program, ProgramError, Xdp},
 };
 use fulcrum_common::{
     CPUS_GLOBAL, DEFAULT_FLOW_CACHE, DEFAULT_FLOW_INSERT_BUDGET, FLOW_CACHE_MASK_GLOBAL,
@@ -319,18 +319,36 @@ fn load_xdp(ebpf: &mut Ebpf, name: &str) -> Result<(), BalancerError> {
 
 /// The XDP program `name` of a loaded object.
 pub(crate) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, BalancerError> {
+    program_mut(ebpf, name)
+}
+
+/// Program `name` of a loaded object, as the type it must be (`Xdp`, `SchedClassifier`).
+pub(crate) fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, BalancerError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
     ebpf.program_mut(name)
-        .ok_or_else(|| {
-            program_error(
-                format!("finding program {name}"),
-                aya::programs::ProgramError::NotLoaded,
-            )
-        })?
+        .ok_or_else(|| not_found(name))?
         .try_into()
         .map_err(|e| program_error(format!("program {name}"), e))
 }
 
-pub(crate) fn program_error(what: String, e: aya::programs::ProgramError) -> BalancerError {
+/// [`program_mut`] for reading: running frames through a verified program.
+pub(crate) fn program_ref<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<&'a T, BalancerError>
+where
+    &'a T: TryFrom<&'a Program, Error = ProgramError>,
+{
+    ebpf.program(name)
+        .ok_or_else(|| not_found(name))?
+        .try_into()
+        .map_err(|e| program_error(format!("program {name}"), e))
+}
+
+fn not_found(name: &str) -> BalancerError {
+    program_error(format!("finding program {name}"), ProgramError::NotLoaded)
+}
+
+pub(crate) fn program_error(what: String, e: ProgramError) -> BalancerError {
     BalancerError::Program {
         what,
         source: Box::new(e),
