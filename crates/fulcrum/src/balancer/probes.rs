@@ -24,7 +24,12 @@ use fulcrum_common::{
 };
 use tracing::{debug, info};
 
-use super::{Balancer, NextHop, builder::program_error, tunnel::TunnelPath, typed};
+use super::{
+    Balancer, NextHop,
+    builder::{program_error, program_mut},
+    tunnel::TunnelPath,
+    typed,
+};
 use crate::{BalancerError, Forwarding, Service, ServiceId};
 
 /// Where the probes of one backend of one service go.
@@ -89,15 +94,7 @@ impl Probes {
 }
 
 fn classifier(ebpf: &mut aya::Ebpf) -> Result<&mut SchedClassifier, BalancerError> {
-    ebpf.program_mut(PROGRAM)
-        .ok_or_else(|| {
-            program_error(
-                format!("finding program {PROGRAM}"),
-                aya::programs::ProgramError::NotLoaded,
-            )
-        })?
-        .try_into()
-        .map_err(|e| program_error(format!("program {PROGRAM}"), e))
+    program_mut(ebpf, PROGRAM)
 }
 
 impl Balancer {
@@ -140,6 +137,8 @@ impl Balancer {
             }
         }
         let mut routes = Vec::with_capacity(wanted.len());
+        // Every backend of a service shares its VIP's route: asked once per VIP.
+        let mut devices = BTreeMap::new();
         for (service, address) in wanted {
             let key = (service.id, *address);
             if !self.probes.entries.contains_key(&key) {
@@ -158,7 +157,11 @@ impl Balancer {
                 );
             }
             let (id, unreachable) = self.resolve_probe(&key);
-            let (device, misrouted) = self.probe_device(service.id.vip);
+            let vip = service.id.vip;
+            let (device, misrouted) = devices
+                .entry(vip)
+                .or_insert_with(|| self.probe_device(vip))
+                .clone();
             routes.push(ProbeRoute {
                 service: service.id,
                 address: *address,
